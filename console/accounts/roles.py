@@ -1,0 +1,32 @@
+"""Roles are named bundles of object permissions on an Application (granted with guardian).
+
+This table is the single source of truth for what each role may do; the README's role table and
+the URL × role test matrix are written against it.
+"""
+
+from django.db import models
+
+VIEW = "view_application"
+CURATE = "curate_application"
+ENGINEER = "engineer_application"
+APPROVE = "approve_application"
+ADMIN = "admin_application"
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    CURATOR = "curator", "Curator"
+    ENGINEER = "engineer", "Engineer"
+    APPROVER = "approver", "Approver"
+    ADMIN = "admin", "Admin"
+
+
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    Role.VIEWER: frozenset({VIEW}),
+    Role.CURATOR: frozenset({VIEW, CURATE}),
+    Role.ENGINEER: frozenset({VIEW, CURATE, ENGINEER}),
+    Role.APPROVER: frozenset({VIEW, APPROVE}),
+    Role.ADMIN: frozenset({VIEW, CURATE, ENGINEER, APPROVE, ADMIN}),
+}
+
+ALL_PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())

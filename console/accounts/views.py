@@ -1,0 +1,71 @@
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from console.accounts import services
+from console.accounts.forms import GrantForm
+from console.accounts.models import Membership
+from console.accounts.roles import ADMIN, ROLE_PERMISSIONS, Role
+from console.core.permissions import access_application
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "accounts/login.html"
+    redirect_authenticated_user = True
+
+
+@login_required
+def members(request: HttpRequest, app: str) -> HttpResponse:
+    """Admins grant, change and revoke roles in their application."""
+    application = access_application(request, app, ADMIN)
+    form = GrantForm()
+    if request.method == "POST":
+        action = request.POST.get("action", "grant")
+        try:
+            if action == "revoke":
+                membership = (
+                    Membership.objects.filter(
+                        application=application, pk=request.POST.get("membership")
+                    )
+                    .select_related("user")
+                    .first()
+                )
+                if membership is None:
+                    raise Http404("No such member")
+                services.revoke_membership(actor=request.user, membership=membership)
+                messages.success(request, f"Removed {membership.user.username}.")
+                return redirect("accounts:members", app=app)
+            form = GrantForm(request.POST)
+            if form.is_valid():
+                services.grant_role(
+                    actor=request.user,
+                    user=form.user,
+                    application=application,
+                    role=form.cleaned_data["role"],
+                )
+                messages.success(
+                    request, f"{form.user.username} is now {form.cleaned_data['role']}."
+                )
+                return redirect("accounts:members", app=app)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect("accounts:members", app=app)
+    memberships = (
+        Membership.objects.filter(application=application)
+        .select_related("user")
+        .order_by("user__username")
+    )
+    return render(
+        request,
+        "accounts/members.html",
+        {
+            "application": application,
+            "memberships": memberships,
+            "form": form,
+            "roles": Role.choices,
+            "role_permissions": ROLE_PERMISSIONS,
+        },
+    )

@@ -1,0 +1,11 @@
+"""The Celery application: evals, rollups, scheduled rollouts and budget checks run here."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+
+app = Celery("airlock")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

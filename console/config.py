@@ -1,0 +1,145 @@
+"""Read and validate Airlock's configuration from environment variables.
+
+Every setting that can differ between a laptop and production comes from the environment.
+`load()` is pure (it takes a mapping), so tests can check each rule; settings.py calls it with
+`os.environ` and turns a `ConfigError` into a single clear line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off", ""}
+BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem", "memory"}
+INSECURE_KEY = "airlock-dev-insecure-key-not-for-production"
+
+
+class ConfigError(Exception):
+    """One configuration problem, worded to name the environment variable at fault."""
+
+
+@dataclass(frozen=True)
+class Config:
+    debug: bool
+    secret_key: str
+    allowed_hosts: list[str]
+    database: dict
+    broker_url: str
+    broker_transport_options: dict = field(default_factory=dict)
+    csrf_trusted_origins: list[str] = field(default_factory=list)
+    require_services: bool = False
+    data_dir: Path = BASE_DIR / "var"
+
+    @property
+    def production(self) -> bool:
+        return not self.debug
+
+    def local_folders(self) -> list[Path]:
+        """Folders the embedded default needs on disk (SQLite file, filesystem broker queue)."""
+        folders = [self.data_dir]
+        for key in ("data_folder_in", "processed_folder"):
+            if key in self.broker_transport_options:
+                folders.append(Path(self.broker_transport_options[key]))
+        return folders
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of 1/0/true/false/yes/no/on/off, got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str, default: list[str]) -> list[str]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def load(env: Mapping[str, str]) -> Config:
+    """Build the configuration; raise ConfigError naming the first bad variable.
+
+    In production mode (DEBUG off) SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL and
+    CELERY_BROKER_URL are required: a laptop default silently used in production is a bug.
+    """
+    debug = _bool(env, "DEBUG", default=False)
+    production = not debug
+    data_dir = Path(env.get("AIRLOCK_DATA_DIR") or BASE_DIR / "var")
+
+    secret_key = env.get("SECRET_KEY", "")
+    if production:
+        if not secret_key:
+            raise ConfigError("SECRET_KEY is required when DEBUG is off")
+        if len(secret_key) < 32 or secret_key == INSECURE_KEY:
+            raise ConfigError("SECRET_KEY must be a random string of at least 32 characters")
+    secret_key = secret_key or INSECURE_KEY
+
+    allowed_hosts = _list(
+        env, "ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if debug else []
+    )
+    if production and not allowed_hosts:
+        raise ConfigError("ALLOWED_HOSTS is required when DEBUG is off (comma-separated hosts)")
+
+    db_url = env.get("DATABASE_URL", "")
+    if production and not db_url:
+        raise ConfigError("DATABASE_URL is required when DEBUG is off")
+    db_url = db_url or f"sqlite:///{data_dir / 'airlock.sqlite3'}"
+    try:
+        database = dj_database_url.parse(db_url, conn_max_age=60, conn_health_checks=True)
+    except Exception as exc:  # dj-database-url raises several kinds for a malformed URL
+        raise ConfigError(f"DATABASE_URL is malformed: {exc}") from None
+    if not database.get("ENGINE"):
+        raise ConfigError("DATABASE_URL is malformed: unknown scheme")
+    if database["ENGINE"].endswith("sqlite3"):
+        database["CONN_MAX_AGE"] = 0
+        database.setdefault("OPTIONS", {})
+        database["OPTIONS"].update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+    elif database["ENGINE"].endswith("postgresql"):
+        database.setdefault("OPTIONS", {})
+        database["OPTIONS"].setdefault("connect_timeout", 5)
+
+    broker_url = env.get("CELERY_BROKER_URL", "")
+    if production and not broker_url:
+        raise ConfigError("CELERY_BROKER_URL is required when DEBUG is off")
+    transport_options: dict = {}
+    if not broker_url:
+        broker_url = "filesystem://"
+    scheme = urlparse(broker_url).scheme
+    if scheme not in BROKER_SCHEMES:
+        raise ConfigError(
+            f"CELERY_BROKER_URL has unsupported scheme {scheme!r} "
+            f"(use one of {', '.join(sorted(BROKER_SCHEMES))})"
+        )
+    if scheme == "filesystem":
+        folder = data_dir / "broker"
+        transport_options = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+
+    return Config(
+        debug=debug,
+        secret_key=secret_key,
+        allowed_hosts=allowed_hosts,
+        database=database,
+        broker_url=broker_url,
+        broker_transport_options=transport_options,
+        csrf_trusted_origins=_list(env, "CSRF_TRUSTED_ORIGINS", []),
+        require_services=_bool(env, "AIRLOCK_REQUIRE_SERVICES", default=False),
+        data_dir=data_dir,
+    )

@@ -1,0 +1,54 @@
+"""Who may see and do what, per application (object permissions via django-guardian).
+
+`access_application` is the one door every view goes through: an application the user is not a
+member of is "not found" (404), exactly like one that does not exist, so nobody learns about an
+application they do not belong to; a member lacking the permission gets "forbidden" (403).
+"""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest
+from guardian.shortcuts import get_objects_for_user, get_perms
+
+VIEW = "view_application"
+
+
+def application_model():
+    return apps.get_model("registry", "Application")
+
+
+def user_applications(user) -> QuerySet:
+    """Applications the user is a member of (any role), one query."""
+    model = application_model()
+    if not user.is_authenticated:
+        return model.objects.none()
+    return get_objects_for_user(
+        user, f"registry.{VIEW}", klass=model, accept_global_perms=False, with_superuser=False
+    )
+
+
+def application_perms(user, application) -> frozenset[str]:
+    if not user.is_authenticated:
+        return frozenset()
+    return frozenset(get_perms(user, application))
+
+
+def access_application(request: HttpRequest, key: str, perm: str | None = None):
+    """Return the application `key` for this request's user, or raise 404/403.
+
+    Caches the permission set on the request as `request.app_perms` for templates.
+    """
+    application = application_model().objects.filter(key=key).first()
+    if application is None:
+        raise Http404("No such application")
+    perms = application_perms(request.user, application)
+    if VIEW not in perms:
+        raise Http404("No such application")
+    if perm is not None and perm not in perms:
+        raise PermissionDenied(f"Your role in {application.name} does not allow this.")
+    request.application = application
+    request.app_perms = perms
+    return application

@@ -1,0 +1,188 @@
+"""Seed the demo application "support-bot" (idempotent: running it twice changes nothing)."""
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from console.accounts.roles import Role
+from console.accounts.services import grant_role
+from console.audit.services import SYSTEM
+from console.registry import services
+from console.registry.kinds import MODEL_CONFIG, PROMPT
+from console.registry.models import Application
+
+DEMO_PASSWORD = "airlock-demo"
+DEMO_USERS = {
+    "admin": Role.ADMIN,
+    "engineer": Role.ENGINEER,
+    "approver": Role.APPROVER,
+    "curator": Role.CURATOR,
+    "viewer": Role.VIEWER,
+}
+SIMULATOR_URL = "http://127.0.0.1:8100/v1"
+
+ANSWER_V1 = {
+    "system": "You are the support assistant for Acme Store. Answer the customer's question.",
+    "user": "{{ question }}",
+    "variables": ["question"],
+    "params": {},
+}
+ANSWER_V2 = {
+    "system": (
+        "You are the support assistant for Acme Store.\n"
+        "Answer only from the context below. If the context does not contain the answer,\n"
+        'say "I don\'t know" and offer to connect the customer with a human agent.\n'
+        "\n"
+        "Context:\n"
+        "{{ context }}"
+    ),
+    "user": "{{ question }}",
+    "variables": ["context", "question"],
+    "params": {"top_k": 5},
+}
+ANSWER_V3 = {
+    "system": (
+        "You are the support assistant for Acme Store.\n"
+        "Answer only from the context below. If the context does not contain the answer,\n"
+        'say "I don\'t know" and offer to connect the customer with a human agent.\n'
+        "Cite the source id of every fact you use, like [refund-policy].\n"
+        "Keep answers under 120 words.\n"
+        "\n"
+        "Context:\n"
+        "{{ context }}"
+    ),
+    "user": "Customer ({{ customer_tier }} tier) asks: {{ question }}",
+    "variables": ["context", "question", "customer_tier"],
+    "params": {"top_k": 5},
+}
+SUMMARY_V1 = {
+    "system": "Summarise the support conversation for the agent handing over in three bullets.",
+    "user": "{{ transcript }}",
+    "variables": ["transcript"],
+    "params": {},
+}
+SUMMARY_V2 = {
+    "system": (
+        "Summarise the support conversation for the agent taking over.\n"
+        "Use exactly three bullets: the problem, what was tried, what the customer wants next."
+    ),
+    "user": "{{ transcript }}",
+    "variables": ["transcript"],
+    "params": {},
+}
+
+
+def model(name: str, price_in: float, price_cached: float, price_out: float, **extra) -> dict:
+    return {
+        "provider": "openai-compatible",
+        "base_url": SIMULATOR_URL,
+        "model": name,
+        "api_key_env": "AIRLOCK_SIMULATOR_KEY",
+        "temperature": 0.2,
+        "max_tokens": 512,
+        "timeout_s": 30,
+        "max_retries": 3,
+        "max_concurrency": 8,
+        "price_input_per_1m": price_in,
+        "price_cached_input_per_1m": price_cached,
+        "price_output_per_1m": price_out,
+        **extra,
+    }
+
+
+class Command(BaseCommand):
+    help = "Create the demo application, users for each role, prompts and model configs."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        User = get_user_model()
+        users = {}
+        for username in DEMO_USERS:
+            user, created = User.objects.get_or_create(username=username)
+            if created:
+                user.set_password(DEMO_PASSWORD)
+                user.email = f"{username}@airlock.local"
+                user.save()
+            users[username] = user
+        admin = users["admin"]
+        engineer = users["engineer"]
+
+        application = Application.objects.filter(key="support-bot").first()
+        if application is None:
+            application = services.create_application(
+                actor=SYSTEM,
+                key="support-bot",
+                name="Support bot",
+                description="Answers customer questions about orders, refunds and accounts.",
+                environments=[
+                    {"key": "dev", "name": "dev"},
+                    {"key": "staging", "name": "staging"},
+                    {
+                        "key": "prod",
+                        "name": "prod",
+                        "protected": True,
+                        "required_approvals": 1,
+                        "eval_gate_required": True,
+                    },
+                ],
+            )
+        for username, role in DEMO_USERS.items():
+            grant_role(actor=SYSTEM, user=users[username], application=application, role=role)
+
+        envs = {e.key: e for e in application.environments.all()}
+        if not application.prompts.exists():
+            answer = self._history(
+                PROMPT, application, engineer, "answer-question", "Answer a customer question",
+                [(ANSWER_V1, "First draft"), (ANSWER_V2, "Ground answers in retrieved context"),
+                 (ANSWER_V3, "Cite sources, shorter answers, tier-aware")],
+            )  # fmt: skip
+            summary = self._history(
+                PROMPT, application, engineer, "summarise-ticket", "Hand-over summary",
+                [(SUMMARY_V1, "First draft"), (SUMMARY_V2, "Fixed bullet structure")],
+            )  # fmt: skip
+            self._bind(engineer, envs, answer, {"dev": 3, "staging": 2, "prod": 2})
+            self._bind(engineer, envs, summary, {"dev": 2, "staging": 2, "prod": 1})
+        if not application.model_configs.exists():
+            main = self._history(
+                MODEL_CONFIG, application, engineer, "gpt-main", "Main answering model",
+                [(model("gpt-4o-mini", 0.15, 0.075, 0.60), "Start on the small model"),
+                 (model("gpt-4o-mini", 0.15, 0.075, 0.60, temperature=0.0),
+                  "Deterministic answers")],
+            )  # fmt: skip
+            judge = self._history(
+                MODEL_CONFIG, application, admin, "judge", "LLM-as-judge",
+                [(model("gpt-4o", 2.50, 1.25, 10.00, temperature=0.0), "Judge model")],
+            )  # fmt: skip
+            self._bind(engineer, envs, main, {"dev": 2, "staging": 2, "prod": 1})
+            self._bind(engineer, envs, judge, {"dev": 1, "staging": 1, "prod": 1})
+
+        self.stdout.write(
+            self.style.SUCCESS("Demo ready: application support-bot (dev, staging, prod).")
+        )
+        self.stdout.write(f"Demo logins (password: {DEMO_PASSWORD}):")
+        for username, role in DEMO_USERS.items():
+            self.stdout.write(f"  {username:<10} {role}")
+
+    def _history(self, kind, application, author, key, name, versions):
+        first, message = versions[0]
+        result = services.create_head(
+            actor=author, kind=kind, application=application, key=key, name=name,
+            content=first, message=message,
+        )  # fmt: skip
+        head = result.version.head
+        for number, (content, message) in enumerate(versions[1:], start=1):
+            services.save_head_version(
+                actor=author, head=head, content=content, base_number=number, message=message
+            )
+        return head
+
+    def _bind(self, actor, envs, head, numbers):
+        for env_key, number in numbers.items():
+            version = head.versions.get(number=number)
+            services.bind_version(
+                actor=actor,
+                environment=envs[env_key],
+                version=version,
+                reason="Demo setup",
+                via_promotion=envs[env_key].protected,
+            )

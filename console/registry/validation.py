@@ -1,0 +1,132 @@
+"""Validate and normalise version content for prompts and model configs.
+
+Each validator returns the cleaned content or raises ValidationError keyed by field name, so
+the editor can show the message next to the field at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+from django.core.exceptions import ValidationError
+
+from console.registry.templating import IDENTIFIER, analyse
+
+ENV_VAR = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+MAX_TEMPLATE_CHARS = 100_000
+
+
+def prompt_findings(content: dict) -> tuple[dict[str, list[str]], list[str]]:
+    """(errors by field, warnings) for prompt content — shared by save and live preview."""
+    errors: dict[str, list[str]] = {}
+    warnings: list[str] = []
+    templates = {"system": content.get("system", ""), "user": content.get("user", "")}
+    for name, text in templates.items():
+        if not isinstance(text, str):
+            errors.setdefault(name, []).append("must be text")
+        elif len(text) > MAX_TEMPLATE_CHARS:
+            errors.setdefault(name, []).append(f"is longer than {MAX_TEMPLATE_CHARS} characters")
+    if not (templates["system"] or "").strip() and not (templates["user"] or "").strip():
+        errors.setdefault("user", []).append("write a system or a user template (both are empty)")
+    declared = content.get("variables", [])
+    if not isinstance(declared, list) or not all(isinstance(v, str) for v in declared):
+        errors.setdefault("variables", []).append("must be a list of names")
+        declared = []
+    for name in declared:
+        if not IDENTIFIER.match(name):
+            errors.setdefault("variables", []).append(
+                f"{name!r} is not a valid variable name (letters, digits, underscore)"
+            )
+    if len(set(declared)) != len(declared):
+        errors.setdefault("variables", []).append("lists a variable twice")
+    analysis = analyse({k: v for k, v in templates.items() if isinstance(v, str)})
+    for problem in analysis.problems:
+        errors.setdefault(problem.field, []).append(
+            f"line {problem.line}, column {problem.column}: {problem.message}"
+        )
+    for name, places in analysis.used.items():
+        if name not in declared:
+            where = ", ".join(f"{f} line {line}" for f, line in places)
+            errors.setdefault("variables", []).append(
+                f"{{{{ {name} }}}} is used ({where}) but not declared"
+            )
+    for name in declared:
+        if name not in analysis.used:
+            warnings.append(f"{name} is declared but not used in either template")
+    params = content.get("params", {})
+    if not isinstance(params, dict):
+        errors.setdefault("params", []).append("must be a JSON object")
+    return errors, warnings
+
+
+def clean_prompt_content(content: dict) -> dict:
+    errors, _warnings = prompt_findings(content)
+    if errors:
+        raise ValidationError({k: [ValidationError(m) for m in v] for k, v in errors.items()})
+    return {
+        "system": content.get("system", "") or "",
+        "user": content.get("user", "") or "",
+        "variables": list(content.get("variables", [])),
+        "params": dict(content.get("params", {}) or {}),
+    }
+
+
+MODEL_NUMBERS: dict[str, tuple[type, float, float, bool]] = {
+    # field: (type, min, max, required)
+    "temperature": (float, 0.0, 2.0, True),
+    "max_tokens": (int, 1, 1_000_000, True),
+    "timeout_s": (float, 0.1, 600.0, True),
+    "max_retries": (int, 0, 10, True),
+    "max_concurrency": (int, 1, 512, True),
+    "price_input_per_1m": (float, 0.0, 10_000.0, True),
+    "price_cached_input_per_1m": (float, 0.0, 10_000.0, True),
+    "price_output_per_1m": (float, 0.0, 10_000.0, True),
+}
+
+
+def clean_model_config_content(content: dict) -> dict:
+    errors: dict[str, list[str]] = {}
+    cleaned: dict[str, Any] = {}
+    provider = str(content.get("provider", "") or "").strip()
+    if not provider:
+        errors["provider"] = ["is required (e.g. openai, azure-openai, local)"]
+    cleaned["provider"] = provider
+    model = str(content.get("model", "") or "").strip()
+    if not model:
+        errors["model"] = ["is required (the provider's model name)"]
+    cleaned["model"] = model
+    base_url = str(content.get("base_url", "") or "").strip()
+    parsed = urlparse(base_url)
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        errors["base_url"] = ["must be an http(s) URL such as https://api.openai.com/v1"]
+    elif parsed.username or parsed.password:
+        errors["base_url"] = ["must not contain credentials; name an environment variable instead"]
+    cleaned["base_url"] = base_url
+    api_key_env = str(content.get("api_key_env", "") or "").strip()
+    if api_key_env and not ENV_VAR.match(api_key_env):
+        errors["api_key_env"] = [
+            "must name an environment variable (A-Z, 0-9, underscore), never the key itself"
+        ]
+    cleaned["api_key_env"] = api_key_env
+    for name, (kind, low, high, required) in MODEL_NUMBERS.items():
+        raw = content.get(name)
+        if raw in (None, ""):
+            if required:
+                errors[name] = ["is required"]
+            continue
+        try:
+            value = kind(raw)
+            if kind is int and float(raw) != value:
+                raise ValueError
+        except (TypeError, ValueError):
+            errors[name] = [f"must be {'a whole number' if kind is int else 'a number'}"]
+            continue
+        if not low <= value <= high:
+            errors[name] = [f"must be between {low:g} and {high:g}"]
+            continue
+        cleaned[name] = value
+    if errors:
+        raise ValidationError({k: [ValidationError(m) for m in v] for k, v in errors.items()})
+    return cleaned

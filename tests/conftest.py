@@ -1,0 +1,82 @@
+"""Shared fixtures: real services when present, clear skips (or failures in CI) when not."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from console.accounts.roles import Role
+from tests.factories import make_application, make_member
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlparse(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a real service is missing, or fail when AIRLOCK_REQUIRE_SERVICES=1."""
+    if condition:
+        return
+    if os.environ.get("AIRLOCK_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres(db):
+    need(connection.vendor == "postgresql", "needs PostgreSQL (set DATABASE_URL=postgres://...)")
+    return connection
+
+
+@pytest.fixture
+def postgres_tx(transactional_db):
+    need(connection.vendor == "postgresql", "needs PostgreSQL (set DATABASE_URL=postgres://...)")
+    return connection
+
+
+@pytest.fixture
+def redis_url():
+    url = settings.CELERY_BROKER_URL
+    need(
+        url.startswith("redis") and _reachable(url, 6379),
+        "needs Redis as the broker (set CELERY_BROKER_URL=redis://...)",
+    )
+    return url
+
+
+@pytest.fixture
+def application(db):
+    return make_application()
+
+
+@pytest.fixture
+def member(application):
+    """member(role) → a user holding `role` in the `application` fixture."""
+
+    def make(role: str = Role.ENGINEER, username: str | None = None):
+        return make_member(application, role, username)
+
+    return make
+
+
+@pytest.fixture
+def engineer(member):
+    return member(Role.ENGINEER, "eng")
+
+
+@pytest.fixture
+def engineer_client(client, engineer):
+    client.force_login(engineer)
+    return client

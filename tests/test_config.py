@@ -1,0 +1,71 @@
+"""Start-up configuration: production mode refuses missing or malformed values by name."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from console.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_PROD = {
+    "DEBUG": "0",
+    "SECRET_KEY": "k" * 50,
+    "ALLOWED_HOSTS": "airlock.example.com",
+    "DATABASE_URL": "postgres://airlock:pw@db:5432/airlock",
+    "CELERY_BROKER_URL": "redis://redis:6379/0",
+}
+
+
+def test_debug_defaults_work_without_any_variable(tmp_path):
+    config = load({"DEBUG": "1", "AIRLOCK_DATA_DIR": str(tmp_path)})
+    assert config.database["ENGINE"].endswith("sqlite3")
+    assert config.broker_url == "filesystem://"
+    assert config.broker_transport_options["data_folder_in"].startswith(str(tmp_path))
+
+
+def test_production_config_parses_database_and_broker():
+    config = load(GOOD_PROD)
+    assert config.database["ENGINE"].endswith("postgresql")
+    assert config.database["HOST"] == "db"
+    assert config.allowed_hosts == ["airlock.example.com"]
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"SECRET_KEY": None}, "SECRET_KEY"),
+        ({"SECRET_KEY": "short"}, "SECRET_KEY"),
+        ({"ALLOWED_HOSTS": None}, "ALLOWED_HOSTS"),
+        ({"DATABASE_URL": None}, "DATABASE_URL"),
+        ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
+        ({"CELERY_BROKER_URL": None}, "CELERY_BROKER_URL"),
+        ({"CELERY_BROKER_URL": "kafka://x:1"}, "CELERY_BROKER_URL"),
+        ({"DEBUG": "maybe"}, "DEBUG"),
+    ],
+)
+def test_each_missing_or_malformed_production_value_is_named(change, variable):
+    env = {**GOOD_PROD, **change}
+    env = {k: v for k, v in env.items() if v is not None}
+    with pytest.raises(ConfigError) as err:
+        load(env)
+    assert str(err.value).startswith(variable)
+
+
+def test_process_stops_with_one_line_naming_the_variable():
+    env = {k: v for k, v in os.environ.items() if k not in GOOD_PROD}
+    env.update({**GOOD_PROD, "SECRET_KEY": ""})
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "airlock: configuration error: SECRET_KEY is required when DEBUG is off"
+    ]
