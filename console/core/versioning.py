@@ -169,6 +169,7 @@ def save_version(
     )
     now = timezone.now()
     type(head).objects.filter(pk=locked.pk).update(latest_number=version.number, updated_at=now)
-    head.latest_number = version.number
-    head.updated_at = now
+    for instance in (head, locked):
+        instance.latest_number = version.number
+        instance.updated_at = now
     return SaveResult(version, created=True)

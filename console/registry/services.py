@@ -105,7 +105,8 @@ def create_head(
     cleaned = kind.clean(content)
     with transaction.atomic():
         head = kind.head(application=application, key=key, name=name, description=description)
-        head.full_clean()
+        # Uniqueness is left to the database so two simultaneous creates cannot both pass.
+        head.full_clean(validate_constraints=False)
         try:
             with transaction.atomic():
                 head.save()
