@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "console.audit",
     "console.accounts",
     "console.registry",
+    "console.datasets",
     "console.api",
 ]
 

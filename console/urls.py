@@ -5,6 +5,7 @@ urlpatterns = [
     path("", include("console.api.urls")),
     path("", include("console.accounts.urls")),
     path("audit/", include("console.audit.urls")),
+    path("", include("console.datasets.urls")),
     path("", include("console.registry.urls")),
     path("django-admin/", admin.site.urls),
 ]

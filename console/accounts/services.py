@@ -21,6 +21,18 @@ def _set_perms(user: AbstractBaseUser, application: Application, role: str | Non
         assign_perm(f"registry.{perm}", user, application)
 
 
+def _lock(application: Application) -> None:
+    """Serialise membership changes per application, so the last-admin rule holds under
+    concurrent requests."""
+    Application.objects.select_for_update().filter(pk=application.pk).first()
+
+
+def _keep_an_admin(membership: Membership) -> None:
+    others = Membership.objects.filter(application_id=membership.application_id, role=Role.ADMIN)
+    if not others.exclude(pk=membership.pk).exists():
+        raise ValidationError("An application must keep at least one admin.")
+
+
 def grant_role(*, actor, user: AbstractBaseUser, application: Application, role: str) -> Membership:
     """Give `user` exactly `role` in `application` (replacing any previous role)."""
     if role not in Role.values:
@@ -28,14 +40,13 @@ def grant_role(*, actor, user: AbstractBaseUser, application: Application, role:
             {"role": f"Unknown role {role!r}; choose one of {', '.join(Role.values)}."}
         )
     with transaction.atomic():
-        membership = (
-            Membership.objects.select_for_update()
-            .filter(user=user, application=application)
-            .first()
-        )
+        _lock(application)
+        membership = Membership.objects.filter(user=user, application=application).first()
         before = {"role": membership.role} if membership else None
         if membership and membership.role == role:
             return membership
+        if membership and membership.role == Role.ADMIN:
+            _keep_an_admin(membership)
         if membership:
             membership.role = role
             membership.save(update_fields=["role"])
@@ -57,12 +68,9 @@ def grant_role(*, actor, user: AbstractBaseUser, application: Application, role:
 def revoke_membership(*, actor, membership: Membership) -> None:
     with transaction.atomic():
         user, application = membership.user, membership.application
-        if membership.role == Role.ADMIN and not (
-            Membership.objects.filter(application=application, role=Role.ADMIN)
-            .exclude(pk=membership.pk)
-            .exists()
-        ):
-            raise ValidationError("An application must keep at least one admin.")
+        _lock(application)
+        if membership.role == Role.ADMIN:
+            _keep_an_admin(membership)
         _set_perms(user, application, None)
         audit.record(
             actor=actor,

@@ -26,12 +26,13 @@ def members(request: HttpRequest, app: str) -> HttpResponse:
         action = request.POST.get("action", "grant")
         try:
             if action == "revoke":
+                membership_id = request.POST.get("membership", "")
                 membership = (
-                    Membership.objects.filter(
-                        application=application, pk=request.POST.get("membership")
-                    )
+                    Membership.objects.filter(application=application, pk=membership_id)
                     .select_related("user")
                     .first()
+                    if membership_id.isdigit()
+                    else None
                 )
                 if membership is None:
                     raise Http404("No such member")

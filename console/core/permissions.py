@@ -11,7 +11,7 @@ from django.apps import apps
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
-from guardian.shortcuts import get_objects_for_user, get_perms
+from guardian.shortcuts import get_objects_for_user, get_user_perms
 
 VIEW = "view_application"
 
@@ -33,7 +33,9 @@ def user_applications(user) -> QuerySet:
 def application_perms(user, application) -> frozenset[str]:
     if not user.is_authenticated:
         return frozenset()
-    return frozenset(get_perms(user, application))
+    # The user's own grants only: guardian's get_perms() would hand a superuser everything,
+    # and membership — not the superuser flag — decides who sees an application.
+    return frozenset(get_user_perms(user, application))
 
 
 def access_application(request: HttpRequest, key: str, perm: str | None = None):

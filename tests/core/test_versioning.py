@@ -76,9 +76,12 @@ def test_postgres_trigger_refuses_raw_sql_update_and_delete(postgres, prompt):
         "UPDATE registry_promptversion SET message = 'x' WHERE id = %s",
         "DELETE FROM registry_promptversion WHERE id = %s",
     ):
-        with pytest.raises(DatabaseError, match="immutable"), transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(sql, [version.pk])
+        with (
+            pytest.raises(DatabaseError, match="immutable"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, [version.pk])
     assert PromptVersion.objects.get(pk=version.pk).message == "Created"
 
 

@@ -21,7 +21,8 @@ def test_creating_a_prompt_makes_v1_and_one_audit_event(application, engineer):
     assert prompt.latest_number == 1
     event = AuditEvent.objects.order_by("-seq").first()
     assert AuditEvent.objects.count() == before + 1
-    assert (event.action, event.object_label, event.actor_label) == ("prompt.create", "greet@1", "eng")
+    assert (event.action, event.object_label) == ("prompt.create", "greet@1")
+    assert event.actor_label == "eng"
 
 
 def test_duplicate_key_is_refused_naming_the_key(application, engineer):
@@ -38,7 +39,7 @@ def test_duplicate_key_is_refused_naming_the_key(application, engineer):
         ({"system": "Hi\n{{ bad|upper }}"}, "system", "line 2, column 1"),
         ({"system": "{% if x %}"}, "system", "tags are not supported"),
         ({"user": "{{ question"}, "user", "never closed"),
-        ({"variables": ["context", "question", "9lives"]}, "variables", "not a valid variable name"),
+        ({"variables": ["context", "question", "9x"]}, "variables", "not a valid variable name"),
         ({"system": "", "user": ""}, "user", "both are empty"),
     ],
 )
@@ -103,7 +104,10 @@ def test_conflict_leaves_no_version_and_no_event(application, engineer, member):
     other = member("engineer", "other")
     prompt = make_prompt(application, engineer)
     services.save_head_version(
-        actor=other, head=prompt, content={**PROMPT_CONTENT, "user": "A {{ question }}"}, base_number=1
+        actor=other,
+        head=prompt,
+        content={**PROMPT_CONTENT, "user": "A {{ question }}"},
+        base_number=1,
     )
     count = AuditEvent.objects.count()
     with pytest.raises(VersionConflict):
@@ -127,7 +131,8 @@ def test_rebinding_unprotected_environment_is_direct_and_audited(application, en
     binding = PromptBinding.objects.get(environment=dev, head=prompt)
     assert binding.version.number == 2 and binding.bound_by == engineer
     event = AuditEvent.objects.order_by("-seq").first()
-    assert (event.action, event.before, event.after) == ("prompt.bind", {"version": 1}, {"version": 2})
+    assert event.action == "prompt.bind"
+    assert (event.before, event.after) == ({"version": 1}, {"version": 2})
     assert event.environment_id == dev.pk
 
 

@@ -121,7 +121,7 @@ def test_create_new_model_config_via_form(engineer_client, application):
 def test_diff_page_shows_changed_lines(engineer_client, application, prompt, engineer):
     services.save_head_version(
         actor=engineer, head=prompt,
-        content={**PROMPT_CONTENT, "system": "You answer questions for Acme.\nBe brief.\n{{ context }}"},
+        content={**PROMPT_CONTENT, "system": "Answer for Acme.\nBe brief.\n{{ context }}"},
         base_number=1,
     )  # fmt: skip
     response = engineer_client.get(
@@ -134,7 +134,8 @@ def test_diff_page_shows_changed_lines(engineer_client, application, prompt, eng
 
 
 def test_diff_of_missing_version_is_404(engineer_client, application, prompt):
-    response = engineer_client.get(url("diff", application, kind="prompts", key=prompt.key) + "?a=1&b=9")
+    diff_url = url("diff", application, kind="prompts", key=prompt.key)
+    response = engineer_client.get(diff_url + "?a=1&b=9")
     assert response.status_code == 404
 
 

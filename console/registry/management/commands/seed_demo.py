@@ -1,5 +1,7 @@
 """Seed the demo application "support-bot" (idempotent: running it twice changes nothing)."""
 
+import json
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -155,6 +157,7 @@ class Command(BaseCommand):
             )  # fmt: skip
             self._bind(engineer, envs, main, {"dev": 2, "staging": 2, "prod": 1})
             self._bind(engineer, envs, judge, {"dev": 1, "staging": 1, "prod": 1})
+        self._golden_set(application, users["curator"])
 
         self.stdout.write(
             self.style.SUCCESS("Demo ready: application support-bot (dev, staging, prod).")
@@ -162,6 +165,23 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo logins (password: {DEMO_PASSWORD}):")
         for username, role in DEMO_USERS.items():
             self.stdout.write(f"  {username:<10} {role}")
+
+    def _golden_set(self, application, curator):
+        from console.datasets import services as datasets
+        from console.datasets.demo import items
+
+        if application.datasets.filter(key="support-golden").exists():
+            return
+        dataset = datasets.create_dataset(
+            actor=curator, application=application, key="support-golden",
+            name="Support golden set",
+            description="Refunds, shipping and account questions, with unanswerable cases.",
+        )  # fmt: skip
+        lines = "\n".join(json.dumps(item) for item in items())
+        datasets.import_file(
+            actor=curator, dataset=dataset, data=lines.encode(), filename="support-golden.jsonl"
+        )
+        datasets.publish(actor=curator, dataset=dataset, message="First 60 curated questions")
 
     def _history(self, kind, application, author, key, name, versions):
         first, message = versions[0]

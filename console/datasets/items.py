@@ -1,0 +1,149 @@
+"""What a golden-set item is, and how it travels as CSV and JSONL.
+
+One mapping for both formats (documented in the README):
+
+| field / CSV column      | type                  | CSV cell                              |
+|-------------------------|-----------------------|---------------------------------------|
+| id                      | text ≤ 64, optional   | plain text; generated when empty      |
+| question                | text, required        | plain text                            |
+| variables               | JSON object           | JSON, e.g. {"tier": "gold"}           |
+| expected_contains       | list of text          | JSON array, e.g. ["30 days", "receipt"] |
+| expected_not_contains   | list of text          | JSON array                            |
+| expected_sources        | list of text          | JSON array of document ids/paths      |
+| reference_answer        | text                  | plain text                            |
+| unanswerable            | boolean               | true/false, yes/no, 1/0 (empty=false) |
+| tags                    | list of text          | JSON array                            |
+| note                    | text                  | plain text                            |
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from console.core.canonical import content_hash
+
+FIELDS = [
+    "id", "question", "variables", "expected_contains", "expected_not_contains",
+    "expected_sources", "reference_answer", "unanswerable", "tags", "note",
+]  # fmt: skip
+CONTENT_FIELDS = FIELDS[1:]
+LIST_FIELDS = {"expected_contains", "expected_not_contains", "expected_sources", "tags"}
+TEXT_FIELDS = {"question", "reference_answer", "note"}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+MAX_ITEM_BYTES = 32 * 1024
+TRUE = {"true", "yes", "1", "y"}
+FALSE = {"false", "no", "0", "n", ""}
+
+
+class ItemError(ValueError):
+    """A problem with one field of one item."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+def new_item_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def clean_field(name: str, value: Any) -> Any:
+    """Validate one field's value (already decoded from JSON); raise ItemError."""
+    if name in TEXT_FIELDS:
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise ItemError(name, "must be text")
+        value = value.strip() if name == "question" else value
+        if name == "question" and not value:
+            raise ItemError(name, "is required")
+        return value
+    if name in LIST_FIELDS:
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ItemError(name, 'must be a list of text, e.g. ["30 days", "receipt"]')
+        cleaned = [v.strip() for v in value if v.strip()]
+        if name == "tags":
+            cleaned = [t.lower() for t in cleaned]
+            bad = [t for t in cleaned if not TAG_PATTERN.match(t)]
+            if bad:
+                raise ItemError(name, f"{bad[0]!r} is not a tag (a-z, 0-9, - and _, ≤ 40)")
+            cleaned = sorted(set(cleaned))
+        return cleaned
+    if name == "variables":
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise ItemError(name, 'must be a JSON object, e.g. {"tier": "gold"}')
+        return value
+    if name == "unanswerable":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
+            return value.strip().lower() in TRUE
+        if value is None:
+            return False
+        raise ItemError(name, "must be true or false")
+    if name == "id":
+        if value in (None, ""):
+            return ""
+        if not isinstance(value, str) or not ID_PATTERN.match(value):
+            raise ItemError(name, "must be 1-64 letters, digits, '.', '_', ':' or '-'")
+        return value
+    raise ItemError(name, "is not a known field")
+
+
+def clean_item(raw: dict) -> tuple[dict, list[ItemError]]:
+    """Clean every field; return (content without id, errors). Unknown keys are errors."""
+    content: dict[str, Any] = {}
+    errors: list[ItemError] = []
+    for key in raw:
+        if key not in FIELDS:
+            errors.append(ItemError(key, f"unknown field (expected one of: {', '.join(FIELDS)})"))
+    for name in FIELDS:
+        try:
+            content[name] = clean_field(name, raw.get(name))
+        except ItemError as exc:
+            errors.append(exc)
+    return content, errors
+
+
+def item_content(item) -> dict:
+    """The hashed content of a draft item (model instance) — everything but identity."""
+    return {name: getattr(item, name) for name in CONTENT_FIELDS}
+
+
+def item_hash(content: dict) -> str:
+    return content_hash({k: content[k] for k in CONTENT_FIELDS})
+
+
+def tags_text(tags: list[str]) -> str:
+    """Tags as ',a,b,' so 'has tag x' is a portable LIKE '%,x,%' on any database."""
+    return "," + ",".join(tags) + "," if tags else ""
+
+
+def to_csv_cell(name: str, value: Any) -> str:
+    if name in LIST_FIELDS or name == "variables":
+        return json.dumps(value, ensure_ascii=False) if value else ""
+    if name == "unanswerable":
+        return "true" if value else "false"
+    return value or ""
+
+
+def from_csv_cell(name: str, cell: str) -> Any:
+    """Decode a CSV cell to the field's JSON value; raise ItemError naming the field."""
+    if name in LIST_FIELDS or name == "variables":
+        text = cell.strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ItemError(name, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+    return cell

@@ -1,0 +1,295 @@
+"""Golden-set reads: the editor's page of items, version manifests, diffs, quality hints."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, F, Q, QuerySet
+
+from console.core.diff import FieldDiff, diff_contents
+from console.datasets.items import CONTENT_FIELDS, TAG_PATTERN
+from console.datasets.models import Dataset, DatasetItem, DatasetVersion, PublishedItem
+
+PAGE_SIZE = 50
+FEW_ITEMS_PER_TAG = 3
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "do",
+        "does",
+        "did",
+        "i",
+        "my",
+        "me",
+        "you",
+        "your",
+        "we",
+        "our",
+        "to",
+        "of",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "can",
+        "how",
+        "what",
+        "when",
+        "where",
+        "why",
+        "which",
+        "with",
+        "it",
+        "this",
+        "that",
+        "be",
+        "have",
+        "has",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ItemFilters:
+    q: str = ""
+    tag: str = ""
+    changed: bool = False
+
+    @classmethod
+    def from_query(cls, params) -> ItemFilters:
+        tag = (params.get("tag") or "").strip().lower()
+        return cls(
+            q=(params.get("q") or "").strip()[:200],
+            tag=tag if TAG_PATTERN.match(tag) else "",
+            changed=params.get("changed") == "1",
+        )
+
+
+def draft_items(dataset: Dataset, filters: ItemFilters) -> QuerySet:
+    qs = dataset.draft_items.select_related("updated_by").order_by("position", "id")
+    if filters.q:
+        qs = qs.filter(Q(question__icontains=filters.q) | Q(item_id=filters.q))
+    if filters.tag:
+        qs = qs.filter(tags_text__contains=f",{filters.tag},")
+    if filters.changed:
+        qs = qs.filter(Q(published_hash__isnull=True) | ~Q(published_hash=F("content_hash")))
+    return qs
+
+
+def draft_counts(application) -> dict[int, dict[str, int]]:
+    """Items and changed-since-published items per dataset of an application, one query."""
+    changed = Q(published_hash__isnull=True) | ~Q(published_hash=F("content_hash"))
+    rows = (
+        DatasetItem.objects.filter(dataset__application=application)
+        .values("dataset")
+        .annotate(items=Count("id"), changed=Count("id", filter=changed))
+        .order_by()
+    )
+    return {r["dataset"]: {"items": r["items"], "changed": r["changed"]} for r in rows}
+
+
+def draft_page(dataset: Dataset, filters: ItemFilters, number) -> Page:
+    return Paginator(draft_items(dataset, filters), PAGE_SIZE).get_page(number)
+
+
+def version_items(version: DatasetVersion) -> Iterator[dict]:
+    """Every item of a published version, in order, streamed: {'id': ..., **content}."""
+    rows = (
+        PublishedItem.objects.filter(version=version)
+        .order_by("position")
+        .values_list("item_id", "snapshot__content")
+        .iterator(chunk_size=2000)
+    )
+    for item_id, content in rows:
+        yield {"id": item_id, **content}
+
+
+def draft_export_items(dataset: Dataset) -> Iterator[dict]:
+    rows = dataset.draft_items.order_by("position", "id").values("item_id", *CONTENT_FIELDS)
+    for row in rows.iterator(chunk_size=2000):
+        row["id"] = row.pop("item_id")
+        yield row
+
+
+def version_manifest(version: DatasetVersion | None) -> dict[str, str]:
+    if version is None:
+        return {}
+    return dict(
+        PublishedItem.objects.filter(version=version).values_list(
+            "item_id", "snapshot__content_hash"
+        )
+    )
+
+
+def draft_manifest(dataset: Dataset) -> dict[str, str]:
+    return dict(dataset.draft_items.values_list("item_id", "content_hash"))
+
+
+@dataclass
+class ManifestDiff:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict:
+        return {
+            "added": len(self.added),
+            "removed": len(self.removed),
+            "changed": len(self.changed),
+        }
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+
+def diff_manifests(old: dict[str, str], new: dict[str, str]) -> ManifestDiff:
+    return ManifestDiff(
+        added=[i for i in new if i not in old],
+        removed=[i for i in old if i not in new],
+        changed=[i for i in new if i in old and old[i] != new[i]],
+    )
+
+
+def version_diff_summary(old: DatasetVersion | None, new: DatasetVersion) -> dict:
+    return diff_manifests(version_manifest(old), version_manifest(new)).summary
+
+
+def latest_version(dataset: Dataset) -> DatasetVersion | None:
+    if not dataset.latest_number:
+        return None
+    return DatasetVersion.objects.filter(head=dataset, number=dataset.latest_number).first()
+
+
+def _version_contents(version: DatasetVersion, ids: list[str]) -> dict[str, dict]:
+    return dict(
+        PublishedItem.objects.filter(version=version, item_id__in=ids).values_list(
+            "item_id", "snapshot__content"
+        )
+    )
+
+
+def _draft_contents(dataset: Dataset, ids: list[str]) -> dict[str, dict]:
+    rows = dataset.draft_items.filter(item_id__in=ids).values("item_id", *CONTENT_FIELDS)
+    return {r.pop("item_id"): r for r in rows}
+
+
+@dataclass
+class ItemChange:
+    item_id: str
+    status: str  # added | removed | changed
+    question: str
+    fields: list[FieldDiff]
+
+
+def detailed_diff(
+    dataset: Dataset, old: DatasetVersion | None, new: DatasetVersion | None, limit: int = 100
+) -> tuple[ManifestDiff, list[ItemChange]]:
+    """Diff two versions (`new=None` means the draft), with field diffs for the first items."""
+    old_manifest = version_manifest(old)
+    new_manifest = version_manifest(new) if new is not None else draft_manifest(dataset)
+    diff = diff_manifests(old_manifest, new_manifest)
+    shown = (
+        [("changed", i) for i in diff.changed]
+        + [("added", i) for i in diff.added]
+        + [("removed", i) for i in diff.removed]
+    )[:limit]
+    ids_new = [i for s, i in shown if s != "removed"]
+    ids_old = [i for s, i in shown if s != "added"]
+    new_contents = (
+        _version_contents(new, ids_new) if new is not None else _draft_contents(dataset, ids_new)
+    )
+    old_contents = _version_contents(old, ids_old) if old is not None else {}
+    changes = []
+    for status, item_id in shown:
+        before, after = old_contents.get(item_id, {}), new_contents.get(item_id, {})
+        fields = [d for d in diff_contents(before, after) if d.changed]
+        question = (after or before).get("question", "")
+        changes.append(ItemChange(item_id, status, question, fields))
+    return diff, changes
+
+
+# ---------------------------------------------------------------- quality hints
+
+
+def _normalise(question: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", question.lower()))
+
+
+def _signature(question: str) -> str:
+    words = {w for w in re.findall(r"[a-z0-9]+", question.lower()) if w not in STOPWORDS}
+    return " ".join(sorted(words))
+
+
+@dataclass
+class QualityHints:
+    total: int
+    no_expected_facts: list[str]
+    duplicates: list[list[tuple[str, str]]]
+    near_duplicates: list[list[tuple[str, str]]]
+    rare_tags: list[tuple[str, int]]
+    unanswerable: int
+
+    @property
+    def unanswerable_advice(self) -> str:
+        if self.total >= 50 and self.unanswerable < 5:
+            return "Add unanswerable cases: guidance is 5-10 in a set of 50 or more."
+        if self.total and self.unanswerable > max(10, self.total // 4):
+            return "Many unanswerable cases: make sure answerable questions dominate."
+        return ""
+
+
+def quality_hints(dataset: Dataset) -> QualityHints:
+    """One pass over the draft (two columns + lists), fast enough at 10,000 items."""
+    rows = dataset.draft_items.order_by("position", "id").values_list(
+        "item_id", "question", "expected_contains", "unanswerable", "tags"
+    )
+    exact: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    near: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    tag_counts: Counter[str] = Counter()
+    no_facts: list[str] = []
+    total = unanswerable = 0
+    for item_id, question, expected, is_unanswerable, tags in rows.iterator(chunk_size=2000):
+        total += 1
+        unanswerable += bool(is_unanswerable)
+        if not expected and not is_unanswerable:
+            no_facts.append(item_id)
+        exact[_normalise(question)].append((item_id, question))
+        near[_signature(question)].append((item_id, question))
+        tag_counts.update(tags or [])
+    duplicates = [group for group in exact.values() if len(group) > 1]
+    duplicate_ids = {i for group in duplicates for i, _ in group}
+    near_duplicates = [
+        group
+        for key, group in near.items()
+        if key and len(group) > 1 and not {i for i, _ in group} <= duplicate_ids
+    ]
+    return QualityHints(
+        total=total,
+        no_expected_facts=no_facts,
+        duplicates=duplicates,
+        near_duplicates=near_duplicates,
+        rare_tags=sorted((t, n) for t, n in tag_counts.items() if n < FEW_ITEMS_PER_TAG),
+        unanswerable=unanswerable,
+    )
+
+
+def all_tags(dataset: Dataset) -> list[str]:
+    tags: set[str] = set()
+    for row in (
+        dataset.draft_items.exclude(tags_text="").values_list("tags_text", flat=True).distinct()
+    ):
+        tags.update(t for t in row.split(",") if t)
+    return sorted(tags)
