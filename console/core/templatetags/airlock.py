@@ -7,3 +7,16 @@ register = template.Library()
 def field_value(obj, name: str):
     """`item|field_value:"question"` — read a named attribute in a loop over columns."""
     return getattr(obj, name, None)
+
+
+@register.filter
+def pairs(mapping) -> list[tuple[str, str]]:
+    """A JSON object as (key, compact value) pairs for chips: {"tier": "gold"} → tier: gold."""
+    import json
+
+    if not isinstance(mapping, dict):
+        return []
+    return [
+        (str(k), v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+        for k, v in mapping.items()
+    ]
