@@ -34,6 +34,7 @@ class Config:
     broker_url: str
     broker_transport_options: dict = field(default_factory=dict)
     csrf_trusted_origins: list[str] = field(default_factory=list)
+    cache: dict = field(default_factory=dict)
     require_services: bool = False
     data_dir: Path = BASE_DIR / "var"
 
@@ -132,8 +133,17 @@ def load(env: Mapping[str, str]) -> Config:
             "store_processed": False,
         }
 
+    cache_url = env.get("CACHE_URL", "")
+    if cache_url:
+        if urlparse(cache_url).scheme not in {"redis", "rediss"}:
+            raise ConfigError("CACHE_URL must be a redis:// URL")
+        cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": cache_url}
+    else:
+        cache = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+
     return Config(
         debug=debug,
+        cache=cache,
         secret_key=secret_key,
         allowed_hosts=allowed_hosts,
         database=database,

@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "console.accounts",
     "console.registry",
     "console.datasets",
+    "console.evals",
+    "console.flags",
     "console.api",
 ]
 
@@ -73,6 +75,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": CONFIG.database}
+# Rate limits and short-lived runtime caches. Per process unless CACHE_URL points at Redis.
+CACHES = {"default": CONFIG.cache}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
