@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET
 from console.audit import selectors
 from console.audit.models import AuditEvent
 from console.core.canonical import canonical_json
-from console.core.permissions import user_applications
+from console.core.permissions import application_perms, user_applications
 
 EXPORT_FIELDS = [
     "seq", "at", "actor_type", "actor_label", "action", "object_type", "object_id",
@@ -38,6 +38,12 @@ def log(request: HttpRequest) -> HttpResponse:
         before = int(request.GET["before"]) if request.GET.get("before") else None
     except ValueError:
         before, errors["before"] = None, "before: page cursor must be a number"
+    if filters.application:
+        # Filtering to one application shows that application's menu, as its own pages do.
+        scoped = user_applications(request.user).filter(key=filters.application).first()
+        if scoped is not None:
+            request.application = scoped
+            request.app_perms = application_perms(request.user, scoped)
     events, next_cursor = ([], None)
     if not errors:
         events, next_cursor = selectors.page(selectors.search(request.user, filters), before)

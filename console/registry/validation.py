@@ -61,7 +61,18 @@ def prompt_findings(content: dict) -> tuple[dict[str, list[str]], list[str]]:
     return errors, warnings
 
 
+def _unix_newlines(text):
+    # Browsers submit textareas with CRLF; stored templates always use \n, so an unchanged
+    # template saved from the editor is byte-identical (a no-op) and renders the same anywhere.
+    return text.replace("\r\n", "\n").replace("\r", "\n") if isinstance(text, str) else text
+
+
 def clean_prompt_content(content: dict) -> dict:
+    content = {
+        **content,
+        "system": _unix_newlines(content.get("system", "")),
+        "user": _unix_newlines(content.get("user", "")),
+    }
     errors, _warnings = prompt_findings(content)
     if errors:
         raise ValidationError({k: [ValidationError(m) for m in v] for k, v in errors.items()})

@@ -18,7 +18,7 @@ import pytest
 # calls made by the test itself (seeding, assertions) with SynchronousOnlyOperation.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
-from tests.conftest import need  # noqa: E402
+from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -41,13 +41,6 @@ def chromium_path() -> str | None:
     if os.path.isfile(configured) and os.access(configured, os.X_OK):
         return configured
     return shutil.which(configured)
-
-
-def pytest_collection_modifyitems(items):
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

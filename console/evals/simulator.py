@@ -1,0 +1,350 @@
+"""An OpenAI-compatible model server for offline work and tests.
+
+It answers from the context it is given, so a prompt that passes retrieved documents scores
+well and one that does not scores badly — the difference Airlock's evals exist to catch.
+Deterministic for a given request (same messages → same answer and usage); faults (429 with
+Retry-After, 500, hangs) and latency are injected on request.
+
+Answering: the system or user message may hold a "Context:" section of lines like
+"[refund-policy] Items can be returned within 30 days ...". The simulator picks the lines that
+share the most content words with the question and answers with them, citing "[id]"s when the
+system prompt asks for citations. No relevant line → "I don't know". Grading: a request whose
+system prompt says it grades faithfulness or relevance and whose user message has QUESTION:,
+CONTEXT: and ANSWER: sections gets {"score": 0..1, "reason": "..."} computed by word overlap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WORD = re.compile(r"[a-z0-9$%][a-z0-9$%.\-]*", re.I)
+STOP = frozenset(
+    "a an the is are was were do does did i my me you your we our us to of in on for and or "
+    "can could how what when where why which who with it its this that be been have has if "
+    "will would should there their they them at by from as not no yes so than then into about "
+    "please hi hello customer asks tier".split()
+)
+DONT_KNOW = "I don't know. I can connect you with a human agent who can help."
+MODELS = ["gpt-4o-mini", "gpt-4o", "sim-small", "sim-large"]
+
+
+def stem(word: str) -> str:
+    """Crude suffix stripping so 'returned', 'returns' and 'return' meet."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def words(text: str) -> set[str]:
+    return {stem(w.lower().strip(".-")) for w in WORD.findall(text)} - STOP
+
+
+def tokens(text: str) -> int:
+    """A rough tokenizer: about four characters per token, like English BPE."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def _section(text: str, name: str, following: tuple[str, ...]) -> str:
+    match = re.search(rf"{name}:\s*(.*)", text, re.S)
+    if not match:
+        return ""
+    body = match.group(1)
+    for other in following:
+        cut = re.search(rf"\n\s*{other}:", body)
+        if cut:
+            body = body[: cut.start()]
+    return body.strip()
+
+
+def answer(system: str, user: str) -> str:
+    """Answer the user from the context in the messages (see module docstring)."""
+    context = _section(system, "Context", ()) or _section(user, "Context", ("Question",))
+    question = user.split("asks:", 1)[-1]
+    asked = words(question)
+    if not context:
+        return (
+            "Thanks for reaching out! Our team handles orders, refunds, shipping and accounts; "
+            "please check the help centre for the details of your case."
+        )
+    scored = []
+    for line in (ln.strip() for ln in context.splitlines()):
+        if not line:
+            continue
+        source = ""
+        m = re.match(r"\[([^\]]+)\]\s*(.*)", line)
+        if m:
+            source, line = m.group(1), m.group(2)
+        overlap = len(asked & words(line))
+        if overlap >= 2 or (overlap == 1 and len(asked) <= 2):
+            scored.append((overlap, source, line))
+    if not scored:
+        return DONT_KNOW
+    scored.sort(key=lambda s: -s[0])
+    best = scored[:2] if len(scored) > 1 and scored[1][0] >= scored[0][0] - 1 else scored[:1]
+    cite = "cite" in system.lower()
+    parts = []
+    for _, source, line in best:
+        parts.append(f"{line} [{source}]" if cite and source else line)
+    return " ".join(parts)
+
+
+def grade(system: str, user: str) -> dict:
+    """Score faithfulness (answer supported by context) or relevance (answer addresses the
+    question) by word overlap, with a short reason."""
+    question = _section(user, "QUESTION", ("CONTEXT", "ANSWER"))
+    context = _section(user, "CONTEXT", ("ANSWER", "QUESTION"))
+    reply = _section(user, "ANSWER", ("QUESTION", "CONTEXT"))
+    if "faithful" in system.lower():
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", reply) if words(s)]
+        if not sentences:
+            return {"score": 1.0, "reason": "The answer makes no claims."}
+        known = words(context)
+        supported = sum(1 for s in sentences if len(words(s) & known) / len(words(s)) >= 0.6)
+        if reply.startswith("I don't know"):
+            return {"score": 1.0, "reason": "The answer declines instead of guessing."}
+        score = round(supported / len(sentences), 3)
+        return {
+            "score": score,
+            "reason": f"{supported} of {len(sentences)} statements are supported by the context.",
+        }
+    asked = words(question)
+    if not asked:
+        return {"score": 0.0, "reason": "No question to judge against."}
+    if reply.startswith("I don't know"):
+        return {
+            "score": 0.5,
+            "reason": "The answer declines; relevant only if the question is unanswerable.",
+        }
+    score = round(min(1.0, len(asked & words(reply)) / max(1, min(len(asked), 4))), 3)
+    return {
+        "score": score,
+        "reason": f"The answer addresses {score:.0%} of the question's key terms.",
+    }
+
+
+@dataclass
+class Faults:
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    error_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_s: float = 120.0
+    rate_limit_rps: float = 0.0
+    _bucket: float = field(default=0.0, repr=False)
+    _last: float = field(default_factory=time.monotonic, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    stats: dict = field(default_factory=lambda: {"requests": 0, "429": 0, "500": 0, "hang": 0})
+
+    def admit(self) -> bool:
+        """Token bucket for --rate-limit-rps; False means answer 429."""
+        if self.rate_limit_rps <= 0:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            self._bucket = min(
+                self.rate_limit_rps, self._bucket + (now - self._last) * self.rate_limit_rps
+            )
+            self._last = now
+            if self._bucket >= 1:
+                self._bucket -= 1
+                return True
+            return False
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "AirlockLLMSimulator/1.0"
+    faults: Faults = Faults()
+    seen_prefixes: set[str] = set()
+
+    def log_message(self, format, *args):  # quiet by default
+        if getattr(self.server, "verbose", False):
+            super().log_message(format, *args)
+
+    def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path.rstrip("/") in {"/v1/models", "/models"}:
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "owned_by": "airlock-simulator"}
+                        for m in MODELS
+                    ],
+                },
+            )
+        elif self.path == "/health":
+            self._send(200, {"status": "ok", **self.faults.stats})
+        else:
+            self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if self.path.rstrip("/") not in {"/v1/chat/completions", "/chat/completions"}:
+            self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+            return
+        try:
+            request = json.loads(raw)
+            messages = request["messages"]
+            model = request.get("model", "sim-small")
+        except (ValueError, KeyError, TypeError):
+            self._send(
+                400,
+                {
+                    "error": {
+                        "message": "body must be JSON with messages",
+                        "type": "invalid_request_error",
+                    }
+                },
+            )
+            return
+        faults = self.faults
+        faults.stats["requests"] += 1
+        if not faults.admit():
+            faults.stats["429"] += 1
+            self._send(
+                429,
+                {"error": {"message": "rate limited", "type": "rate_limit_error"}},
+                {"Retry-After": "1"},
+            )
+            return
+        roll = random.random()
+        if roll < faults.hang_rate:
+            faults.stats["hang"] += 1
+            time.sleep(faults.hang_s)
+        elif roll < faults.hang_rate + faults.error_rate:
+            if random.random() < 0.5:
+                faults.stats["429"] += 1
+                self._send(
+                    429,
+                    {"error": {"message": "rate limited", "type": "rate_limit_error"}},
+                    {"Retry-After": "0.05"},
+                )
+            else:
+                faults.stats["500"] += 1
+                self._send(
+                    500, {"error": {"message": "injected server error", "type": "server_error"}}
+                )
+            return
+        delay = faults.latency_ms + (
+            random.uniform(-1, 1) * faults.jitter_ms if faults.jitter_ms else 0
+        )
+        if delay > 0:
+            time.sleep(delay / 1000)
+        self._complete(request, messages, model)
+
+    def _complete(self, request: dict, messages: list, model: str) -> None:
+        system = "\n".join(
+            str(m.get("content") or "") for m in messages if m.get("role") == "system"
+        )
+        user = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+        digest = hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).hexdigest()
+        if "ANSWER:" in user and ("faithful" in system.lower() or "relevan" in system.lower()):
+            text = json.dumps(grade(system, user))
+        else:
+            text = answer(system, user)
+            wants_json = (request.get("response_format") or {}).get("type") == "json_object"
+            if wants_json:
+                text = json.dumps({"answer": text})
+        prompt_text = system + user
+        prompt_tokens = tokens(prompt_text) + 4 * len(messages)
+        prefix = hashlib.sha256(system.encode()).hexdigest()
+        cached = 0
+        if prefix in self.seen_prefixes and prompt_tokens >= 1024:
+            cached = (tokens(system) // 128) * 128
+        self.seen_prefixes.add(prefix)
+        completion_tokens = tokens(text)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
+        created = int(time.time())
+        ident = f"chatcmpl-sim-{digest[:24]}"
+        if request.get("stream"):
+            self._stream(ident, created, model, text, usage, request)
+            return
+        self._send(200, {
+            "id": ident, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": usage,
+        })  # fmt: skip
+
+    def _stream(self, ident, created, model, text, usage, request) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def chunk(payload: dict | str) -> None:
+            data = payload if isinstance(payload, str) else json.dumps(payload)
+            line = f"data: {data}\n\n".encode()
+            self.wfile.write(f"{len(line):X}\r\n".encode() + line + b"\r\n")
+
+        base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model}
+        chunk(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+        for piece in re.findall(r"\S+\s*", text):
+            chunk(
+                {
+                    **base,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                }
+            )
+        chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (request.get("stream_options") or {}).get("include_usage"):
+            chunk({**base, "choices": [], "usage": usage})
+        chunk("[DONE]")
+        self.wfile.write(b"0\r\n\r\n")
+
+
+def make_server(
+    host: str = "127.0.0.1", port: int = 8100, faults: Faults | None = None, verbose: bool = False
+) -> ThreadingHTTPServer:
+    handler = type(
+        "ConfiguredHandler", (Handler,), {"faults": faults or Faults(), "seen_prefixes": set()}
+    )
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    server.request_queue_size = 256
+    server.verbose = verbose
+    return server
+
+
+def serve_in_thread(port: int = 0, faults: Faults | None = None) -> tuple[ThreadingHTTPServer, str]:
+    """Start a simulator on a free loopback port; returns (server, base_url ending in /v1)."""
+    server = make_server("127.0.0.1", port, faults)
+    threading.Thread(target=server.serve_forever, daemon=True, name="llm-simulator").start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
