@@ -117,7 +117,7 @@ def load(env: Mapping[str, str]) -> Config:
         raise ConfigError("CELERY_BROKER_URL is required when DEBUG is off")
     transport_options: dict = {}
     if not broker_url:
-        broker_url = "filesystem://"
+        broker_url = "filesystem://localhost//"
     scheme = urlparse(broker_url).scheme
     if scheme not in BROKER_SCHEMES:
         raise ConfigError(

@@ -2,6 +2,9 @@
 
 import os
 import sys
+from pathlib import Path
+
+import plotly
 
 from console.config import BASE_DIR, ConfigError, load
 
@@ -100,7 +103,11 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    # plotly.js served from our own static files (never a CDN), taken from the installed package.
+    ("plotly", Path(plotly.__file__).parent / "package_data"),
+]
 STATIC_ROOT = CONFIG.data_dir / "staticfiles"
 
 SESSION_COOKIE_HTTPONLY = True

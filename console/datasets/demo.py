@@ -84,7 +84,7 @@ SHIPPING = [
         ["international-shipping"],
         [],
     ),
-    ("Do you deliver on weekends?", ["Saturday"], ["Sunday"], ["shipping-rates"], []),
+    ("Do you deliver on weekends?", ["Saturday"], ["every day"], ["shipping-rates"], []),
     ("Can I ship to a PO box?", ["standard shipping only"], [], ["shipping-rates"], []),
     (
         "Why was my order split into two packages?",
@@ -136,7 +136,7 @@ ACCOUNT = [
     ),
     ("Can I have two accounts with the same email?", ["one account"], [], ["account-help"], []),
     ("Where can I see my past orders?", ["Orders", "2 years"], [], ["account-help"], []),
-    ("How do I update my saved card?", ["Payment methods"], ["full card number"], ["payments"], []),
+    ("How do I update my saved card?", ["Payment methods"], ["CVV"], ["payments"], []),
     ("How do I download my data?", ["Privacy", "export"], [], ["account-deletion"], []),
     ("How do loyalty points work?", ["1 point per $1", "100 points"], [], ["loyalty"], []),
     ("Do loyalty points expire?", ["12 months"], [], ["loyalty"], []),
@@ -260,4 +260,94 @@ def items() -> list[dict]:
                 "note": "The right answer is to decline and offer a human agent.",
             }
         )
-    return out
+    return with_context(out)
+
+
+# The help-centre articles support-bot retrieves from, one "[id] text" line per passage. Items
+# carry the passages of their expected sources (plus a distractor) as `variables.context`, so a
+# prompt that passes {{ context }} to the model can answer and one that does not cannot.
+KNOWLEDGE = {
+    "refund-policy": [
+        "You have 30 days from delivery to return an item for a refund.",
+        "Without a receipt we can still refund you if you give us the order number.",
+        "Refunds go back to the original payment method and take 5-7 business days "
+        "to reach your card.",
+        "The original shipping cost is not refunded.",
+        "Sale items marked final sale are not refundable.",
+        "Returns are free: print the prepaid label from your Orders page.",
+        "If your refund has not arrived after 10 business days, contact your bank "
+        "and then support.",
+        "Items bought in any store can be returned online or in any store.",
+        "Personalised items cannot be returned unless they arrive damaged.",
+    ],
+    "gift-returns": ["Gifts can be returned for store credit without the buyer being told."],
+    "damaged-items": ["For a damaged item, send a photo within 7 days and we ship a replacement."],
+    "exchanges": [
+        "Exchanging shoes or clothes for a different size is a free exchange within 30 days."
+    ],
+    "electronics-returns": [
+        "Opened electronics can be returned within 15 days, with a 15% restocking fee "
+        "for electronics.",
+    ],
+    "shipping-rates": [
+        "Standard shipping costs $4.99 and is free over $50.",
+        "Standard delivery takes 3-5 business days.",
+        "Next-day delivery costs $12.99 if you order by 2pm.",
+        "We deliver on Saturday but not on Sunday.",
+        "PO box addresses get standard shipping only.",
+        "Our carriers are UPS and USPS.",
+    ],
+    "international-shipping": [
+        "We ship internationally to 40 countries.",
+        "Customs duties on international orders are paid by the customer.",
+        "Express shipping to Canada is available: yes, for $19.99.",
+    ],
+    "order-changes": [
+        "You can change the delivery address within 1 hour of ordering.",
+        "An order that has already shipped cannot be cancelled: return it instead.",
+    ],
+    "order-tracking": [
+        "Track your order with the tracking link in your shipping email.",
+        "Orders ship from different warehouses, so one order can arrive as two packages.",
+    ],
+    "missing-packages": [
+        "If a package shows delivered but is missing, wait 48 hours and check with neighbours.",
+    ],
+    "click-and-collect": ["Click and collect orders are ready to pick up in store within 2 hours."],
+    "account-help": [
+        "To reset your password use Forgot password on the sign-in page; we email a link.",
+        "Change the email address on your account in Settings, then verify the new address.",
+        "Each email address can have one account.",
+        "Your past orders from the last 2 years are on the Orders page.",
+    ],
+    "account-deletion": [
+        "Delete your account in Settings under Privacy; deletion completes after 30 days.",
+        "Download your data from Settings under Privacy with export.",
+    ],
+    "account-security": [
+        "After 5 failed sign-in attempts your account is locked for 15 minutes.",
+        "Turn on two-factor authentication in Security with an authenticator app.",
+    ],
+    "email-preferences": ["Use the unsubscribe link at the bottom of any marketing email."],
+    "payments": ["Update a saved card under Payment methods; we never show the full card number."],
+    "loyalty": [
+        "Loyalty points: you earn 1 point per $1 and 100 points are worth $5.",
+        "Loyalty points expire after 12 months without a purchase.",
+    ],
+}
+
+
+def context_for(sources: list[str], distractor: str) -> str:
+    ids = [*sources, distractor] if distractor not in sources else list(sources)
+    return "\n".join(f"[{sid}] {line}" for sid in ids for line in KNOWLEDGE.get(sid, []))
+
+
+def with_context(rows: list[dict]) -> list[dict]:
+    """Attach retrieved passages to every item (unanswerable items get unrelated ones)."""
+    keys = sorted(KNOWLEDGE)
+    for n, row in enumerate(rows):
+        distractor = keys[n % len(keys)]
+        sources = row["expected_sources"] or [keys[(n * 7) % len(keys)]]
+        row.setdefault("variables", {})
+        row["variables"] = {**row["variables"], "context": context_for(sources, distractor)}
+    return rows

@@ -27,10 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WORD = re.compile(r"[a-z0-9$%][a-z0-9$%.\-]*", re.I)
 STOP = frozenset(
-    "a an the is are was were do does did i my me you your we our us to of in on for and or "
-    "can could how what when where why which who with it its this that be been have has if "
-    "will would should there their they them at by from as not no yes so than then into about "
-    "please hi hello customer asks tier".split()
+    "a an the is are was were do does did i my me you your we our us to of in on for and "
+    "or can could how what when where why which who with it its this that be been have "
+    "has if will would should there their they them at by from as not no yes so than then "
+    "into about please hi hello customer asks tier".split()
 )
 DONT_KNOW = "I don't know. I can connect you with a human agent who can help."
 MODELS = ["gpt-4o-mini", "gpt-4o", "sim-small", "sim-large"]
@@ -285,11 +285,23 @@ class Handler(BaseHTTPRequestHandler):
         if request.get("stream"):
             self._stream(ident, created, model, text, usage, request)
             return
-        self._send(200, {
-            "id": ident, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": usage,
-        })  # fmt: skip
+        self._send(
+            200,
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            },
+        )
 
     def _stream(self, ident, created, model, text, usage, request) -> None:
         self.send_response(200)

@@ -1,2 +1,14 @@
+from django.urls import path
+
+from console.evals import views
+
 app_name = "evals"
-urlpatterns: list = []
+base = "apps/<slug:app>/evals/"
+urlpatterns = [
+    path(base, views.run_list, name="runs"),
+    path(f"{base}new/", views.run_new, name="new"),
+    path(f"{base}estimate/", views.estimate, name="estimate"),
+    path(f"{base}compare/", views.compare, name="compare"),
+    path(f"{base}<int:pk>/", views.run_detail, name="run"),
+    path(f"{base}<int:pk>/cancel/", views.run_cancel, name="cancel"),
+]

@@ -1,4 +1,5 @@
-"""Start the console's processes together for a laptop: web server and Celery worker.
+"""Start the console's processes together for a laptop: web server, Celery worker and
+the bundled LLM simulator the demo model configs point at.
 
 `make run` calls this after migrating and seeding. Ctrl-C stops every child; if one child
 dies, the others are stopped too, so nothing is left running half-started.
@@ -23,15 +24,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--simulator-port", type=int, default=8100)
 
-    def handle(self, *args, host: str, port: int, **options):
+    def handle(self, *args, host: str, port: int, simulator_port: int, **options):
         python = sys.executable
         env = os.environ.copy()
         children = {
             "web": [python, "manage.py", "runserver", f"{host}:{port}", "--noreload"],
             "worker": [
                 python, "-m", "celery", "-A", "console", "worker",
-                "--loglevel", "info", "--concurrency", "2", "--pool", "threads",
+                "--loglevel", "info", "--concurrency", "4", "--pool", "threads",
+            ],
+            "simulator": [
+                python, "manage.py", "llm_simulator", "--port", str(simulator_port),
+                "--latency-ms", "120", "--jitter-ms", "80",
             ],
         }  # fmt: skip
         procs = {name: subprocess.Popen(cmd, env=env) for name, cmd in children.items()}

@@ -29,9 +29,12 @@ class Command(BaseCommand):
             if not 0 <= o[name] <= 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be between 0 and 1")
         faults = Faults(
-            latency_ms=o["latency_ms"], jitter_ms=o["jitter_ms"], error_rate=o["error_rate"],
-            hang_rate=o["hang_rate"], rate_limit_rps=o["rate_limit_rps"],
-        )  # fmt: skip
+            latency_ms=o["latency_ms"],
+            jitter_ms=o["jitter_ms"],
+            error_rate=o["error_rate"],
+            hang_rate=o["hang_rate"],
+            rate_limit_rps=o["rate_limit_rps"],
+        )
         server = make_server(o["host"], o["port"], faults, verbose=o["verbose"])
         self.stdout.write(f"LLM simulator on http://{o['host']}:{o['port']}/v1 ({faults})")
         try:

@@ -158,6 +158,9 @@ class Command(BaseCommand):
             self._bind(engineer, envs, main, {"dev": 2, "staging": 2, "prod": 1})
             self._bind(engineer, envs, judge, {"dev": 1, "staging": 1, "prod": 1})
         self._golden_set(application, users["curator"])
+        from console.evals.demo import seed_evals
+
+        seed_evals(application, engineer)
 
         self.stdout.write(
             self.style.SUCCESS("Demo ready: application support-bot (dev, staging, prod).")

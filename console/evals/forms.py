@@ -1,0 +1,114 @@
+"""The launch form: choose what to evaluate, how to score it, and what counts as passing."""
+
+from __future__ import annotations
+
+import re
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from console.evals.metrics import METRICS, OPS
+from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS
+
+GATE_LINE = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=)\s*([-+]?[0-9]*\.?[0-9]+)\s*$")
+SCORER_LABELS = {
+    "contains_all": "Contains all expected facts",
+    "contains_none": "Contains no forbidden facts",
+    "refusal": "Refuses unanswerable items",
+    "exact": "Exact match with reference",
+    "regex": "Regex match",
+    "json_valid": "Valid JSON",
+    "json_schema": "JSON schema",
+    "recall_at_5": "Source recall@5",
+    "mrr": "Source MRR",
+    "faithfulness": "Faithfulness (LLM judge)",
+    "relevance": "Answer relevance (LLM judge)",
+}
+
+
+def gates_to_text(gates: list[dict]) -> str:
+    return "\n".join(f"{g['metric']} {g['op']} {g['threshold']:g}" for g in gates)
+
+
+def parse_gates(text: str) -> list[dict]:
+    """One gate per line, `metric >= number`; errors name the line."""
+    gates, problems = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        match = GATE_LINE.match(line)
+        if not match:
+            problems.append(
+                f"line {number}: write it as `metric >= number`, e.g. faithfulness >= 0.85"
+            )
+            continue
+        metric, op, threshold = match.groups()
+        if metric not in METRICS:
+            problems.append(
+                f"line {number}: unknown metric {metric!r} (known: {', '.join(METRICS)})"
+            )
+            continue
+        assert op in OPS
+        gates.append({"metric": metric, "op": op, "threshold": float(threshold)})
+    if problems:
+        raise ValidationError(problems)
+    return gates
+
+
+class LaunchForm(forms.Form):
+    target_type = forms.ChoiceField(
+        choices=[
+            ("prompt_model", "Prompt × model config"),
+            ("http", "HTTP endpoint of the application"),
+        ],
+        initial="prompt_model",
+        widget=forms.RadioSelect,
+    )
+    dataset_version = forms.ChoiceField(label="Golden set version")
+    prompt_version = forms.ChoiceField(required=False, label="Prompt version")
+    model_version = forms.ChoiceField(required=False, label="Model config version")
+    http_url = forms.URLField(required=False, label="Endpoint URL", assume_scheme="https")
+    http_answer_path = forms.CharField(required=False, initial="answer", label="Answer JSON path")
+    http_sources_path = forms.CharField(
+        required=False, initial="sources", label="Sources JSON path"
+    )
+    scorers = forms.MultipleChoiceField(
+        choices=[(s, SCORER_LABELS[s]) for s in ALL_SCORERS],
+        initial=DEFAULT_SCORERS,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    judge_model_version = forms.ChoiceField(required=False, label="Judge model config")
+    judge_faithfulness = forms.ChoiceField(required=False, label="Faithfulness judge prompt")
+    judge_relevance = forms.ChoiceField(required=False, label="Relevance judge prompt")
+    gates = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "class": "mono", "spellcheck": "false"}),
+        help_text="One per line: metric >= number or metric <= number",
+    )
+    cost_cap = forms.FloatField(required=False, min_value=0.000001, label="Cost cap ($)")
+    concurrency = forms.IntegerField(required=False, min_value=1, max_value=256)
+
+    def __init__(self, *args, choices: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, options in choices.items():
+            self.fields[name].choices = options
+
+    def clean_gates(self) -> list[dict]:
+        return parse_gates(self.cleaned_data.get("gates") or "")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("target_type") == "http":
+            if not data.get("http_url"):
+                self.add_error("http_url", "give the endpoint to evaluate")
+        else:
+            for name in ("prompt_version", "model_version"):
+                if not data.get(name):
+                    self.add_error(name, "required for a prompt × model eval")
+        judged = {"faithfulness", "relevance"} & set(data.get("scorers") or [])
+        if judged and not data.get("judge_model_version"):
+            self.add_error("judge_model_version", "LLM-as-judge scorers need a judge model")
+        for metric in judged:
+            if not data.get(f"judge_{metric}"):
+                self.add_error(f"judge_{metric}", f"choose the judge prompt for {metric}")
+        return data

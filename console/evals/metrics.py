@@ -1,0 +1,225 @@
+"""Summaries of a run's results, gates, and run-vs-run comparison (paired bootstrap)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+# metric → (label, higher is better)
+METRICS: dict[str, tuple[str, bool]] = {
+    "pass_rate": ("Pass rate", True),
+    "contains_all": ("Expected facts", True),
+    "contains_none": ("No forbidden facts", True),
+    "refusal": ("Refuses unanswerable", True),
+    "recall_at_5": ("Source recall@5", True),
+    "mrr": ("Source MRR", True),
+    "faithfulness": ("Faithfulness", True),
+    "relevance": ("Answer relevance", True),
+    "exact": ("Exact match", True),
+    "regex": ("Regex match", True),
+    "json_valid": ("Valid JSON", True),
+    "json_schema": ("Matches schema", True),
+    "hallucination_rate": ("Hallucination rate", False),
+    "error_rate": ("Error rate", False),
+    "latency_p50_ms": ("Latency p50 (ms)", False),
+    "latency_p95_ms": ("Latency p95 (ms)", False),
+    "latency_p99_ms": ("Latency p99 (ms)", False),
+    "cost_total": ("Total cost ($)", False),
+    "cost_per_item": ("Cost per item ($)", False),
+}
+OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Linear-interpolated percentile (p in 0..100) of already-collected values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarize(results: Iterable) -> dict:
+    """Aggregate EvalResult-like rows (attributes: status, scores, passed, hallucinated,
+    latency_ms, *_tokens, cost, judge_cost) into the run's metrics."""
+    total = errors = passed = hallucinated = 0
+    latencies: list[float] = []
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    tokens = {"prompt": 0, "cached": 0, "completion": 0}
+    cost = judge_cost = 0.0
+    for r in results:
+        total += 1
+        cost += r.cost
+        judge_cost += r.judge_cost
+        if r.status != "ok":
+            errors += 1
+            continue
+        passed += bool(r.passed)
+        hallucinated += bool(r.hallucinated)
+        if r.latency_ms is not None:
+            latencies.append(r.latency_ms)
+        tokens["prompt"] += r.prompt_tokens
+        tokens["cached"] += r.cached_tokens
+        tokens["completion"] += r.completion_tokens
+        for name, value in (r.scores or {}).items():
+            sums[name] = sums.get(name, 0.0) + value
+            counts[name] = counts.get(name, 0) + 1
+    judged = total - errors
+    metrics: dict = {name: round(sums[name] / counts[name], 4) for name in sums}
+    metrics.update(
+        {
+            "items": total,
+            "errors": errors,
+            "error_rate": round(errors / total, 4) if total else 0.0,
+            "pass_rate": round(passed / judged, 4) if judged else None,
+            "hallucination_rate": round(hallucinated / judged, 4) if judged else None,
+            "latency_p50_ms": _r(percentile(latencies, 50)),
+            "latency_p95_ms": _r(percentile(latencies, 95)),
+            "latency_p99_ms": _r(percentile(latencies, 99)),
+            "tokens": tokens,
+            "cost_model": round(cost, 6),
+            "cost_judge": round(judge_cost, 6),
+            "cost_total": round(cost + judge_cost, 6),
+            "cost_per_item": round((cost + judge_cost) / total, 8) if total else 0.0,
+        }
+    )
+    return metrics
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    metric: str
+    op: str
+    threshold: float
+    actual: float | None
+    passed: bool
+
+    @property
+    def margin(self) -> float | None:
+        if self.actual is None:
+            return None
+        return round(self.actual - self.threshold, 4)
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "margin": self.margin}
+
+
+def check_gates(metrics: dict, gates: list[dict], max_error_rate: float) -> tuple[str, dict]:
+    """('passed' | 'failed' | 'errored', detail). Too many errors to judge → errored;
+    a metric the run did not measure fails its gate (evidence must exist to pass)."""
+    outcomes = []
+    for gate in gates:
+        actual = metrics.get(gate["metric"])
+        ok = actual is not None and OPS[gate["op"]](actual, float(gate["threshold"]))
+        outcomes.append(
+            GateOutcome(gate["metric"], gate["op"], float(gate["threshold"]), actual, ok)
+        )
+    detail = {
+        "gates": [o.as_dict() for o in outcomes],
+        "failed": [o.metric for o in outcomes if not o.passed],
+        "max_error_rate": max_error_rate,
+    }
+    if metrics.get("items") and metrics.get("error_rate", 0) > max_error_rate:
+        detail["reason"] = (
+            f"{metrics['errors']} of {metrics['items']} items errored "
+            f"({metrics['error_rate']:.0%} > {max_error_rate:.0%}): too many to judge"
+        )
+        return "errored", detail
+    if detail["failed"]:
+        detail["reason"] = "; ".join(_describe(o) for o in outcomes if not o.passed)
+        )
+        return "failed", detail
+    detail["reason"] = "all gates met"
+    return "passed", detail
+
+
+def _describe(outcome: GateOutcome) -> str:
+    actual = "not measured" if outcome.actual is None else outcome.actual
+    off = "" if outcome.margin is None else f", off by {abs(outcome.margin):g}"
+    return f"{outcome.metric} {actual} (needs {outcome.op} {outcome.threshold}{off})"
+
+
+@dataclass(frozen=True)
+class Delta:
+    metric: str
+    base: float
+    candidate: float
+    delta: float
+    low: float
+    high: float
+    n: int
+    higher_is_better: bool
+
+    @property
+    def verdict(self) -> str:
+        if self.low > 0:
+            return "better" if self.higher_is_better else "worse"
+        if self.high < 0:
+            return "worse" if self.higher_is_better else "better"
+        return "no detectable difference"
+
+
+def paired_bootstrap(
+    base: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    iterations: int = 2000,
+    seed: int = 7,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Mean difference (candidate − base) over paired items with a bootstrap CI."""
+    n = len(base)
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    diffs = [c - b for b, c in zip(base, candidate, strict=True)]
+    mean = sum(diffs) / n
+    rng = random.Random(seed)
+    means = []
+    for _ in range(iterations):
+        sample = [diffs[rng.randrange(n)] for _ in range(n)]
+        means.append(sum(sample) / n)
+    alpha = (1 - confidence) / 2 * 100
+    return mean, percentile(means, alpha) or 0.0, percentile(means, 100 - alpha) or 0.0
+
+
+def compare(
+    base_rows: dict[str, dict], cand_rows: dict[str, dict], metrics: list[str]
+) -> list[Delta]:
+    """Per-metric paired deltas over the items both runs scored. Rows: item_id →
+    {"passed": bool, "scores": {...}, "latency_ms": float, "status": str}."""
+    deltas = []
+    common = [i for i in base_rows if i in cand_rows]
+    for metric in metrics:
+        pairs = []
+        for item_id in common:
+            b, c = base_rows[item_id], cand_rows[item_id]
+            if b["status"] != "ok" or c["status"] != "ok":
+                continue
+            if metric == "pass_rate":
+                pairs.append((float(bool(b["passed"])), float(bool(c["passed"]))))
+            elif metric == "latency_ms":
+                if b["latency_ms"] is not None and c["latency_ms"] is not None:
+                    pairs.append((b["latency_ms"], c["latency_ms"]))
+            elif metric in b["scores"] and metric in c["scores"]:
+                pairs.append((b["scores"][metric], c["scores"][metric]))
+        if not pairs:
+            continue
+        bs, cs = [p[0] for p in pairs], [p[1] for p in pairs]
+        mean, low, high = paired_bootstrap(bs, cs)
+        higher = (
+            METRICS.get(metric, ("", metric != "latency_ms"))[1]
+            if metric != "latency_ms"
+            else False
+        )
+        deltas.append(
+            Delta(metric, sum(bs) / len(bs), sum(cs) / len(cs), mean, low, high, len(pairs), higher)
+        )
+    return deltas

@@ -1,0 +1,201 @@
+"""Eval reads: run lists, results pages, launch choices, and run-vs-run comparisons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
+
+from console.datasets.models import DatasetVersion
+from console.evals import metrics as eval_metrics
+from console.evals.models import EvalResult, EvalRun
+from console.registry.models import ModelConfigVersion, PromptVersion
+
+RESULT_FILTERS = {
+    "all": {},
+    "failed": {"status": EvalResult.Status.OK, "passed": False},
+    "errors": {"status": EvalResult.Status.ERROR},
+    "passed": {"passed": True},
+}
+
+
+def runs(application, *, prompt: str = "", model: str = "") -> QuerySet:
+    qs = EvalRun.objects.filter(application=application).select_related(
+        "prompt_version__head", "model_version__head", "dataset_version__head", "created_by"
+    )
+    if prompt:
+        qs = qs.filter(prompt_version__head__key=prompt)
+    if model:
+        qs = qs.filter(model_version__head__key=model)
+    return qs.order_by("-created_at")
+
+
+def results_page(run: EvalRun, which: str, number) -> Page:
+    qs = EvalResult.objects.filter(run=run, **RESULT_FILTERS.get(which, {})).order_by("position")
+    return Paginator(qs, 50).get_page(number)
+
+
+def launch_choices(application) -> dict[str, list[tuple[str, str]]]:
+    """Select options for the launch form, newest versions first (bounded per head)."""
+    datasets = DatasetVersion.objects.filter(head__application=application).select_related("head")
+    prompts = PromptVersion.objects.filter(head__application=application).select_related("head")
+    models = ModelConfigVersion.objects.filter(head__application=application).select_related("head")
+
+    def options(qs, describe) -> list[tuple[str, str]]:
+        return [(str(v.pk), describe(v)) for v in qs.order_by("head__key", "-number")[:500]]
+
+    prompt_options = options(
+        prompts, lambda v: f"{v.head.key}@{v.number} — {v.message or v.head.name}"
+    )
+    model_options = options(
+        models, lambda v: f"{v.head.key}@{v.number} — {v.content.get('model', '')}"
+    )
+    return {
+        "dataset_version": options(
+            datasets, lambda v: f"{v.head.key}@{v.number} ({v.content.get('count', 0)} items)"
+        ),
+        "prompt_version": [("", "—"), *prompt_options],
+        "model_version": [("", "—"), *model_options],
+        "judge_model_version": [("", "— no judge —"), *model_options],
+        "judge_faithfulness": [("", "—"), *prompt_options],
+        "judge_relevance": [("", "—"), *prompt_options],
+    }
+
+
+def result_rows(run: EvalRun) -> dict[str, dict]:
+    rows = EvalResult.objects.filter(run=run).values(
+        "item_id",
+        "position",
+        "question",
+        "status",
+        "passed",
+        "scores",
+        "latency_ms",
+        "output",
+        "reasons",
+    )
+    return {r["item_id"]: r for r in rows}
+
+
+@dataclass
+class Comparison:
+    base: EvalRun
+    candidate: EvalRun
+    deltas: list[eval_metrics.Delta]
+    flipped_to_fail: list[tuple[dict, dict]]
+    flipped_to_pass: list[tuple[dict, dict]]
+    both_fail: int
+    common: int
+    verdict: str
+    charts: dict
+
+
+def compare_runs(base: EvalRun, candidate: EvalRun) -> Comparison:
+    b_rows, c_rows = result_rows(base), result_rows(candidate)
+    names = [
+        "pass_rate",
+        *[
+            m
+            for m in eval_metrics.METRICS
+            if m in base.metrics and m in candidate.metrics and m in _score_names(b_rows)
+        ],
+        "latency_ms",
+    ]
+    deltas = eval_metrics.compare(b_rows, c_rows, names)
+    common = [i for i in b_rows if i in c_rows]
+    to_fail = [
+        (b_rows[i], c_rows[i])
+        for i in common
+        if b_rows[i]["passed"] and c_rows[i]["passed"] is False
+    ]
+    to_pass = [
+        (b_rows[i], c_rows[i])
+        for i in common
+        if b_rows[i]["passed"] is False and c_rows[i]["passed"]
+    ]
+    both_fail = sum(
+        1 for i in common if b_rows[i]["passed"] is False and c_rows[i]["passed"] is False
+    )
+    verdict = overall_verdict(deltas)
+    return Comparison(
+        base,
+        candidate,
+        deltas,
+        to_fail,
+        to_pass,
+        both_fail,
+        len(common),
+        verdict,
+        charts=_charts(base, candidate, b_rows, c_rows),
+    )
+
+
+def overall_verdict(deltas: list[eval_metrics.Delta]) -> str:
+    """'better' / 'worse' when every detectable change points one way, else 'mixed' or
+    'no detectable difference'."""
+    better = {d.metric for d in deltas if d.verdict == "better"}
+    worse = {d.metric for d in deltas if d.verdict == "worse"}
+    if better and worse:
+        return "mixed"
+    if better:
+        return "better"
+    if worse:
+        return "worse"
+    return "no detectable difference"
+
+
+def _score_names(rows: dict[str, dict]) -> set[str]:
+    names: set[str] = set()
+    for row in rows.values():
+        names.update(row["scores"] or {})
+    return names
+
+
+def _charts(base, candidate, b_rows, c_rows) -> dict:
+    """Plotly figure specs (data + layout) as plain JSON for the static chart script."""
+    label_b, label_c = f"#{base.pk}", f"#{candidate.pk}"
+    metrics = sorted(_score_names(b_rows) | _score_names(c_rows))
+    box = {
+        "data": [
+            {
+                "type": "box",
+                "name": label,
+                "x": [m for r in rows.values() for m in metrics if m in (r["scores"] or {})],
+                "y": [
+                    r["scores"][m]
+                    for r in rows.values()
+                    for m in metrics
+                    if m in (r["scores"] or {})
+                ],
+                "boxmean": True,
+            }
+            for label, rows in ((label_b, b_rows), (label_c, c_rows))
+        ],
+        "layout": {
+            "boxmode": "group",
+            "title": {"text": "Score distributions by metric"},
+            "yaxis": {"range": [-0.05, 1.05]},
+            "margin": {"t": 40, "l": 40, "r": 10, "b": 60},
+            "height": 340,
+        },
+    }
+    latency = {
+        "data": [
+            {
+                "type": "histogram",
+                "name": label,
+                "x": [r["latency_ms"] for r in rows.values() if r["latency_ms"] is not None],
+                "opacity": 0.65,
+                "nbinsx": 30,
+            }
+            for label, rows in ((label_b, b_rows), (label_c, c_rows))
+        ],
+        "layout": {
+            "barmode": "overlay",
+            "title": {"text": "Latency (ms)"},
+            "margin": {"t": 40, "l": 40, "r": 10, "b": 40},
+            "height": 300,
+        },
+    }
+    return {"scores": box, "latency": latency}

@@ -1,0 +1,462 @@
+"""Eval writes: launch, execute (bounded concurrency, resumable), cancel — each audited."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from console.audit import services as audit
+from console.audit.services import SYSTEM
+from console.core.canonical import content_hash
+from console.datasets.selectors import version_items
+from console.evals import metrics as eval_metrics
+from console.evals.models import EvalResult, EvalRun, GatePolicy
+from console.evals.runner import RunSpec, evaluate_item, prompt_messages
+from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS, JUDGED
+from console.evals.simulator import tokens
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(seconds=30)
+PROGRESS_EVERY_S = 0.5
+MAX_CONCURRENCY = 256
+
+
+class DuplicateRun(Exception):
+    def __init__(self, run: EvalRun):
+        self.run = run
+        super().__init__(
+            f"The same evaluation is already {run.status} (run #{run.pk}); follow that one."
+        )
+
+
+def default_gates(application, dataset) -> tuple[list[dict], float]:
+    policy = (
+        GatePolicy.objects.filter(application=application)
+        .filter(Q(dataset=dataset) | Q(dataset__isnull=True))
+        .order_by("dataset_id")  # the dataset's own policy (non-null) sorts first
+        .first()
+    )
+    return (policy.gates, policy.max_error_rate) if policy else ([], 0.1)
+
+
+def clean_gates(gates: list[dict]) -> list[dict]:
+    cleaned = []
+    for n, gate in enumerate(gates, start=1):
+        metric, op = gate.get("metric"), gate.get("op")
+        if metric not in eval_metrics.METRICS:
+            raise ValidationError({"gates": f"gate {n}: unknown metric {metric!r}"})
+        if op not in eval_metrics.OPS:
+            raise ValidationError({"gates": f"gate {n}: operator must be >= or <="})
+        try:
+            threshold = float(gate.get("threshold"))
+        except (TypeError, ValueError):
+            raise ValidationError({"gates": f"gate {n}: threshold must be a number"}) from None
+        cleaned.append({"metric": metric, "op": op, "threshold": threshold})
+    return cleaned
+
+
+def estimate(
+    *, prompt_version, model_version, dataset_version, judge_model_version=None, scorers=()
+) -> dict:
+    """Rough cost before launching: prompt tokens from the rendered templates, output tokens at
+    a third of max_tokens, plus the judge's calls."""
+    items = list(version_items(dataset_version))
+    config = model_version.content if model_version else {}
+    input_tokens = output_tokens = 0
+    if prompt_version is not None:
+        for item in items:
+            input_tokens += sum(
+                tokens(m["content"]) for m in prompt_messages(prompt_version.content, item)
+            )
+        output_tokens = len(items) * int(config.get("max_tokens", 512)) // 3
+    from console.evals.llm import Prices
+
+    cost = Prices.of(config).cost(input_tokens, 0, output_tokens)
+    judged = [m for m in JUDGED if m in scorers]
+    if judge_model_version is not None and judged:
+        judge_in = (input_tokens + output_tokens) * len(judged)
+        cost += Prices.of(judge_model_version.content).cost(
+            judge_in, 0, 60 * len(items) * len(judged)
+        )
+    return {
+        "items": len(items),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost": round(cost, 6),
+        "per_item": round(cost / len(items), 8) if items else 0.0,
+    }
+
+
+def launch_run(
+    *,
+    actor,
+    application,
+    dataset_version,
+    prompt_version=None,
+    model_version=None,
+    http_target: dict | None = None,
+    judge_model_version=None,
+    judge_prompts: dict | None = None,
+    scorers: list[str] | None = None,
+    scorer_options: dict | None = None,
+    gates: list[dict] | None = None,
+    max_error_rate: float | None = None,
+    cost_cap: float | None = None,
+    concurrency: int | None = None,
+) -> EvalRun:
+    """Queue a run (enqueued after commit). The same combination already queued or running
+    raises DuplicateRun instead of paying for the work twice."""
+    target_type = EvalRun.Target.HTTP if http_target else EvalRun.Target.PROMPT_MODEL
+    errors = {}
+    if target_type == EvalRun.Target.PROMPT_MODEL and (
+        prompt_version is None or model_version is None
+    ):
+        errors["target"] = (
+            "choose a prompt version and a model config version (or an HTTP endpoint)"
+        )
+    if http_target and not str(http_target.get("url", "")).startswith(("http://", "https://")):
+        errors["http_target"] = "the endpoint must be an http(s) URL"
+    for obj in (prompt_version, model_version, judge_model_version, dataset_version):
+        if obj is not None and obj.head.application_id != application.pk:
+            errors["target"] = "every version must belong to this application"
+    scorers = list(scorers or DEFAULT_SCORERS)
+    unknown = [s for s in scorers if s not in ALL_SCORERS]
+    if unknown:
+        errors["scorers"] = f"unknown scorer(s): {', '.join(unknown)}"
+    if any(m in scorers for m in JUDGED) and judge_model_version is None:
+        errors["judge"] = "LLM-as-judge scorers need a judge model config"
+    if cost_cap is not None and cost_cap <= 0:
+        errors["cost_cap"] = "must be a positive amount in USD"
+    if errors:
+        raise ValidationError(errors)
+    default, default_max_error = default_gates(application, dataset_version.head)
+    gates = clean_gates(default if gates is None else gates)
+    concurrency = concurrency or int(
+        (model_version.content if model_version else {}).get("max_concurrency", 8)
+    )
+    concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
+    judge_prompts = {k: v for k, v in (judge_prompts or {}).items() if k in scorers}
+    fingerprint = content_hash(
+        {
+            "target": target_type,
+            "prompt": getattr(prompt_version, "pk", None),
+            "model": getattr(model_version, "pk", None),
+            "http": http_target or {},
+            "dataset": dataset_version.pk,
+            "judge": getattr(judge_model_version, "pk", None),
+            "judge_prompts": {k: v.pk for k, v in judge_prompts.items()},
+            "scorers": sorted(scorers),
+        }
+    )
+    label = _label(prompt_version, model_version, http_target, dataset_version)
+    with transaction.atomic():
+        existing = (
+            EvalRun.objects.select_for_update()
+            .filter(application=application, fingerprint=fingerprint, status__in=EvalRun.ACTIVE)
+            .first()
+        )
+        if existing is not None:
+            raise DuplicateRun(existing)
+        guess = estimate(
+            prompt_version=prompt_version,
+            model_version=model_version,
+            dataset_version=dataset_version,
+            judge_model_version=judge_model_version,
+            scorers=scorers,
+        )
+        run = EvalRun.objects.create(
+            application=application,
+            target_type=target_type,
+            prompt_version=prompt_version,
+            model_version=model_version,
+            http_target=http_target or {},
+            dataset_version=dataset_version,
+            judge_model_version=judge_model_version,
+            judge_prompts={k: v.pk for k, v in judge_prompts.items()},
+            scorers=scorers,
+            scorer_options=scorer_options or {},
+            gates=gates,
+            max_error_rate=default_max_error if max_error_rate is None else max_error_rate,
+            cost_cap=cost_cap,
+            concurrency=concurrency,
+            fingerprint=fingerprint,
+            label=label,
+            total_items=guess["items"],
+            metrics={"estimate": guess},
+            created_by=actor,
+        )
+        audit.record(
+            actor=actor,
+            action="eval.launch",
+            obj=run,
+            object_label=f"run #{run.pk} {label}",
+            application=application,
+            after={"gates": gates, "scorers": scorers, "cost_cap": cost_cap, "estimate": guess},
+        )
+        from console.evals.tasks import run_eval
+
+        transaction.on_commit(lambda: run_eval.delay(run.pk))
+    return run
+
+
+def _label(prompt_version, model_version, http_target, dataset_version) -> str:
+    if http_target:
+        target = http_target["url"]
+    else:
+        prompt = f"{prompt_version.head.key}@{prompt_version.number}"
+        target = f"{prompt} × {model_version.head.key}@{model_version.number}"
+    return f"{target} on {dataset_version.head.key}@{dataset_version.number}"[:300]
+
+
+def cancel_run(*, actor, run: EvalRun) -> EvalRun:
+    with transaction.atomic():
+        locked = EvalRun.objects.select_for_update().get(pk=run.pk)
+        if not locked.active:
+            raise ValidationError(f"Run #{run.pk} has already {locked.status}.")
+        locked.cancel_requested = True
+        fields = ["cancel_requested"]
+        if locked.status == EvalRun.Status.QUEUED and locked.lease_until is None:
+            locked.status = EvalRun.Status.CANCELLED
+            locked.finished_at = timezone.now()
+            fields += ["status", "finished_at"]
+        locked.save(update_fields=fields)
+        audit.record(
+            actor=actor,
+            action="eval.cancel",
+            obj=locked,
+            object_label=f"run #{locked.pk} {locked.label}",
+            application=locked.application_id,
+        )
+    return locked
+
+
+def build_spec(run: EvalRun) -> RunSpec:
+    from console.registry.models import PromptVersion
+
+    judge_prompts = {
+        metric: PromptVersion.objects.get(pk=pk).content
+        for metric, pk in (run.judge_prompts or {}).items()
+    }
+    return RunSpec(
+        target_type=run.target_type,
+        prompt=run.prompt_version.content if run.prompt_version_id else {},
+        model=run.model_version.content if run.model_version_id else {},
+        http_target=run.http_target,
+        judge_model=run.judge_model_version.content if run.judge_model_version_id else {},
+        judge_prompts=judge_prompts,
+        scorers=tuple(run.scorers),
+        scorer_options=run.scorer_options,
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    retry_in: float = 0.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _claim(run_id: int, owner: str) -> bool:
+    now = timezone.now()
+    return bool(
+        EvalRun.objects.filter(pk=run_id, status__in=EvalRun.ACTIVE)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner))
+        .update(lease_owner=owner, lease_until=now + LEASE, status=EvalRun.Status.RUNNING)
+    )
+
+
+def execute_run(run_id: int, owner: str | None = None) -> Outcome:
+    """Run (or resume) an eval. Items already stored are skipped, so a redelivered task picks
+    up where a killed worker stopped; a lease keeps two workers off the same run."""
+    owner = owner or worker_name()
+    if not _claim(run_id, owner):
+        run = EvalRun.objects.get(pk=run_id)
+        if run.active and run.lease_until:
+            return Outcome("busy", max(1.0, (run.lease_until - timezone.now()).total_seconds()))
+        return Outcome(run.status)
+    run = EvalRun.objects.select_related(
+        "prompt_version__head",
+        "model_version__head",
+        "judge_model_version",
+        "dataset_version__head",
+    ).get(pk=run_id)
+    if run.started_at is None:
+        EvalRun.objects.filter(pk=run.pk, started_at__isnull=True).update(started_at=timezone.now())
+    try:
+        stop_reason = _execute(run, owner)
+    except Exception:
+        log.exception("eval run %s crashed", run_id)
+        EvalRun.objects.filter(pk=run.pk).update(
+            status=EvalRun.Status.FAILED,
+            finished_at=timezone.now(),
+            lease_owner="",
+            lease_until=None,
+        )
+        raise
+    return Outcome(_finalize(run, stop_reason))
+
+
+def _execute(run: EvalRun, owner: str) -> str:
+    spec = build_spec(run)
+    items = [
+        {**item, "position": n}
+        for n, item in enumerate(version_items(run.dataset_version), start=1)
+    ]
+    stored = EvalResult.objects.filter(run=run)
+    done_ids = set(stored.values_list("item_id", flat=True))
+    totals = stored.aggregate(cost=Sum("cost"), judge=Sum("judge_cost"))
+    spent = (totals["cost"] or 0.0) + (totals["judge"] or 0.0)
+    counts = {
+        "done": len(done_ids),
+        "errors": stored.filter(status=EvalResult.Status.ERROR).count(),
+        "passed": stored.filter(passed=True).count(),
+    }
+    per_item = (
+        (spent / counts["done"])
+        if counts["done"]
+        else run.metrics.get("estimate", {}).get("per_item", 0.0)
+    )
+    pending = iter([i for i in items if i["id"] not in done_ids])
+    EvalRun.objects.filter(pk=run.pk).update(total_items=len(items))
+    stop_reason = ""
+    in_flight: dict[Future, dict] = {}
+    last_beat = 0.0
+    pool = ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix=f"eval-{run.pk}")
+    try:
+        while True:
+            while not stop_reason and len(in_flight) < run.concurrency:
+                if (
+                    run.cost_cap is not None
+                    and spent + (len(in_flight) + 1) * per_item > run.cost_cap
+                ):
+                    stop_reason = "cost_cap"
+                    break
+                item = next(pending, None)
+                if item is None:
+                    break
+                in_flight[pool.submit(evaluate_item, spec, item)] = item
+            if not in_flight:
+                break
+            finished, _ = wait(in_flight, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
+            rows = []
+            for future in finished:
+                item = in_flight.pop(future)
+                data = future.result()
+                rows.append(EvalResult(run=run, position=item["position"], **data))
+                spent += data.get("cost", 0.0) + data.get("judge_cost", 0.0)
+                counts["done"] += 1
+                counts["errors"] += data["status"] == "error"
+                counts["passed"] += bool(data.get("passed"))
+            if rows:
+                EvalResult.objects.bulk_create(rows, ignore_conflicts=True)
+                per_item = spent / counts["done"] if counts["done"] else per_item
+            now = timezone.now().timestamp()
+            if now - last_beat >= PROGRESS_EVERY_S or not in_flight:
+                last_beat = now
+                EvalRun.objects.filter(pk=run.pk, lease_owner=owner).update(
+                    done_items=counts["done"],
+                    error_items=counts["errors"],
+                    passed_items=counts["passed"],
+                    spend=round(spent, 6),
+                    lease_until=timezone.now() + LEASE,
+                )
+                if EvalRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                    stop_reason = "cancelled"
+                    break
+    finally:
+        # Calls still in flight finish in the background; their results are not stored.
+        pool.shutdown(wait=False, cancel_futures=True)
+    return stop_reason
+
+
+def _finalize(run: EvalRun, stop_reason: str) -> str:
+    results = list(
+        EvalResult.objects.filter(run=run).only(
+            "status",
+            "scores",
+            "passed",
+            "hallucinated",
+            "latency_ms",
+            "prompt_tokens",
+            "cached_tokens",
+            "completion_tokens",
+            "cost",
+            "judge_cost",
+        )
+    )
+    summary = eval_metrics.summarize(results)
+    summary["estimate"] = run.metrics.get("estimate", {})
+    if stop_reason == "cancelled":
+        status, verdict, detail = EvalRun.Status.CANCELLED, "", {"reason": "cancelled"}
+    elif stop_reason == "cost_cap":
+        status, verdict = EvalRun.Status.STOPPED, EvalRun.Verdict.ERRORED
+        detail = {"reason": f"stopped at the ${run.cost_cap:g} cost cap after {len(results)} items"}
+    else:
+        status = EvalRun.Status.COMPLETED
+        verdict, detail = eval_metrics.check_gates(summary, run.gates, run.max_error_rate)
+    with transaction.atomic():
+        EvalRun.objects.filter(pk=run.pk).update(
+            status=status,
+            verdict=verdict,
+            verdict_detail=detail,
+            metrics=summary,
+            done_items=len(results),
+            error_items=summary["errors"],
+            passed_items=sum(1 for r in results if r.passed),
+            spend=summary["cost_total"],
+            finished_at=timezone.now(),
+            lease_owner="",
+            lease_until=None,
+        )
+        audit.record(
+            actor=SYSTEM,
+            action=f"eval.{status}",
+            obj=run,
+            object_label=f"run #{run.pk} {run.label}",
+            application=run.application_id,
+            after={
+                "verdict": verdict,
+                "reason": detail.get("reason", ""),
+                "items": len(results),
+                "cost": summary["cost_total"],
+            },
+        )
+    return status
+
+
+def set_gate_policy(
+    *, actor, application, dataset=None, gates: list[dict], max_error_rate: float
+) -> GatePolicy:
+    gates = clean_gates(gates)
+    if not 0 <= max_error_rate <= 1:
+        raise ValidationError({"max_error_rate": "must be between 0 and 1"})
+    with transaction.atomic():
+        policy, _ = GatePolicy.objects.select_for_update().get_or_create(
+            application=application, dataset=dataset
+        )
+        before = {"gates": policy.gates, "max_error_rate": policy.max_error_rate}
+        policy.gates, policy.max_error_rate = gates, max_error_rate
+        policy.save()
+        audit.record(
+            actor=actor,
+            action="eval.gates.change",
+            obj=policy,
+            object_label=f"gates for {dataset.key if dataset else application.key}",
+            application=application,
+            before=before,
+            after={"gates": gates, "max_error_rate": max_error_rate},
+        )
+    return policy

@@ -1,0 +1,236 @@
+"""Eval pages: run list, launch (with a cost estimate first), live run page, comparison."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from console.accounts.roles import ENGINEER
+from console.core.permissions import access_application
+from console.datasets.models import DatasetVersion
+from console.evals import selectors, services
+from console.evals.forms import LaunchForm, gates_to_text
+from console.evals.metrics import METRICS
+from console.evals.models import EvalRun
+from console.registry.models import ModelConfigVersion, PromptVersion
+
+
+def _run(application, pk: int) -> EvalRun:
+    run = (
+        EvalRun.objects.filter(application=application, pk=pk)
+        .select_related(
+            "prompt_version__head", "model_version__head", "dataset_version__head", "created_by"
+        )
+        .first()
+    )
+    if run is None:
+        raise Http404("No such eval run")
+    return run
+
+
+@login_required
+@require_GET
+def run_list(request: HttpRequest, app: str) -> HttpResponse:
+    application = access_application(request, app)
+    prompt, model = request.GET.get("prompt", ""), request.GET.get("model", "")
+    page = Paginator(selectors.runs(application, prompt=prompt, model=model), 50).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "evals/run_list.html",
+        {"application": application, "page": page, "prompt": prompt, "model": model},
+    )
+
+
+def _pick(model, application, pk):
+    if not pk:
+        return None
+    return model.objects.filter(head__application=application, pk=pk).select_related("head").first()
+
+
+def _initial(application, choices) -> dict:
+    def first(name, predicate=lambda label: True):
+        return next((v for v, label in choices[name] if v and predicate(label)), "")
+
+    dataset_pk = first("dataset_version")
+    dataset = (
+        DatasetVersion.objects.filter(pk=dataset_pk).select_related("head").first()
+        if dataset_pk
+        else None
+    )
+    gates, _ = services.default_gates(application, dataset.head if dataset else None)
+    return {
+        "dataset_version": dataset_pk,
+        "prompt_version": first("prompt_version", lambda label: not label.startswith("judge-")),
+        "model_version": first("model_version", lambda label: not label.startswith("judge")),
+        "judge_model_version": first(
+            "judge_model_version", lambda label: label.startswith("judge")
+        ),
+        "judge_faithfulness": first(
+            "judge_faithfulness", lambda label: label.startswith("judge-faith")
+        ),
+        "judge_relevance": first("judge_relevance", lambda label: label.startswith("judge-relev")),
+        "gates": gates_to_text(gates),
+    }
+
+
+@login_required
+def run_new(request: HttpRequest, app: str) -> HttpResponse:
+    application = access_application(request, app, ENGINEER)
+    choices = selectors.launch_choices(application)
+    form = LaunchForm(request.POST or None, choices=choices, initial=_initial(application, choices))
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        http = data["target_type"] == "http"
+        judge_prompts = {
+            metric: _pick(PromptVersion, application, data[f"judge_{metric}"])
+            for metric in ("faithfulness", "relevance")
+            if data.get(f"judge_{metric}")
+        }
+        try:
+            run = services.launch_run(
+                actor=request.user,
+                application=application,
+                dataset_version=_pick(DatasetVersion, application, data["dataset_version"]),
+                prompt_version=None
+                if http
+                else _pick(PromptVersion, application, data["prompt_version"]),
+                model_version=None
+                if http
+                else _pick(ModelConfigVersion, application, data["model_version"]),
+                http_target={
+                    "url": data["http_url"],
+                    "answer_path": data["http_answer_path"] or "answer",
+                    "sources_path": data["http_sources_path"] or "sources",
+                }
+                if http
+                else None,
+                judge_model_version=_pick(
+                    ModelConfigVersion, application, data["judge_model_version"]
+                ),
+                judge_prompts=judge_prompts,
+                scorers=data["scorers"],
+                gates=data["gates"],
+                cost_cap=data["cost_cap"],
+                concurrency=data["concurrency"],
+            )
+        except services.DuplicateRun as exc:
+            messages.warning(request, str(exc))
+            return redirect("evals:run", app=app, pk=exc.run.pk)
+        except ValidationError as exc:
+            for field, errs in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errs)
+        else:
+            messages.success(request, f"Launched run #{run.pk}.")
+            return redirect("evals:run", app=app, pk=run.pk)
+    return render(
+        request,
+        "evals/run_new.html",
+        {
+            "application": application,
+            "form": form,
+            "estimate": _estimate(application, form.data or form.initial),
+        },
+    )
+
+
+def _estimate(application, data) -> dict | None:
+    dataset = _pick(DatasetVersion, application, data.get("dataset_version"))
+    if dataset is None:
+        return None
+    http = data.get("target_type") == "http"
+    scorers = data.getlist("scorers") if hasattr(data, "getlist") else data.get("scorers") or []
+    return services.estimate(
+        prompt_version=None
+        if http
+        else _pick(PromptVersion, application, data.get("prompt_version")),
+        model_version=None
+        if http
+        else _pick(ModelConfigVersion, application, data.get("model_version")),
+        dataset_version=dataset,
+        judge_model_version=_pick(ModelConfigVersion, application, data.get("judge_model_version")),
+        scorers=scorers,
+    )
+
+
+@login_required
+@require_POST
+def estimate(request: HttpRequest, app: str) -> HttpResponse:
+    application = access_application(request, app, ENGINEER)
+    return render(
+        request, "evals/run_new.html#estimate", {"estimate": _estimate(application, request.POST)}
+    )
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
+    application = access_application(request, app)
+    run = _run(application, pk)
+    which = request.GET.get("show", "all")
+    context = {
+        "application": application,
+        "run": run,
+        "which": which if which in selectors.RESULT_FILTERS else "all",
+        "page": selectors.results_page(run, which, request.GET.get("page")),
+        "metric_rows": [
+            (label, run.metrics[key])
+            for key, (label, _higher) in METRICS.items()
+            if run.metrics.get(key) is not None
+        ],
+        "can_edit": ENGINEER in request.app_perms,
+    }
+    if request.htmx and request.htmx.target == "progress":
+        response = render(request, "evals/run_detail.html#progress", context)
+        if not run.active:
+            response["HX-Refresh"] = "true"  # the run finished: show results and verdict
+        return response
+    if request.htmx and request.htmx.target == "results":
+        return render(request, "evals/run_detail.html#results", context)
+    return render(request, "evals/run_detail.html", context)
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, app: str, pk: int) -> HttpResponse:
+    application = access_application(request, app, ENGINEER)
+    try:
+        services.cancel_run(actor=request.user, run=_run(application, pk))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Cancelling run #{pk}.")
+    return redirect("evals:run", app=app, pk=pk)
+
+
+@login_required
+@require_GET
+def compare(request: HttpRequest, app: str) -> HttpResponse:
+    application = access_application(request, app)
+    try:
+        base = _run(application, int(request.GET.get("a", "")))
+        candidate = _run(application, int(request.GET.get("b", "")))
+    except ValueError:
+        raise Http404("Choose two runs to compare") from None
+    if base.dataset_version_id != candidate.dataset_version_id:
+        messages.error(
+            request,
+            "These runs used different golden set versions; compare runs on the same version "
+            "so every item is paired.",
+        )
+        return redirect("evals:runs", app=app)
+    return render(
+        request,
+        "evals/compare.html",
+        {
+            "application": application,
+            "cmp": selectors.compare_runs(base, candidate),
+            "metric_labels": METRICS,
+        },
+    )
