@@ -135,7 +135,6 @@ def check_gates(metrics: dict, gates: list[dict], max_error_rate: float) -> tupl
         return "errored", detail
     if detail["failed"]:
         detail["reason"] = "; ".join(_describe(o) for o in outcomes if not o.passed)
-        )
         return "failed", detail
     detail["reason"] = "all gates met"
     return "passed", detail
