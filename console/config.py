@@ -124,6 +124,12 @@ def load(env: Mapping[str, str]) -> Config:
             f"CELERY_BROKER_URL has unsupported scheme {scheme!r} "
             f"(use one of {', '.join(sorted(BROKER_SCHEMES))})"
         )
+    if scheme in {"redis", "rediss"}:
+        # A task not acknowledged within this many seconds (its worker died) is redelivered.
+        raw = env.get("CELERY_VISIBILITY_TIMEOUT", "3600")
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigError("CELERY_VISIBILITY_TIMEOUT must be a whole number of seconds")
+        transport_options = {"visibility_timeout": int(raw)}
     if scheme == "filesystem":
         folder = data_dir / "broker"
         transport_options = {
