@@ -17,46 +17,8 @@ from console.datasets.models import Dataset, DatasetItem, DatasetVersion, Publis
 PAGE_SIZE = 50
 FEW_ITEMS_PER_TAG = 3
 STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "is",
-        "are",
-        "was",
-        "were",
-        "do",
-        "does",
-        "did",
-        "i",
-        "my",
-        "me",
-        "you",
-        "your",
-        "we",
-        "our",
-        "to",
-        "of",
-        "in",
-        "on",
-        "for",
-        "and",
-        "or",
-        "can",
-        "how",
-        "what",
-        "when",
-        "where",
-        "why",
-        "which",
-        "with",
-        "it",
-        "this",
-        "that",
-        "be",
-        "have",
-        "has",
-    ]
+    "a an the is are was were do does did i my me you your we our to of in on for and or "
+    "can how what when where why which with it this that be have has".split()
 )
 
 
