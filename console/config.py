@@ -35,6 +35,9 @@ class Config:
     broker_transport_options: dict = field(default_factory=dict)
     csrf_trusted_origins: list[str] = field(default_factory=list)
     cache: dict = field(default_factory=dict)
+    ssl_redirect: bool = True
+    log_format: str = "json"
+    metrics_token: str = ""
     require_services: bool = False
     data_dir: Path = BASE_DIR / "var"
 
@@ -147,8 +150,18 @@ def load(env: Mapping[str, str]) -> Config:
     else:
         cache = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 
+    log_format = env.get("AIRLOCK_LOG_FORMAT", "json")
+    if log_format not in {"json", "text"}:
+        raise ConfigError("AIRLOCK_LOG_FORMAT must be json or text")
+    metrics_token = env.get("METRICS_TOKEN", "")
+    if metrics_token and len(metrics_token) < 16:
+        raise ConfigError("METRICS_TOKEN must be at least 16 characters")
+
     return Config(
         debug=debug,
+        ssl_redirect=_bool(env, "SECURE_SSL_REDIRECT", default=True),
+        log_format=log_format,
+        metrics_token=metrics_token,
         cache=cache,
         secret_key=secret_key,
         allowed_hosts=allowed_hosts,

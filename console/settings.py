@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import plotly
+from csp.constants import NONE, SELF
 
 from console.config import BASE_DIR, ConfigError, load
 
@@ -24,6 +25,7 @@ ALLOWED_HOSTS = CONFIG.allowed_hosts
 CSRF_TRUSTED_ORIGINS = CONFIG.csrf_trusted_origins
 AIRLOCK_REQUIRE_SERVICES = CONFIG.require_services
 AIRLOCK_DATA_DIR = CONFIG.data_dir
+METRICS_TOKEN = CONFIG.metrics_token
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -33,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "csp",
     "template_partials",
     "guardian",
     "console.core",
@@ -48,6 +51,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "console.core.middleware.RequestContextMiddleware",
+    "console.core.middleware.AccessLogMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -110,12 +115,44 @@ STATICFILES_DIRS = [
 ]
 STATIC_ROOT = CONFIG.data_dir / "staticfiles"
 
+# Sessions end 12 hours after sign-in (not renewed on use: no session write per request).
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = 60 * 60 * 12
+SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+if not DEBUG:
+    SECURE_SSL_REDIRECT = CONFIG.ssl_redirect
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    # /health and /ready are probed over plain HTTP inside the cluster.
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
+
+# No inline scripts anywhere: every script is a static file. Styles allow inline because htmx
+# and plotly.js set element styles at run time.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# Console logins: a username+address pair is locked out after this many failures in the window.
+LOGIN_FAILURE_LIMIT = 5
+LOGIN_FAILURE_WINDOW_S = 15 * 60
 
 # Celery: embedded default is kombu's filesystem transport (no server); production sets Redis.
 CELERY_BROKER_URL = CONFIG.broker_url
@@ -126,10 +163,22 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+# One JSON object per line (request id included), unless AIRLOCK_LOG_FORMAT=text.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request": {"()": "console.core.logs.RequestContextFilter"}},
+    "formatters": {
+        "json": {"()": "console.core.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request"],
+            "formatter": CONFIG.log_format,
+        }
+    },
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from console.core import views as core_views
+
 urlpatterns = [
+    path("metrics", core_views.metrics, name="metrics"),
     path("", include("console.api.urls")),
     path("", include("console.accounts.urls")),
     path("audit/", include("console.audit.urls")),

@@ -69,6 +69,16 @@ class AuditEvent(models.Model):
             models.Index(fields=["action", "-seq"], name="audit_action_seq"),
             models.Index(fields=["actor_label", "-seq"], name="audit_actor_seq"),
             models.Index(fields=["object_type", "object_id", "-seq"], name="audit_object_seq"),
+            # Prefix searches (LIKE 'x%') need pattern ops on PostgreSQL; other databases
+            # ignore opclasses and keep a plain index.
+            models.Index(
+                fields=["action"], name="audit_action_prefix", opclasses=["varchar_pattern_ops"]
+            ),
+            models.Index(
+                fields=["object_label"],
+                name="audit_label_prefix",
+                opclasses=["varchar_pattern_ops"],
+            ),
         ]
 
     def __str__(self) -> str:
@@ -77,6 +87,8 @@ class AuditEvent(models.Model):
     def save(self, *args, **kwargs):
         if not self._state.adding:
             raise ImmutableVersionError("audit events are append-only")
+        # Never let Django turn a save with an existing seq into an UPDATE.
+        kwargs["force_insert"] = True
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):

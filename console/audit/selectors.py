@@ -63,7 +63,9 @@ class AuditFilters:
 
 def visible_events(user) -> QuerySet:
     """Events of applications the user belongs to (and, for staff, system-wide events)."""
-    scope = Q(application__in=user_applications(user).values("pk"))
+    # Ids first (one small query): with a subquery the planner cannot tell how few events a
+    # small application has and scans the log instead of using the application index.
+    scope = Q(application_id__in=list(user_applications(user).values_list("pk", flat=True)))
     if user.is_staff:
         scope |= Q(application__isnull=True)
     return AuditEvent.objects.filter(scope)
@@ -89,7 +91,7 @@ def search(user, filters: AuditFilters) -> QuerySet:
         qs = qs.filter(object_label__startswith=filters.object)
     if filters.since:
         qs = qs.filter(at__gte=_start(filters.since))
-    if filters.until:
+    if filters.until and filters.until < date.max:
         qs = qs.filter(at__lt=_start(filters.until + timedelta(days=1)))
     return qs.order_by("-seq")
 

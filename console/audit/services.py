@@ -84,7 +84,8 @@ def record(
         after=normalise(after) if after is not None else None,
         reason=reason,
         request_id=req.request_id,
-        ip=req.ip,
+        # Stored as the field normalises it (IPv6 canonical form), so the hash reads back equal.
+        ip=AuditEvent._meta.get_field("ip").to_python(req.ip) if req.ip else None,
         prev_hash=last.hash if last else GENESIS_HASH,
     )
     event.hash = event_hash(event.prev_hash, event.chained_fields())

@@ -18,7 +18,7 @@ from console.core.canonical import canonical_json
 from console.core.permissions import application_perms, user_applications
 
 EXPORT_FIELDS = [
-    "seq", "at", "actor_type", "actor_label", "action", "object_type", "object_id",
+    "seq", "at", "actor_type", "actor_id", "actor_label", "action", "object_type", "object_id",
     "object_label", "application_id", "environment_id", "before", "after", "reason",
     "request_id", "ip", "prev_hash", "hash",
 ]  # fmt: skip

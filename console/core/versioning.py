@@ -33,6 +33,11 @@ class VersionQuerySet(models.QuerySet):
     def bulk_update(self, *args: Any, **kwargs: Any) -> int:
         raise ImmutableVersionError("versions are immutable; save a new version instead")
 
+    def bulk_create(self, objs, *args: Any, **kwargs: Any):
+        if kwargs.get("update_conflicts"):
+            raise ImmutableVersionError("append-only rows cannot be overwritten on conflict")
+        return super().bulk_create(objs, *args, **kwargs)
+
 
 class VersionedHead(models.Model):
     """A versioned thing's stable identity. `latest_number` is the counter the lock protects."""
@@ -85,6 +90,7 @@ class Version(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise ImmutableVersionError("versions are immutable; save a new version instead")
+        kwargs["force_insert"] = True  # an explicit pk must never become an UPDATE
         super().save(*args, **kwargs)
 
     def delete(self, *args: Any, **kwargs: Any):

@@ -293,6 +293,7 @@ class Command(BaseCommand):
             "action": (reader, {"action": "prompt.bind"}),
             "action_rare": (reader, {"action": "flag.kill"}),
             "action_prefix": (reader, {"action": "model_config."}),
+            "action_prefix_no_match": (reader, {"action": "no-such-thing."}),
             "actor": (reader, {"actor": "bench-cleo"}),
             "application": (reader, {"application": apps[1].key}),
             "date_range": (reader, week(mid_day)),
@@ -329,7 +330,8 @@ class Command(BaseCommand):
                     "slowest_query_ms": round(max(timer.times), 1),
                     "rows": self._rows(user, params),
                 }
-                self._log(f"{name}: {out[name]} slowest SQL: {timer.slowest_sql[:400]}")
+                where = timer.slowest_sql[timer.slowest_sql.find(" FROM ") :]
+                self._log(f"{name}: {out[name]}; slowest query: SELECT …{where[:600]}")
         return out
 
     @staticmethod

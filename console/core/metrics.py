@@ -1,0 +1,97 @@
+"""Prometheus metrics. Request metrics are recorded per process (in gunicorn, shared through
+PROMETHEUS_MULTIPROC_DIR when set); state gauges are read from the database and broker when
+/metrics is scraped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+
+REQUEST_SECONDS = Histogram(
+    "airlock_http_request_duration_seconds",
+    "Console and API request latency by route",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RUNTIME_CALLS = Counter(
+    "airlock_runtime_api_requests_total",
+    "Runtime API calls by API key and status",
+    ["key", "route", "status"],
+)
+
+
+class StateCollector:
+    """Gauges computed at scrape time: eval items by outcome, active kill switches, queue depth."""
+
+    def collect(self):
+        from django.apps import apps
+        from django.db.models import Count
+
+        items = GaugeMetricFamily(
+            "airlock_eval_items", "Stored eval item results by outcome", labels=["outcome"]
+        )
+        result = apps.get_model("evals", "EvalResult")
+        outcomes = {"passed": 0, "failed": 0, "error": 0}
+        for row in result.objects.values("status", "passed").annotate(n=Count("id")).order_by():
+            key = "error" if row["status"] == "error" else ("passed" if row["passed"] else "failed")
+            outcomes[key] += row["n"]
+        for outcome, n in outcomes.items():
+            items.add_metric([outcome], n)
+        yield items
+
+        killed = GaugeMetricFamily("airlock_kill_switches_active", "Flags killed, per environment")
+        killed.add_metric([], kill_switches_active())
+        yield killed
+
+        depth = GaugeMetricFamily(
+            "airlock_celery_queue_depth", "Messages waiting in the Celery queue"
+        )
+        depth.add_metric([], queue_depth())
+        yield depth
+
+
+def kill_switches_active() -> int:
+    from django.apps import apps
+
+    try:
+        model = apps.get_model("flags", "FlagEnvironment")
+    except LookupError:
+        return 0
+    field_names = {f.name for f in model._meta.get_fields()}
+    if "killed" not in field_names:
+        return 0
+    return model.objects.filter(killed=True).count()
+
+
+def queue_depth(queue: str = "celery") -> int:
+    from django.conf import settings
+
+    url = settings.CELERY_BROKER_URL
+    if url.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=1)
+        try:
+            return int(client.llen(queue))
+        finally:
+            client.close()
+    folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in")
+    if folder and Path(folder).is_dir():
+        return sum(1 for _ in Path(folder).glob("*.msg"))
+    return 0
+
+
+def render() -> bytes:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    state = CollectorRegistry()
+    state.register(StateCollector())
+    return generate_latest(registry) + generate_latest(state)
