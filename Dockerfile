@@ -1,31 +1,40 @@
-# Airlock web/worker image. Build: docker build -t airlock .
-FROM python:3.11-slim-bookworm
+# syntax=docker/dockerfile:1
+# Airlock image: web (bin/web), worker (bin/worker), beat (bin/beat) and migrations (bin/migrate).
+# Pinned slim base; dependencies are installed in a build stage and copied as one layer.
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    AIRLOCK_DATA_DIR=/app/var
-
-WORKDIR /app
-
-# Dependencies first so the layer is reused when only the source changes.
+FROM python:3.11.10-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /build
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# Dependencies first: this layer is reused until pyproject.toml changes.
 COPY pyproject.toml ./
 RUN mkdir -p console && touch console/__init__.py \
-    && pip install --upgrade pip \
     && pip install . \
     && pip uninstall -y airlock
 
-COPY . .
-RUN pip install --no-deps . \
-    && DEBUG=1 python manage.py collectstatic --noinput \
-    && useradd --system --uid 10001 --home /app airlock \
-    && chown -R airlock /app/var
-
+FROM python:3.11.10-slim-bookworm AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    AIRLOCK_DATA_DIR=/app/var \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+RUN groupadd --system --gid 10001 airlock \
+    && useradd --system --uid 10001 --gid airlock --home-dir /app --shell /usr/sbin/nologin airlock
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
+COPY --chown=airlock:airlock manage.py ./
+COPY --chown=airlock:airlock bin ./bin
+COPY --chown=airlock:airlock console ./console
+COPY --chown=airlock:airlock templates ./templates
+COPY --chown=airlock:airlock static ./static
+# Static files are collected at build time with throwaway settings (no secrets in the image).
+RUN DEBUG=1 SECRET_KEY=build-only python manage.py collectstatic --noinput \
+    && mkdir -p /app/var /tmp/prometheus \
+    && chown -R airlock:airlock /app/var /tmp/prometheus
 USER airlock
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s --retries=3 \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2).status == 200 else 1)"
-
-# Migrations run as a separate one-shot step (docker compose run web python manage.py migrate).
-CMD ["gunicorn", "console.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", \
-     "--access-logfile", "-", "--graceful-timeout", "30"]
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2).status == 200 else 1)"]
+# Migrations are NOT run here: run bin/migrate once per release (see docker-compose.yml).
+CMD ["bin/web"]
