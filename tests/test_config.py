@@ -69,3 +69,18 @@ def test_process_stops_with_one_line_naming_the_variable():
     assert proc.stderr.strip().splitlines() == [
         "airlock: configuration error: SECRET_KEY is required when DEBUG is off"
     ]
+
+
+def test_deploy_checks_are_clean_in_production_settings():
+    env = {k: v for k, v in os.environ.items() if k not in GOOD_PROD and not k.startswith("DJANGO_")}
+    env.update({**GOOD_PROD, "SECRET_KEY": "s3cr3t-" + "a1B2c3D4e5" * 6})
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no issues" in proc.stdout
