@@ -36,6 +36,9 @@ class Config:
     csrf_trusted_origins: list[str] = field(default_factory=list)
     cache: dict = field(default_factory=dict)
     ssl_redirect: bool = True
+    usage_retention_days: int = 90
+    email_backend: str = "django.core.mail.backends.console.EmailBackend"
+    default_from_email: str = "airlock@localhost"
     log_format: str = "json"
     metrics_token: str = ""
     require_services: bool = False
@@ -71,6 +74,13 @@ def _list(env: Mapping[str, str], name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _retention(env: Mapping[str, str]) -> int:
+    raw = env.get("USAGE_RETENTION_DAYS", "90")
+    if not raw.isdigit() or not 1 <= int(raw) <= 3650:
+        raise ConfigError("USAGE_RETENTION_DAYS must be a whole number of days from 1 to 3650")
+    return int(raw)
 
 
 def load(env: Mapping[str, str]) -> Config:
@@ -160,6 +170,9 @@ def load(env: Mapping[str, str]) -> Config:
     return Config(
         debug=debug,
         ssl_redirect=_bool(env, "SECURE_SSL_REDIRECT", default=True),
+        usage_retention_days=_retention(env),
+        email_backend=env.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"),
+        default_from_email=env.get("DEFAULT_FROM_EMAIL", "airlock@localhost"),
         log_format=log_format,
         metrics_token=metrics_token,
         cache=cache,

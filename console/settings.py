@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "console.datasets",
     "console.evals",
     "console.flags",
+    "console.usage",
+    "console.notifications",
     "console.api",
 ]
 
@@ -154,6 +156,9 @@ CONTENT_SECURITY_POLICY = {
 LOGIN_FAILURE_LIMIT = 5
 LOGIN_FAILURE_WINDOW_S = 15 * 60
 
+EMAIL_BACKEND = CONFIG.email_backend
+DEFAULT_FROM_EMAIL = CONFIG.default_from_email
+
 # Celery: embedded default is kombu's filesystem transport (no server); production sets Redis.
 CELERY_BROKER_URL = CONFIG.broker_url
 CELERY_BROKER_TRANSPORT_OPTIONS = CONFIG.broker_transport_options
@@ -162,6 +167,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "usage-rollup": {"task": "console.usage.tasks.rollup_usage", "schedule": 30.0},
+    "usage-budgets": {"task": "console.usage.tasks.check_budgets", "schedule": 60.0},
+    "usage-retention": {
+        "task": "console.usage.tasks.purge_usage",
+        "schedule": 24 * 3600.0,
+        "args": (CONFIG.usage_retention_days,),
+    },
+}
 
 # One JSON object per line (request id included), unless AIRLOCK_LOG_FORMAT=text.
 LOGGING = {

@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("console.datasets.urls")),
     path("", include("console.evals.urls")),
     path("", include("console.flags.urls")),
+    path("", include("console.usage.urls")),
     path("", include("console.registry.urls")),
     path("django-admin/", admin.site.urls),
 ]

@@ -56,14 +56,7 @@ class StateCollector:
 def kill_switches_active() -> int:
     from django.apps import apps
 
-    try:
-        model = apps.get_model("flags", "FlagEnvironment")
-    except LookupError:
-        return 0
-    field_names = {f.name for f in model._meta.get_fields()}
-    if "killed" not in field_names:
-        return 0
-    return model.objects.filter(killed=True).count()
+    return apps.get_model("flags", "FlagRules").objects.filter(killed=True).count()
 
 
 def queue_depth(queue: str = "celery") -> int:

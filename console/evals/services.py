@@ -407,6 +407,9 @@ def _finalize(run: EvalRun, stop_reason: str) -> str:
     else:
         status = EvalRun.Status.COMPLETED
         verdict, detail = eval_metrics.check_gates(summary, run.gates, run.max_error_rate)
+    from console.usage.services import record_eval_usage
+
+    record_eval_usage(run)
     with transaction.atomic():
         EvalRun.objects.filter(pk=run.pk).update(
             status=status,

@@ -159,8 +159,12 @@ class Command(BaseCommand):
             self._bind(engineer, envs, judge, {"dev": 1, "staging": 1, "prod": 1})
         self._golden_set(application, users["curator"])
         from console.evals.demo import seed_evals
+        from console.flags.demo import seed_flags
+        from console.usage.demo import seed_usage
 
         seed_evals(application, engineer)
+        seed_flags(application, users)
+        seed_usage(application, admin)
 
         self.stdout.write(
             self.style.SUCCESS("Demo ready: application support-bot (dev, staging, prod).")

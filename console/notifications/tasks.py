@@ -1,0 +1,15 @@
+from celery import shared_task
+
+from console.notifications import services
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(services.RetryableDelivery,),
+    retry_backoff=2,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=services.MAX_ATTEMPTS,
+)
+def deliver_webhook(delivery_id: int) -> str:
+    return services.deliver(delivery_id).status

@@ -1,0 +1,251 @@
+"""Budgets: spend per period against thresholds, alerts once per threshold and period, and the
+cost circuit breaker at 100% (kill a switch, or move a flag to a cheaper variant)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from console.audit import services as audit
+from console.audit.services import SYSTEM
+from console.notifications.services import notify
+from console.usage.models import Budget, BudgetAlert, UsageEvent, UsageHourly
+
+DEFAULT_THRESHOLDS = [50, 80, 100, 120]
+
+
+def period_start(budget: Budget, now: datetime) -> datetime:
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day if budget.period == Budget.Period.DAILY else day.replace(day=1)
+
+
+def period_end(budget: Budget, start: datetime) -> datetime:
+    if budget.period == Budget.Period.DAILY:
+        return start + timedelta(days=1)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def spend(budget: Budget, start: datetime, end: datetime) -> Decimal:
+    qs = UsageHourly.objects.filter(
+        application_id=budget.application_id, hour__gte=start, hour__lt=end
+    )
+    if budget.environment_id:
+        qs = qs.filter(environment_id=budget.environment_id)
+    if budget.feature:
+        qs = qs.filter(feature=budget.feature)
+    return qs.aggregate(total=Sum("cost"))["total"] or Decimal(0)
+
+
+@dataclass(frozen=True)
+class Crossing:
+    budget: Budget
+    threshold: int
+    spend: Decimal
+
+
+def check_budgets(now: datetime | None = None) -> list[BudgetAlert]:
+    """Raise each crossed threshold once per period (the unique constraint dedupes even if two
+    checks race). Runs every minute from Celery beat, after the rollup."""
+    now = now or timezone.now()
+    alerts = []
+    for budget in Budget.objects.select_related("application", "environment"):
+        start = period_start(budget, now)
+        spent = spend(budget, start, period_end(budget, start))
+        for threshold in sorted(budget.thresholds or DEFAULT_THRESHOLDS):
+            if spent * 100 >= budget.amount * threshold:
+                alert = _raise(budget, start, threshold, spent)
+                if alert is not None:
+                    alerts.append(alert)
+        if budget.per_user_daily_limit:
+            alerts.extend(_per_user(budget, now))
+    return alerts
+
+
+def _raise(
+    budget: Budget, start: datetime, threshold: int, spent: Decimal, subject: str = ""
+) -> BudgetAlert | None:
+    try:
+        with transaction.atomic():
+            alert = BudgetAlert.objects.create(
+                budget=budget, period_start=start, threshold=threshold, subject=subject, spend=spent
+            )
+            if subject:
+                limit = budget.per_user_daily_limit
+                title = f"{budget.name}: a user spent ${spent:.2f} today (limit ${limit})"
+            else:
+                of = f"${spent:.2f} of ${budget.amount}"
+                title = f"{budget.name}: {threshold}% of the {budget.period} budget ({of})"
+            action = (
+                _act(budget, alert) if threshold == 100 and budget.action and not subject else {}
+            )
+            alert.action_taken = action
+            alert.save(update_fields=["action_taken"])
+            audit.record(
+                actor=SYSTEM,
+                action="budget.alert",
+                obj=budget,
+                object_label=title,
+                application=budget.application_id,
+                environment=budget.environment_id,
+                after={
+                    "threshold": threshold,
+                    "spend": str(spent),
+                    "amount": str(budget.amount),
+                    "subject": subject,
+                    "action": action,
+                },
+            )
+            notify(
+                application=budget.application,
+                kind="budget.threshold",
+                title=title,
+                body=f"Action taken: {action['summary']}" if action else "",
+                url=reverse("usage:dashboard", kwargs={"app": budget.application.key}),
+                roles=("admin", "engineer"),
+                data={"budget": budget.name, "threshold": threshold},
+            )
+            return alert
+    except IntegrityError:
+        return None  # already alerted for this threshold in this period
+
+
+def _act(budget: Budget, alert: BudgetAlert) -> dict:
+    """The circuit breaker, audited as the system by the flags service it calls."""
+    from console.flags import services as flags
+    from console.flags.models import Flag
+
+    flag = Flag.objects.filter(
+        application_id=budget.application_id, key=budget.action.get("flag")
+    ).first()
+    if flag is None:
+        return {
+            "error": f"flag {budget.action.get('flag')!r} not found",
+            "summary": "no action (flag missing)",
+        }
+    envs = (
+        [budget.environment]
+        if budget.environment_id
+        else list(budget.application.environments.all())
+    )
+    reason = f"Budget {budget.name} reached 100% (${alert.spend:.2f} of ${budget.amount})"
+    if budget.action.get("type") == "kill_switch":
+        for env in envs:
+            flags.kill_flag(actor=SYSTEM, flag=flag, environment=env, reason=reason)
+        return {
+            "type": "kill_switch",
+            "flag": flag.key,
+            "environments": [e.key for e in envs],
+            "summary": f"killed {flag.key} in {', '.join(e.key for e in envs)}",
+        }
+    variant = budget.action.get("variant")
+    for env in envs:
+        head = flags.rules_head(flag, env)
+        content = {"enabled": True, "rules": [], "default": {"variant": variant}}
+        flags.save_rules(
+            actor=SYSTEM,
+            flag=flag,
+            environment=env,
+            content=content,
+            base_number=head.latest_number,
+            message=reason,
+            via_promotion=True,
+        )
+    return {
+        "type": "variant",
+        "flag": flag.key,
+        "variant": variant,
+        "environments": [e.key for e in envs],
+        "summary": f"{flag.key} now serves {variant} in {', '.join(e.key for e in envs)}",
+    }
+
+
+def _per_user(budget: Budget, now: datetime) -> list[BudgetAlert]:
+    start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    qs = UsageEvent.objects.filter(application_id=budget.application_id, at__gte=start).exclude(
+        user_hash=""
+    )
+    if budget.environment_id:
+        qs = qs.filter(environment_id=budget.environment_id)
+    heavy = (
+        qs.values("user_hash")
+        .annotate(total=Sum("cost"))
+        .filter(total__gte=budget.per_user_daily_limit)
+        .order_by()
+    )
+    alerts = []
+    for row in heavy:
+        alert = _raise(budget, start, 0, row["total"], subject=row["user_hash"])
+        if alert is not None:
+            alerts.append(alert)
+    return alerts
+
+
+def create_budget(
+    *,
+    actor,
+    application,
+    name: str,
+    period: str,
+    amount,
+    environment=None,
+    feature: str = "",
+    thresholds=None,
+    action=None,
+    per_user_daily_limit=None,
+) -> Budget:
+    from django.core.exceptions import ValidationError
+
+    errors = {}
+    if period not in Budget.Period.values:
+        errors["period"] = "must be daily or monthly"
+    try:
+        amount = Decimal(str(amount))
+        if amount <= 0:
+            raise ValueError
+    except (ValueError, ArithmeticError):
+        errors["amount"] = "must be a positive amount in USD"
+    thresholds = sorted(set(thresholds or DEFAULT_THRESHOLDS))
+    if any(not isinstance(t, int) or not 1 <= t <= 1000 for t in thresholds):
+        errors["thresholds"] = "whole percents between 1 and 1000"
+    action = action or {}
+    if action and action.get("type") not in {"kill_switch", "variant"}:
+        errors["action"] = "type must be kill_switch or variant"
+    elif action.get("type") == "variant" and not action.get("variant"):
+        errors["action"] = "name the cheaper variant to switch to"
+    if action and not application.flags.filter(key=action.get("flag")).exists():
+        errors["action"] = f"no flag {action.get('flag')!r} in this application"
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        budget = Budget.objects.create(
+            application=application,
+            environment=environment,
+            feature=feature,
+            name=name,
+            period=period,
+            amount=amount,
+            thresholds=thresholds,
+            action=action,
+            per_user_daily_limit=per_user_daily_limit,
+        )
+        audit.record(
+            actor=actor,
+            action="budget.create",
+            obj=budget,
+            object_label=name,
+            application=application,
+            environment=environment,
+            after={
+                "period": period,
+                "amount": str(amount),
+                "thresholds": thresholds,
+                "action": action,
+            },
+        )
+    return budget

@@ -1,0 +1,321 @@
+"""Cost dashboard reads — from hourly rollups only, so they stay fast at tens of millions of
+events (per-user spend is the one panel that reads raw events, over at most a week)."""
+
+from __future__ import annotations
+
+import statistics
+from calendar import monthrange
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import QuerySet, Sum
+from django.db.models.functions import TruncDate
+
+from console.usage.models import LATENCY_BUCKETS_MS, Budget, UsageEvent, UsageHourly
+
+BREAKDOWNS = {
+    "model": "model",
+    "prompt": "prompt_version",
+    "feature": "feature",
+    "environment": "environment__key",
+}
+ANOMALY_FACTOR = 3
+ANOMALY_MIN_SPEND = Decimal("1.00")
+
+
+@dataclass(frozen=True)
+class UsageFilters:
+    since: date
+    until: date
+    environment: str = ""
+    model: str = ""
+    feature: str = ""
+    prompt: str = ""
+    source: str = ""  # "", "runtime", "eval"
+
+    @classmethod
+    def from_query(cls, params, today: date) -> tuple[UsageFilters, dict[str, str]]:
+        errors: dict[str, str] = {}
+
+        def day(name: str, default: date) -> date:
+            raw = (params.get(name) or "").strip()
+            if not raw:
+                return default
+            try:
+                return date.fromisoformat(raw)
+            except ValueError:
+                errors[name] = f"{name}: {raw!r} is not a date (YYYY-MM-DD)"
+                return default
+
+        until = day("until", today)
+        since = day("since", until - timedelta(days=29))
+        if since > until:
+            errors["since"] = "since: must not be after until"
+            since = until - timedelta(days=29)
+        if (until - since).days > 400:
+            errors["since"] = "since: at most 400 days at a time"
+            since = until - timedelta(days=400)
+        source = params.get("source", "")
+        return (
+            cls(
+                since=since,
+                until=until,
+                environment=(params.get("environment") or "").strip(),
+                model=(params.get("model") or "").strip(),
+                feature=(params.get("feature") or "").strip(),
+                prompt=(params.get("prompt") or "").strip(),
+                source=source if source in {"runtime", "eval"} else "",
+            ),
+            errors,
+        )
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.since, time.min, UTC)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.combine(self.until + timedelta(days=1), time.min, UTC)
+
+
+def rollups(application, f: UsageFilters) -> QuerySet:
+    qs = UsageHourly.objects.filter(application=application, hour__gte=f.start, hour__lt=f.end)
+    if f.environment:
+        qs = qs.filter(environment__key=f.environment)
+    if f.model:
+        qs = qs.filter(model=f.model)
+    if f.feature:
+        qs = qs.filter(feature=f.feature)
+    if f.prompt:
+        qs = qs.filter(prompt_version=f.prompt)
+    if f.source:
+        qs = qs.filter(source=f.source)
+    return qs
+
+
+@dataclass
+class Dashboard:
+    days: list[dict] = field(
+        default_factory=list
+    )  # day, cost, requests, errors, savings, eval_cost
+    totals: dict = field(default_factory=dict)
+    breakdowns: dict[str, list[dict]] = field(default_factory=dict)
+    features: list[dict] = field(default_factory=list)
+    anomalies: list[dict] = field(default_factory=list)
+    budget_line: Decimal | None = None
+    projection: dict = field(default_factory=dict)
+    latency: dict = field(default_factory=dict)
+
+
+def percentile_from_buckets(counts: list[int], p: float) -> float | None:
+    total = sum(counts)
+    if not total:
+        return None
+    rank = total * p / 100
+    running = 0
+    for n, count in enumerate(counts):
+        running += count
+        if running >= rank:
+            return float(LATENCY_BUCKETS_MS[n]) if n < len(LATENCY_BUCKETS_MS) else float("inf")
+    return None
+
+
+def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
+    """Everything the cost dashboard shows, in a bounded number of queries."""
+    qs = rollups(application, f)
+    board = Dashboard()
+    daily = (
+        qs.annotate(day=TruncDate("hour", tzinfo=UTC))
+        .values("day", "source")
+        .annotate(
+            cost=Sum("cost"),
+            requests=Sum("requests"),
+            errors=Sum("errors"),
+            savings=Sum("cache_savings"),
+        )
+        .order_by("day")
+    )
+    by_day: dict[date, dict] = {}
+    for row in daily:
+        entry = by_day.setdefault(
+            row["day"],
+            {
+                "day": row["day"],
+                "cost": Decimal(0),
+                "requests": 0,
+                "errors": 0,
+                "savings": Decimal(0),
+                "eval_cost": Decimal(0),
+            },
+        )
+        entry["cost"] += row["cost"] or 0
+        entry["requests"] += row["requests"] or 0
+        entry["errors"] += row["errors"] or 0
+        entry["savings"] += row["savings"] or 0
+        if row["source"] == "eval":
+            entry["eval_cost"] += row["cost"] or 0
+    day, board.days = f.since, []
+    while day <= f.until:
+        entry = by_day.get(day) or {
+            "day": day,
+            "cost": Decimal(0),
+            "requests": 0,
+            "errors": 0,
+            "savings": Decimal(0),
+            "eval_cost": Decimal(0),
+        }
+        entry["cost_per_request"] = (
+            (entry["cost"] / entry["requests"]) if entry["requests"] else None
+        )
+        board.days.append(entry)
+        day += timedelta(days=1)
+    total_cost = sum((d["cost"] for d in board.days), Decimal(0))
+    total_requests = sum(d["requests"] for d in board.days)
+    board.totals = {
+        "cost": total_cost,
+        "requests": total_requests,
+        "errors": sum(d["errors"] for d in board.days),
+        "savings": sum((d["savings"] for d in board.days), Decimal(0)),
+        "eval_cost": sum((d["eval_cost"] for d in board.days), Decimal(0)),
+        "cost_per_request": (total_cost / total_requests) if total_requests else None,
+        "cost_per_1k": (total_cost * 1000 / total_requests) if total_requests else None,
+    }
+    for name, column in BREAKDOWNS.items():
+        rows = (
+            qs.values(column)
+            .annotate(cost=Sum("cost"), requests=Sum("requests"))
+            .order_by("-cost")[:12]
+        )
+        board.breakdowns[name] = [
+            {
+                "label": r[column] or "(none)",
+                "cost": r["cost"] or Decimal(0),
+                "requests": r["requests"] or 0,
+            }
+            for r in rows
+        ]
+    features = (
+        qs.values("feature")
+        .annotate(cost=Sum("cost"), requests=Sum("requests"), errors=Sum("errors"))
+        .order_by("-cost")[:10]
+    )
+    board.features = [
+        {
+            "feature": r["feature"] or "(none)",
+            "cost": r["cost"] or Decimal(0),
+            "requests": r["requests"] or 0,
+            "cost_per_request": (r["cost"] / r["requests"]) if r["requests"] else None,
+            "cost_per_1k": (r["cost"] * 1000 / r["requests"]) if r["requests"] else None,
+            "share": float((r["cost"] or 0) / total_cost) if total_cost else 0.0,
+        }
+        for r in features
+    ]
+    buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    for row in qs.values_list("latency_buckets", flat=True).iterator(chunk_size=5000):
+        for n, count in enumerate(row or []):
+            buckets[n] += count
+    board.latency = {
+        "p50": percentile_from_buckets(buckets, 50),
+        "p95": percentile_from_buckets(buckets, 95),
+    }
+    board.anomalies = anomalies(board.days)
+    board.budget_line, board.projection = _budget_and_projection(application, f, board.days, today)
+    return board
+
+
+def anomalies(days: list[dict], window: int = 7) -> list[dict]:
+    """Days whose spend or cost per request is far above the median of the days before them."""
+    found = []
+    for n, day in enumerate(days):
+        previous = days[max(0, n - window) : n]
+        if len(previous) < 3:
+            continue
+        baseline = statistics.median([float(d["cost"]) for d in previous])
+        if (
+            day["cost"] >= ANOMALY_MIN_SPEND
+            and baseline > 0
+            and float(day["cost"]) > ANOMALY_FACTOR * baseline
+        ):
+            found.append(
+                {
+                    "day": day["day"],
+                    "kind": "spend",
+                    "value": day["cost"],
+                    "baseline": baseline,
+                    "factor": float(day["cost"]) / baseline,
+                }
+            )
+            continue
+        cpr = [float(d["cost_per_request"]) for d in previous if d["cost_per_request"]]
+        if day["cost_per_request"] and len(cpr) >= 3:
+            base = statistics.median(cpr)
+            if base > 0 and float(day["cost_per_request"]) > ANOMALY_FACTOR * base:
+                found.append(
+                    {
+                        "day": day["day"],
+                        "kind": "cost per request",
+                        "value": day["cost_per_request"],
+                        "baseline": base,
+                        "factor": float(day["cost_per_request"]) / base,
+                    }
+                )
+    return found
+
+
+def _budget_and_projection(application, f: UsageFilters, days: list[dict], today: date):
+    budget = (
+        Budget.objects.filter(application=application, feature="")
+        .filter(environment__isnull=True)
+        .order_by("period")
+        .first()
+    )
+    month_days = monthrange(today.year, today.month)[1]
+    line = None
+    if budget is not None:
+        line = budget.amount if budget.period == Budget.Period.DAILY else budget.amount / month_days
+    month_start = today.replace(day=1)
+    month_to_date = sum(
+        (d["cost"] for d in days if d["day"] >= month_start and d["day"] <= today), Decimal(0)
+    )
+    recent = [d["cost"] for d in days if today - timedelta(days=7) < d["day"] <= today]
+    daily_rate = (sum(recent, Decimal(0)) / len(recent)) if recent else Decimal(0)
+    remaining = month_days - today.day
+    projection = {
+        "month_to_date": month_to_date,
+        "daily_rate": daily_rate,
+        "month_end": month_to_date + daily_rate * remaining,
+        "month_budget": (
+            budget.amount
+            if budget and budget.period == Budget.Period.MONTHLY
+            else (budget.amount * month_days if budget else None)
+        ),
+        "covers_month": f.since <= month_start,
+    }
+    return line, projection
+
+
+def top_spenders(application, f: UsageFilters, limit: int = 10) -> list[dict]:
+    """Per-user spend (anonymised ids) over at most the last 7 days of the range."""
+    start = max(f.start, f.end - timedelta(days=7))
+    rows = (
+        UsageEvent.objects.filter(application=application, at__gte=start, at__lt=f.end)
+        .exclude(user_hash="")
+        .values("user_hash")
+        .annotate(cost=Sum("cost"))
+        .order_by("-cost")[:limit]
+    )
+    return [{"user": r["user_hash"][:12], "cost": r["cost"]} for r in rows]
+
+
+def filter_options(application) -> dict[str, list[str]]:
+    recent = UsageHourly.objects.filter(application=application)
+    return {
+        "models": sorted(set(recent.values_list("model", flat=True).distinct()[:50])),
+        "features": sorted(
+            set(recent.exclude(feature="").values_list("feature", flat=True).distinct()[:50])
+        ),
+        "environments": list(
+            application.environments.order_by("order").values_list("key", flat=True)
+        ),
+    }

@@ -1,0 +1,474 @@
+"""Usage writes: ingestion (idempotent, all-or-nothing), price corrections with repricing,
+hourly rollups, and budget checks with their circuit-breaker actions."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Max, Q, Sum
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from console.audit import services as audit
+from console.usage.models import (
+    LATENCY_BUCKETS_MS,
+    PricePoint,
+    RollupState,
+    UsageEvent,
+    UsageHourly,
+)
+from console.usage.pricing import PriceBook
+
+MAX_BATCH = 1000
+FUTURE_SKEW = timedelta(minutes=5)
+STATUSES = {"ok", "error", "timeout"}
+FEEDBACK = {"up": 1, "down": -1, "none": 0, 1: 1, -1: -1, 0: 0, None: 0}
+# Events committed less than this long ago are left for the next rollup pass, so a slow
+# ingestion transaction with a lower id is never skipped by the watermark.
+SETTLE = timedelta(seconds=10)
+
+
+class BatchRejected(Exception):
+    """The whole batch is refused; `errors` name each event by index and field."""
+
+    def __init__(self, errors: list[dict]):
+        self.errors = errors
+        super().__init__(f"{len(errors)} problem(s) in the batch")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+def _int(event: dict, name: str, index: int, errors: list) -> int:
+    value = event.get(name, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        errors.append({"index": index, "field": name, "message": "must be a whole number ≥ 0"})
+        return 0
+    return value
+
+
+def _resolve_model(application, ref: str) -> tuple[str, str]:
+    """'key@N' of a model config → (provider model name, ref); anything else is a provider
+    model name."""
+    from console.registry.models import ModelConfigVersion
+
+    key, _, number = ref.partition("@")
+    if number.isdigit():
+        version = ModelConfigVersion.objects.filter(
+            head__application=application, head__key=key, number=int(number)
+        ).first()
+        if version is not None:
+            return version.content.get("model", ref), ref
+    return ref, ""
+
+
+def anonymise(user_id: str) -> str:
+    return hashlib.sha256(f"airlock-user:{user_id}".encode()).hexdigest()[:32] if user_id else ""
+
+
+def validate_batch(application, environment, events: Any) -> list[UsageEvent]:
+    """Every problem in the batch, or the events ready to store (with server-side cost)."""
+    if not isinstance(events, list):
+        raise BatchRejected([{"index": None, "field": "events", "message": "must be a list"}])
+    if not events:
+        raise BatchRejected([{"index": None, "field": "events", "message": "the batch is empty"}])
+    if len(events) > MAX_BATCH:
+        raise BatchRejected(
+            [{"index": None, "field": "events", "message": f"at most {MAX_BATCH} events per batch"}]
+        )
+    errors: list[dict] = []
+    rows: list[UsageEvent] = []
+    seen: dict[str, int] = {}
+    book = PriceBook(application.pk)
+    models_cache: dict[str, tuple[str, str]] = {}
+    now = timezone.now()
+    for index, event in enumerate(events):
+        if not isinstance(event, dict):
+            errors.append({"index": index, "field": None, "message": "must be a JSON object"})
+            continue
+        start = len(errors)
+        event_id = event.get("event_id")
+        if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > 100:
+            errors.append(
+                {"index": index, "field": "event_id", "message": "required text, ≤ 100 characters"}
+            )
+        elif event_id in seen:
+            errors.append(
+                {"index": index, "field": "event_id", "message": f"repeats event {seen[event_id]}"}
+            )
+        else:
+            seen[event_id] = index
+        at = parse_datetime(event["time"]) if isinstance(event.get("time"), str) else None
+        if at is None or at.tzinfo is None:
+            errors.append(
+                {
+                    "index": index,
+                    "field": "time",
+                    "message": "ISO 8601 with a time zone, e.g. 2026-11-23T10:00:00Z",
+                }
+            )
+        elif at > now + FUTURE_SKEW:
+            errors.append({"index": index, "field": "time", "message": "is in the future"})
+        model_ref = event.get("model")
+        if not isinstance(model_ref, str) or not model_ref.strip():
+            errors.append(
+                {
+                    "index": index,
+                    "field": "model",
+                    "message": "required: model config key@version or provider model name",
+                }
+            )
+            model_ref = ""
+        for name in ("prompt_version", "feature", "variant", "user_id"):
+            value = event.get(name, "")
+            if value is not None and not isinstance(value, str):
+                errors.append({"index": index, "field": name, "message": "must be text"})
+            elif value and len(value) > 120:
+                errors.append({"index": index, "field": name, "message": "at most 120 characters"})
+        tokens = {
+            n: _int(event, n, index, errors)
+            for n in ("input_tokens", "cached_tokens", "output_tokens")
+        }
+        if tokens["cached_tokens"] > tokens["input_tokens"]:
+            errors.append(
+                {"index": index, "field": "cached_tokens", "message": "cannot exceed input_tokens"}
+            )
+        latency = event.get("latency_ms")
+        if latency is not None and (
+            isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0
+        ):
+            errors.append(
+                {"index": index, "field": "latency_ms", "message": "must be a number ≥ 0"}
+            )
+        status = event.get("status", "ok")
+        if status not in STATUSES:
+            errors.append(
+                {"index": index, "field": "status", "message": "must be ok, error or timeout"}
+            )
+        cache_hit = event.get("cache_hit", False)
+        if not isinstance(cache_hit, bool):
+            errors.append(
+                {"index": index, "field": "cache_hit", "message": "must be true or false"}
+            )
+        feedback = event.get("feedback")
+        if feedback not in FEEDBACK:
+            errors.append(
+                {"index": index, "field": "feedback", "message": "must be up, down or none"}
+            )
+        if len(errors) > start:
+            continue
+        if model_ref not in models_cache:
+            models_cache[model_ref] = _resolve_model(application, model_ref)
+        model, config_ref = models_cache[model_ref]
+        rows.append(
+            UsageEvent(
+                application=application,
+                environment=environment,
+                event_id=event_id,
+                at=at,
+                model=model,
+                model_config=config_ref,
+                prompt_version=event.get("prompt_version") or "",
+                feature=event.get("feature") or "",
+                variant=event.get("variant") or "",
+                latency_ms=latency,
+                status=status,
+                cache_hit=cache_hit,
+                feedback=FEEDBACK[feedback],
+                user_hash=anonymise(event.get("user_id") or ""),
+                cost=book.cost(
+                    model,
+                    at,
+                    tokens["input_tokens"],
+                    tokens["cached_tokens"],
+                    tokens["output_tokens"],
+                ),
+                savings=book.savings(model, at, tokens["cached_tokens"]),
+                **tokens,
+            )
+        )
+    if errors:
+        raise BatchRejected(errors)
+    return rows
+
+
+def ingest(
+    *, application, environment, events: Any, source: str = UsageEvent.Source.RUNTIME
+) -> IngestResult:
+    """Store a batch whole or not at all. Events already stored (same event_id) are skipped,
+    so a retried batch never double-counts."""
+    rows = validate_batch(application, environment, events)
+    for row in rows:
+        row.source = source
+    ids = [r.event_id for r in rows]
+    with transaction.atomic():
+        existing = set(
+            UsageEvent.objects.filter(application=application, event_id__in=ids).values_list(
+                "event_id", flat=True
+            )
+        )
+        fresh = [r for r in rows if r.event_id not in existing]
+        UsageEvent.objects.bulk_create(fresh, batch_size=MAX_BATCH, ignore_conflicts=True)
+    return IngestResult(accepted=len(fresh), duplicates=len(rows) - len(fresh))
+
+
+def record_eval_usage(run) -> int:
+    """An eval run's model calls, recorded as usage tagged `eval` (priced the same way as
+    production traffic). Idempotent: event ids derive from run and item."""
+    from console.evals.models import EvalResult
+
+    if run.model_version_id is None:
+        return 0
+    model = run.model_version.content.get("model", "")
+    ref = f"{run.model_version.head.key}@{run.model_version.number}"
+    prompt = (
+        f"{run.prompt_version.head.key}@{run.prompt_version.number}"
+        if run.prompt_version_id
+        else ""
+    )
+    rows = EvalResult.objects.filter(run=run).values(
+        "item_id",
+        "created_at",
+        "prompt_tokens",
+        "cached_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "status",
+    )
+    events = [
+        {
+            "event_id": f"eval-{run.pk}-{r['item_id']}",
+            "time": r["created_at"].isoformat(),
+            "model": ref if model else "",
+            "prompt_version": prompt,
+            "feature": "eval",
+            "input_tokens": r["prompt_tokens"],
+            "cached_tokens": min(r["cached_tokens"], r["prompt_tokens"]),
+            "output_tokens": r["completion_tokens"],
+            "latency_ms": r["latency_ms"],
+            "status": "ok" if r["status"] == "ok" else "error",
+        }
+        for r in rows
+    ]
+    stored = 0
+    for start in range(0, len(events), MAX_BATCH):
+        batch = events[start : start + MAX_BATCH]
+        stored += ingest(
+            application=run.application,
+            environment=None,
+            events=batch,
+            source=UsageEvent.Source.EVAL,
+        ).accepted
+    return stored
+
+
+# ---------------------------------------------------------------- prices
+
+
+def record_price(
+    *,
+    actor,
+    application,
+    model: str,
+    effective_from: datetime,
+    input_per_1m,
+    cached_input_per_1m,
+    output_per_1m,
+    tiers: list[dict] | None = None,
+    note: str = "",
+) -> dict:
+    """Add a price point (a correction when it dates back) and reprice the usage it covers:
+    events of that model from `effective_from` until the next point. Audited with the
+    before/after totals."""
+    tiers = sorted(tiers or [], key=lambda t: t["above_input_tokens"])
+    with transaction.atomic():
+        point = PricePoint.objects.create(
+            application=application,
+            model=model,
+            effective_from=effective_from,
+            input_per_1m=Decimal(str(input_per_1m)),
+            cached_input_per_1m=Decimal(str(cached_input_per_1m)),
+            output_per_1m=Decimal(str(output_per_1m)),
+            tiers=tiers,
+            note=note,
+        )
+        following = (
+            PricePoint.objects.filter(
+                application=application, model=model, effective_from__gt=effective_from
+            )
+            .order_by("effective_from")
+            .values_list("effective_from", flat=True)
+            .first()
+        )
+        affected = UsageEvent.objects.filter(
+            application=application, model=model, at__gte=effective_from
+        )
+        if following is not None:
+            affected = affected.filter(at__lt=following)
+        before = affected.aggregate(total=Sum("cost"), n=Count("id"))
+        book = PriceBook(application.pk)
+        changed = []
+        for event in affected.only(
+            "id", "at", "model", "input_tokens", "cached_tokens", "output_tokens"
+        ).iterator(chunk_size=5000):
+            event.cost = book.cost(
+                event.model, event.at, event.input_tokens, event.cached_tokens, event.output_tokens
+            )
+            event.savings = book.savings(event.model, event.at, event.cached_tokens)
+            changed.append(event)
+            if len(changed) >= 5000:
+                UsageEvent.objects.bulk_update(changed, ["cost", "savings"])
+                changed = []
+        UsageEvent.objects.bulk_update(changed, ["cost", "savings"])
+        after = affected.aggregate(total=Sum("cost"))
+        hours = set(affected.annotate(h=TruncHour("at")).values_list("h", flat=True).distinct())
+        _recompute(application.pk, hours)
+        summary = {
+            "model": model,
+            "effective_from": effective_from.isoformat(),
+            "events_repriced": before["n"],
+            "cost_before": str(before["total"] or 0),
+            "cost_after": str(after["total"] or 0),
+        }
+        audit.record(
+            actor=actor,
+            action="price.record",
+            obj=point,
+            object_label=f"{model} from {effective_from:%Y-%m-%d}",
+            application=application,
+            before={"cost": summary["cost_before"]},
+            after={
+                "prices": [str(input_per_1m), str(cached_input_per_1m), str(output_per_1m)],
+                "tiers": tiers,
+                **summary,
+            },
+            reason=note,
+        )
+    return summary
+
+
+# ---------------------------------------------------------------- rollups
+
+
+def _bucket_counts() -> dict:
+    counts = {}
+    lower = None
+    for n, upper in enumerate(LATENCY_BUCKETS_MS):
+        condition = (
+            Q(latency_ms__lt=upper)
+            if lower is None
+            else Q(latency_ms__gte=lower, latency_ms__lt=upper)
+        )
+        counts[f"b{n}"] = Count("id", filter=condition)
+        lower = upper
+    counts[f"b{len(LATENCY_BUCKETS_MS)}"] = Count("id", filter=Q(latency_ms__gte=lower))
+    return counts
+
+
+DIMENSIONS = ("environment_id", "model", "prompt_version", "feature", "source")
+
+
+def _recompute(application_id: int, hours: set) -> int:
+    """Rebuild the rollup rows of these hours from raw events (idempotent)."""
+    if not hours:
+        return 0
+    hours = sorted(hours)
+    buckets = _bucket_counts()
+    rows = []
+    for start in range(0, len(hours), 200):
+        chunk = hours[start : start + 200]
+        UsageHourly.objects.filter(application_id=application_id, hour__in=chunk).delete()
+        aggregates = (
+            UsageEvent.objects.filter(
+                application_id=application_id,
+                at__gte=chunk[0],
+                at__lt=chunk[-1] + timedelta(hours=1),
+            )
+            .annotate(h=TruncHour("at"))
+            .filter(h__in=chunk)
+            .values("h", *DIMENSIONS)
+            .annotate(
+                requests=Count("id"),
+                errors=Count("id", filter=~Q(status="ok")),
+                input_tokens_sum=Sum("input_tokens"),
+                cached_tokens_sum=Sum("cached_tokens"),
+                output_tokens_sum=Sum("output_tokens"),
+                cost_sum=Sum("cost"),
+                savings_sum=Sum("savings"),
+                cache_hits=Count("id", filter=Q(cache_hit=True)),
+                thumbs_up=Count("id", filter=Q(feedback=1)),
+                thumbs_down=Count("id", filter=Q(feedback=-1)),
+                **buckets,
+            )
+            .order_by()
+        )
+        for a in aggregates:
+            rows.append(
+                UsageHourly(
+                    application_id=application_id,
+                    hour=a["h"],
+                    environment_id=a["environment_id"],
+                    model=a["model"],
+                    prompt_version=a["prompt_version"],
+                    feature=a["feature"],
+                    source=a["source"],
+                    requests=a["requests"],
+                    errors=a["errors"],
+                    input_tokens=a["input_tokens_sum"] or 0,
+                    cached_tokens=a["cached_tokens_sum"] or 0,
+                    output_tokens=a["output_tokens_sum"] or 0,
+                    cost=a["cost_sum"] or 0,
+                    cache_savings=a["savings_sum"] or 0,
+                    cache_hits=a["cache_hits"],
+                    thumbs_up=a["thumbs_up"],
+                    thumbs_down=a["thumbs_down"],
+                    latency_buckets=[a[f"b{n}"] for n in range(len(LATENCY_BUCKETS_MS) + 1)],
+                )
+            )
+    UsageHourly.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
+
+
+def rollup(*, max_events: int = 500_000, settle: timedelta = SETTLE) -> dict:
+    """Fold events stored since the last pass into the hourly rollups. Safe to run often and
+    concurrently (the watermark row is locked)."""
+    with transaction.atomic():
+        state, _ = RollupState.objects.select_for_update().get_or_create(name="usage")
+        settled = UsageEvent.objects.filter(received_at__lte=timezone.now() - settle)
+        ceiling = settled.filter(pk__gt=state.last_event_id).aggregate(m=Max("pk"))["m"]
+        if ceiling is None:
+            return {"events": 0, "hours": 0, "rows": 0}
+        ceiling = min(ceiling, state.last_event_id + max_events)
+        new = UsageEvent.objects.filter(pk__gt=state.last_event_id, pk__lte=ceiling)
+        touched = (
+            new.annotate(h=TruncHour("at")).values("application_id", "h").distinct().order_by()
+        )
+        by_app: dict[int, set] = {}
+        for row in touched:
+            by_app.setdefault(row["application_id"], set()).add(row["h"])
+        count = new.count()
+        rows = sum(_recompute(app_id, hours) for app_id, hours in by_app.items())
+        state.last_event_id = ceiling
+        state.updated_at = timezone.now()
+        state.save(update_fields=["last_event_id", "updated_at"])
+    return {"events": count, "hours": sum(len(h) for h in by_app.values()), "rows": rows}
+
+
+def purge_raw_events(*, older_than_days: int) -> int:
+    """Retention for raw events: rollups keep the history, raw rows go after N days."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    state = RollupState.objects.filter(name="usage").first()
+    watermark = state.last_event_id if state else 0
+    deleted, _ = UsageEvent.objects.filter(at__lt=cutoff, pk__lte=watermark).delete()
+    return deleted
