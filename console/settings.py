@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "console.flags",
     "console.usage",
     "console.notifications",
+    "console.releases",
     "console.api",
 ]
 
@@ -169,6 +170,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "usage-rollup": {"task": "console.usage.tasks.rollup_usage", "schedule": 30.0},
+    "release-rollouts": {"task": "console.releases.tasks.advance_rollouts", "schedule": 60.0},
     "usage-budgets": {"task": "console.usage.tasks.check_budgets", "schedule": 60.0},
     "usage-retention": {
         "task": "console.usage.tasks.purge_usage",

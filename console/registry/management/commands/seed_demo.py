@@ -2,6 +2,7 @@
 
 import json
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -97,6 +98,8 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options):
+        # Notifications raised while seeding are not news to anyone: keep them out of stdout.
+        settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
         User = get_user_model()
         users = {}
         for username in DEMO_USERS:
@@ -160,11 +163,13 @@ class Command(BaseCommand):
         self._golden_set(application, users["curator"])
         from console.evals.demo import seed_evals
         from console.flags.demo import seed_flags
+        from console.releases.demo import seed_releases
         from console.usage.demo import seed_usage
 
         seed_evals(application, engineer)
         seed_flags(application, users)
         seed_usage(application, admin)
+        seed_releases(application, users)
 
         self.stdout.write(
             self.style.SUCCESS("Demo ready: application support-bot (dev, staging, prod).")

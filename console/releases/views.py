@@ -1,0 +1,284 @@
+"""Release pages: approver's inbox, new request with its evidence, request detail with the
+decision and apply controls, environment history with rollback, rollouts."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from console.accounts.roles import APPROVE, ENGINEER
+from console.core.permissions import access_application
+from console.registry.models import ModelConfigVersion, PromptVersion
+from console.releases import rollouts, selectors, services
+from console.releases.models import PromotionRequest, Rollout, ShadowDeployment
+
+
+def _request(application, pk: int) -> PromotionRequest:
+    found = selectors.requests(application).filter(pk=pk).first()
+    if found is None:
+        raise Http404("No such promotion request")
+    return found
+
+
+def _environment(application, key: str):
+    env = application.environments.filter(key=key).first()
+    if env is None:
+        raise Http404("No such environment")
+    return env
+
+
+def _version(application, kind: str, key: str, number):
+    try:
+        number = int(number)
+    except (TypeError, ValueError):
+        raise Http404("Version numbers are integers") from None
+    if kind == "prompt":
+        qs = PromptVersion.objects.filter(head__application=application, head__key=key)
+    elif kind == "model_config":
+        qs = ModelConfigVersion.objects.filter(head__application=application, head__key=key)
+    elif kind == "flag_rules":
+        from console.flags.models import FlagRulesVersion
+
+        env_key, _, flag_key = key.partition(":")
+        qs = FlagRulesVersion.objects.filter(
+            head__flag__application=application,
+            head__flag__key=flag_key,
+            head__environment__key=env_key,
+        )
+    else:
+        raise Http404("Unknown kind")
+    version = qs.filter(number=number).select_related("head").first()
+    if version is None:
+        raise Http404("No such version")
+    return version
+
+
+@login_required
+@require_GET
+def inbox(request: HttpRequest, app: str) -> HttpResponse:
+    application = access_application(request, app)
+    boxes = selectors.inbox(application, request.user, request.app_perms)
+    return render(
+        request,
+        "releases/inbox.html",
+        {"application": application, **boxes, "rollouts": selectors.active_rollouts(application)},
+    )
+
+
+@login_required
+def new(request: HttpRequest, app: str) -> HttpResponse:
+    application = access_application(request, app, ENGINEER)
+    params = request.POST if request.method == "POST" else request.GET
+    kind = params.get("kind", "prompt")
+    version = _version(application, kind, params.get("key", ""), params.get("version"))
+    environment = _environment(application, params.get("environment", ""))
+    evidence = services.gather_evidence(kind, environment, version)
+    live = services.live_version(kind, version, environment)
+    from console.core.diff import diff_contents
+
+    changes = [c for c in diff_contents(live.content if live else {}, version.content) if c.changed]
+    missing = evidence.missing if environment.eval_gate_required else []
+    if request.method == "POST":
+        try:
+            promotion = services.open_request(
+                actor=request.user,
+                environment=environment,
+                version=version,
+                justification=request.POST.get("justification", ""),
+                staged=request.POST.get("staged") == "on",
+            )
+        except services.EvidenceMissing as exc:
+            missing = exc.missing
+        except ValidationError as exc:
+            for message in exc.messages:
+                messages.error(request, message)
+        else:
+            messages.success(request, f"Requested #{promotion.pk}; approvers have been notified.")
+            return redirect("releases:detail", app=app, pk=promotion.pk)
+    return render(
+        request,
+        "releases/new.html",
+        {
+            "application": application,
+            "kind": kind,
+            "version": version,
+            "environment": environment,
+            "live": live,
+            "old": live,
+            "new": version,
+            "changes": changes,
+            "evidence": evidence.as_dict(),
+            "missing": missing,
+            "key": params.get("key", ""),
+            "justification": request.POST.get("justification", ""),
+        },
+    )
+
+
+@login_required
+@require_GET
+def detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
+    application = access_application(request, app)
+    promotion = _request(application, pk)
+    live, changes = selectors.version_diff(promotion)
+    stale = services.staleness(promotion) if promotion.is_open else ""
+    approvals = list(promotion.approvals.select_related("approver"))
+    rollout = Rollout.objects.filter(request=promotion).select_related("flag").first()
+    user = request.user
+    return render(
+        request,
+        "releases/detail.html",
+        {
+            "application": application,
+            "promotion": promotion,
+            "live": live,
+            "old": live,
+            "new": promotion.version,
+            "changes": [c for c in changes if c.changed],
+            "stale": stale,
+            "approvals": approvals,
+            "approval_count": services.approvals_count(promotion),
+            "timeline": selectors.timeline(promotion),
+            "rollout": rollout,
+            "can_decide": APPROVE in request.app_perms
+            and promotion.requested_by_id != user.pk
+            and promotion.is_open
+            and not any(
+                a.approver_id == user.pk and a.revision == promotion.revision for a in approvals
+            ),
+            "is_requester": promotion.requested_by_id == user.pk,
+            "can_apply": promotion.status == PromotionRequest.Status.APPROVED
+            and (promotion.requested_by_id == user.pk or APPROVE in request.app_perms),
+            "can_control": ENGINEER in request.app_perms,
+        },
+    )
+
+
+@login_required
+@require_POST
+def act(request: HttpRequest, app: str, pk: int) -> HttpResponse:
+    application = access_application(request, app)
+    promotion = _request(application, pk)
+    action = request.POST.get("action", "")
+    comment = request.POST.get("comment", "")
+    try:
+        if action in {"approve", "reject"}:
+            services.decide(actor=request.user, request=promotion, decision=action, comment=comment)
+            messages.success(request, f"You {action}d #{pk}.")
+        elif action == "apply":
+            services.apply(actor=request.user, request=promotion)
+            messages.success(request, "Applied." if not promotion.staged else "Rollout started.")
+        elif action == "reconfirm":
+            services.reconfirm(actor=request.user, request=promotion)
+            messages.success(
+                request, "Re-confirmed against what is live now; approvals start over."
+            )
+        elif action == "edit":
+            services.edit_request(
+                actor=request.user,
+                request=promotion,
+                justification=request.POST.get("justification", ""),
+            )
+            messages.success(request, "Saved. Approvals given so far no longer count.")
+        elif action == "withdraw":
+            services.withdraw(actor=request.user, request=promotion)
+            messages.success(request, "Withdrawn.")
+        elif action in {"pause", "resume", "advance", "abort"}:
+            access_application(request, app, ENGINEER)
+            rollout = Rollout.objects.filter(request=promotion).first()
+            if rollout is None:
+                raise Http404("This request has no rollout")
+            rollouts.control(actor=request.user, rollout=rollout, action=action, reason=comment)
+            messages.success(request, f"Rollout: {action}.")
+        else:
+            raise Http404("Unknown action")
+    except services.EvidenceMissing as exc:
+        messages.error(request, "Evidence missing: " + "; ".join(exc.missing))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    except PermissionDenied as exc:
+        messages.error(request, str(exc) or "Your role does not allow this.")
+    response = redirect("releases:detail", app=app, pk=pk)
+    response["HX-Trigger"] = "inbox-changed"
+    return response
+
+
+@login_required
+def history(request: HttpRequest, app: str, env: str) -> HttpResponse:
+    application = access_application(request, app)
+    environment = _environment(application, env)
+    if request.method == "POST":
+        access_application(request, app, ENGINEER)
+        try:
+            action = request.POST.get("action")
+            if action == "rollback":
+                version = _version(
+                    application,
+                    request.POST.get("kind", ""),
+                    request.POST.get("key", ""),
+                    request.POST.get("version"),
+                )
+                services.rollback(
+                    actor=request.user,
+                    environment=environment,
+                    version=version,
+                    reason=request.POST.get("reason", ""),
+                )
+                messages.success(
+                    request,
+                    f"Rolled {environment.name} back to {version.head.key}@{version.number}.",
+                )
+            elif action == "shadow":
+                version = _version(
+                    application,
+                    request.POST.get("kind", ""),
+                    request.POST.get("key", ""),
+                    request.POST.get("version"),
+                )
+                services.start_shadow(actor=request.user, environment=environment, version=version)
+                messages.success(
+                    request, f"{version.head.key}@{version.number} now runs in shadow."
+                )
+            elif action == "end_shadow":
+                shadow = ShadowDeployment.objects.filter(
+                    environment=environment, pk=request.POST.get("shadow", "0") or 0
+                ).first()
+                if shadow is None:
+                    raise Http404("No such shadow deployment")
+                services.end_shadow(actor=request.user, shadow=shadow)
+                messages.success(request, "Shadow ended.")
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        return redirect("releases:history", app=app, env=env)
+    heads = []
+    for kind, qs in (
+        ("prompt", application.prompts.all()),
+        ("model_config", application.model_configs.all()),
+    ):
+        for head in qs:
+            live = head.bindings.filter(environment=environment).select_related("version").first()
+            heads.append(
+                {
+                    "kind": kind,
+                    "head": head,
+                    "live": live.version.number if live else None,
+                    "previous": services.previously_live(kind, head, environment),
+                }
+            )
+    return render(
+        request,
+        "releases/history.html",
+        {
+            "application": application,
+            "environment": environment,
+            "heads": heads,
+            "events": selectors.environment_history(environment),
+            "shadows": ShadowDeployment.objects.filter(
+                environment=environment, active=True
+            ).select_related("prompt_version__head", "model_version__head", "created_by"),
+        },
+    )
