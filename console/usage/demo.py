@@ -16,7 +16,9 @@ FEATURES = [("answer", 0.72), ("summarise", 0.18), ("escalate", 0.10)]
 
 
 def seed_usage(application, admin, days: int = 60, per_weekday: int = 700) -> int:
-    if UsageEvent.objects.filter(application=application, source=UsageEvent.Source.RUNTIME).exists():
+    if UsageEvent.objects.filter(
+        application=application, source=UsageEvent.Source.RUNTIME
+    ).exists():
         return 0
     start_prices = timezone.now() - timedelta(days=days + 30)
     if not PricePoint.objects.filter(application=application).exists():
