@@ -1,5 +1,6 @@
-"""Start the console's processes together for a laptop: web server, Celery worker and
-the bundled LLM simulator the demo model configs point at.
+"""Start the console's processes together for a laptop: web server, Celery worker, Celery beat
+(usage rollups, budget checks, rollout steps) and the bundled LLM simulator the demo model
+configs point at.
 
 `make run` calls this after migrating and seeding. Ctrl-C stops every child; if one child
 dies, the others are stopped too, so nothing is left running half-started.
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from console.registry.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERS
@@ -34,6 +36,10 @@ class Command(BaseCommand):
             "worker": [
                 python, "-m", "celery", "-A", "console", "worker",
                 "--loglevel", "info", "--concurrency", "4", "--pool", "threads",
+            ],
+            "beat": [
+                python, "-m", "celery", "-A", "console", "beat", "--loglevel", "warning",
+                "--schedule", str(settings.AIRLOCK_DATA_DIR / "celerybeat-schedule"),
             ],
             "simulator": [
                 python, "manage.py", "llm_simulator", "--port", str(simulator_port),
