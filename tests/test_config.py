@@ -72,7 +72,9 @@ def test_process_stops_with_one_line_naming_the_variable():
 
 
 def test_deploy_checks_are_clean_in_production_settings():
-    env = {k: v for k, v in os.environ.items() if k not in GOOD_PROD and not k.startswith("DJANGO_")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in GOOD_PROD and not k.startswith("DJANGO_")
+    }
     env.update({**GOOD_PROD, "SECRET_KEY": "s3cr3t-" + "a1B2c3D4e5" * 6})
     proc = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

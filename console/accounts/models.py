@@ -38,3 +38,45 @@ class ApplicationUserObjectPermission(UserObjectPermissionBase):
 
 class ApplicationGroupObjectPermission(GroupObjectPermissionBase):
     content_object = models.ForeignKey(Application, on_delete=models.CASCADE)
+
+
+class ApiKeyScope(models.TextChoices):
+    CONFIG_READ = "config:read", "Read config and evaluate flags"
+    USAGE_WRITE = "usage:write", "Write usage events"
+
+
+class ApiKey(models.Model):
+    """A production application's credential for one environment of one application.
+
+    Only the sha256 of the key is stored; the key itself is shown once, at creation. `prefix`
+    (the first characters) lets people tell keys apart without revealing them.
+    """
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="api_keys")
+    environment = models.ForeignKey(
+        "registry.Environment", on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    key_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    rate_limit_per_minute = models.PositiveIntegerField(default=6000)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

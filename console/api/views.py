@@ -50,3 +50,11 @@ def ready(request: HttpRequest) -> JsonResponse:
     if failing:
         body["failing"] = failing
     return JsonResponse(body, status=503 if failing else 200)
+
+
+@require_GET
+def openapi(request: HttpRequest) -> JsonResponse:
+    """The OpenAPI document of the runtime API (public: it describes, it holds no data)."""
+    from console.api.openapi import document
+
+    return JsonResponse(document(), json_dumps_params={"ensure_ascii": False})

@@ -27,6 +27,19 @@ def _normalise(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON content")
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(text: str | bytes) -> Any:
+    """json.loads that refuses NaN/Infinity (content must be canonical) and turns absurd
+    nesting into a ValueError instead of a RecursionError."""
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

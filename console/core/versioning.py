@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -133,6 +134,24 @@ class SaveResult(Generic[V]):
     created: bool
 
 
+SYSTEM_USERNAME = "airlock-system"
+
+
+def version_author(actor: Any):
+    """The user a version is recorded under: the acting user, or for system actions (budget
+    breakers, rollout halts, scripts) a dedicated inactive account that cannot sign in."""
+    if getattr(actor, "_meta", None) is not None and getattr(actor, "pk", None):
+        return actor
+    user_model = get_user_model()
+    user, created = user_model.objects.get_or_create(
+        username=SYSTEM_USERNAME, defaults={"is_active": False}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
 def version_model(head: VersionedHead) -> type[Version]:
     return head.versions.model
 
@@ -170,7 +189,7 @@ def save_version(
         content=stored,
         content_hash=digest,
         parent=latest,
-        author=author,
+        author=version_author(author),
         message=message,
     )
     now = timezone.now()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from console.datasets.items import (
+    CONTENT_FIELDS,
     FIELDS,
     MAX_ITEM_BYTES,
     ItemError,
@@ -44,6 +45,9 @@ class Row:
     line: int
     item_id: str  # "" when the file gave none (a new item)
     content: dict
+    # The content fields the file actually gave: a merge leaves the others as they are, so a
+    # spreadsheet of just id,question never wipes expected facts or tags.
+    provided: frozenset = frozenset(CONTENT_FIELDS)
 
 
 @dataclass
@@ -103,7 +107,7 @@ def _accept(result: Parsed, seen: dict[str, int], line: int, raw: dict, size: in
             return
         seen[item_id] = line
     if not errors:
-        result.rows.append(Row(line, item_id, content))
+        result.rows.append(Row(line, item_id, content, frozenset(raw) & frozenset(CONTENT_FIELDS)))
 
 
 def parse(data: bytes, fmt: str, progress: Callable[[int], None] | None = None) -> Parsed:
@@ -172,15 +176,20 @@ def _parse_csv(text: str, result: Parsed) -> Iterator[None]:
 
 def _parse_jsonl(text: str, result: Parsed) -> Iterator[None]:
     seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a record: JSON strings may hold U+2028 and friends, which splitlines() splits.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
+            raw = json.loads(line)  # NaN/Infinity are reported per field by clean_item
         except json.JSONDecodeError as exc:
             result.add(
                 Problem(number, "(line)", f"malformed JSON ({exc.msg} at column {exc.colno})")
             )
+            continue
+        except RecursionError:
+            result.add(Problem(number, "(line)", "malformed JSON (nested too deeply)"))
             continue
         if not isinstance(raw, dict):
             result.add(Problem(number, "(line)", "each line must be a JSON object"))

@@ -23,7 +23,7 @@ import re
 import uuid
 from typing import Any
 
-from console.core.canonical import content_hash
+from console.core.canonical import canonical_json, content_hash, loads
 
 FIELDS = [
     "id", "question", "variables", "expected_contains", "expected_not_contains",
@@ -81,6 +81,10 @@ def clean_field(name: str, value: Any) -> Any:
             return {}
         if not isinstance(value, dict):
             raise ItemError(name, 'must be a JSON object, e.g. {"tier": "gold"}')
+        try:
+            canonical_json(value)
+        except (ValueError, TypeError) as exc:
+            raise ItemError(name, str(exc)) from None
         return value
     if name == "unanswerable":
         if isinstance(value, bool):
@@ -143,7 +147,9 @@ def from_csv_cell(name: str, cell: str) -> Any:
         if not text:
             return None
         try:
-            return json.loads(text)
+            return loads(text)
         except json.JSONDecodeError as exc:
             raise ItemError(name, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+        except ValueError as exc:
+            raise ItemError(name, f"malformed JSON ({exc})") from None
     return cell

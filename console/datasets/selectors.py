@@ -187,11 +187,11 @@ def detailed_diff(
 
 
 def _normalise(question: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", question.lower()))
+    return " ".join(re.findall(r"\w+", question.lower()))
 
 
 def _signature(question: str) -> str:
-    words = {w for w in re.findall(r"[a-z0-9]+", question.lower()) if w not in STOPWORDS}
+    words = {w for w in re.findall(r"\w+", question.lower()) if w not in STOPWORDS}
     return " ".join(sorted(words))
 
 
@@ -231,7 +231,7 @@ def quality_hints(dataset: Dataset) -> QualityHints:
         exact[_normalise(question)].append((item_id, question))
         near[_signature(question)].append((item_id, question))
         tag_counts.update(tags or [])
-    duplicates = [group for group in exact.values() if len(group) > 1]
+    duplicates = [group for key, group in exact.items() if key and len(group) > 1]
     duplicate_ids = {i for group in duplicates for i, _ in group}
     near_duplicates = [
         group
@@ -251,7 +251,10 @@ def quality_hints(dataset: Dataset) -> QualityHints:
 def all_tags(dataset: Dataset) -> list[str]:
     tags: set[str] = set()
     for row in (
-        dataset.draft_items.exclude(tags_text="").values_list("tags_text", flat=True).distinct()
+        dataset.draft_items.exclude(tags_text="")
+        .order_by()
+        .values_list("tags_text", flat=True)
+        .distinct()
     ):
         tags.update(t for t in row.split(",") if t)
     return sorted(tags)

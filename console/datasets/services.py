@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from console.audit import services as audit
@@ -122,8 +123,9 @@ def update_item_field(
     except ItemError as exc:
         raise ValidationError({exc.field: exc.message}) from None
     with transaction.atomic():
+        # Lock only the item row: PostgreSQL refuses FOR UPDATE across the nullable joins.
         locked = (
-            DatasetItem.objects.select_for_update()
+            DatasetItem.objects.select_for_update(of=("self",))
             .select_related("updated_by", "dataset__application")
             .get(pk=item.pk)
         )
@@ -164,7 +166,7 @@ def tag_items(
 ) -> int:
     """Add (or remove) one tag on the selected items, as one audited change."""
     try:
-        (tag,) = clean_field("tags", [tag]) or [""]
+        (tag,) = clean_field("tags", [tag])
     except (ItemError, ValueError):
         raise ValidationError({"tags": f"{tag!r} is not a tag (a-z, 0-9, - and _)"}) from None
     with transaction.atomic():
@@ -214,13 +216,36 @@ class ImportPlan:
         }
 
 
+def _partial_bases(dataset: Dataset, rows: list[dataset_io.Row]) -> dict[str, dict]:
+    """Stored content of the items that rows give only some fields for."""
+    ids = [r.item_id for r in rows if r.item_id and r.provided != frozenset(CONTENT_FIELDS)]
+    bases: dict[str, dict] = {}
+    for start in range(0, len(ids), BATCH):
+        chunk = dataset.draft_items.filter(item_id__in=ids[start : start + BATCH])
+        for row in chunk.values("item_id", *CONTENT_FIELDS):
+            bases[row.pop("item_id")] = row
+    return bases
+
+
+def merged_content(row: dataset_io.Row, base: dict | None) -> dict:
+    """The item's content after the row: fields the file did not give keep their value."""
+    if base is None:
+        return row.content
+    return {**base, **{name: row.content[name] for name in row.provided}}
+
+
 def plan_import(dataset: Dataset, rows: list[dataset_io.Row], mode: str = "merge") -> ImportPlan:
+    """Merge updates only the fields a file gives; replace makes the draft exactly the file
+    (missing columns mean empty fields, missing items are removed)."""
+    if mode == "replace":
+        rows = [replace(r, provided=frozenset(CONTENT_FIELDS)) for r in rows]
     existing = dict(dataset.draft_items.values_list("item_id", "content_hash"))
+    bases = _partial_bases(dataset, rows)
     plan = ImportPlan()
     for row in rows:
         if not row.item_id or row.item_id not in existing:
             plan.added.append(row)
-        elif existing[row.item_id] != item_hash(row.content):
+        elif existing[row.item_id] != item_hash(merged_content(row, bases.get(row.item_id))):
             plan.changed.append((row, None))
         else:
             plan.unchanged += 1
@@ -266,8 +291,9 @@ def apply_import(
         for start in range(0, len(ids), BATCH):
             batch = list(dataset.draft_items.filter(item_id__in=ids[start : start + BATCH]))
             for item in batch:
-                for name, value in changed_rows[item.item_id].content.items():
-                    setattr(item, name, value)
+                row = changed_rows[item.item_id]
+                for name in row.provided:
+                    setattr(item, name, row.content[name])
                 item.content_hash = item_hash(item_content(item))
                 item.tags_text = tags_text(item.tags)
                 item.updated_at, item.updated_by = now, user
@@ -320,10 +346,14 @@ def start_import_job(
 
 
 def confirm_import_job(*, actor, job: ImportJob) -> ImportJob:
-    if job.status != ImportJob.Status.VALIDATED:
+    """Apply a validated import; the change is recorded as the person who applied it."""
+    ready = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.VALIDATED)
+    if not ready.update(applied_by=actor if getattr(actor, "pk", None) else None):
+        job.refresh_from_db()
         raise ValidationError(
             {"job": f"this import is {job.get_status_display()}, not ready to apply"}
         )
+    job.refresh_from_db()
     _dispatch(job, apply=True)
     job.refresh_from_db()
     return job
@@ -338,21 +368,51 @@ def _dispatch(job: ImportJob, *, apply: bool) -> None:
     transaction.on_commit(lambda: run_import.delay(job.pk, apply))
 
 
+STALE_CLAIM = timedelta(minutes=10)
+
+
 def _claim(job: ImportJob, expected: str, new: str) -> bool:
-    """Move the job from `expected` to `new` status; False if another run got there first."""
-    return bool(ImportJob.objects.filter(pk=job.pk, status=expected).update(status=new))
+    """Move the job from `expected` to `new`; False if another run holds it. A claim older
+    than STALE_CLAIM belongs to a worker that died, so a redelivered task takes it over."""
+    now = timezone.now()
+    free = Q(status=expected) | Q(status=new, claimed_at__lt=now - STALE_CLAIM)
+    return bool(ImportJob.objects.filter(free, pk=job.pk).update(status=new, claimed_at=now))
 
 
 def run_import_job(job_id: int, *, apply: bool) -> ImportJob:
     """Validate (preview) or apply a stored import. Safe to run twice: a redelivered task
-    finds the job already claimed and does nothing."""
-    job = ImportJob.objects.select_related("dataset__application", "created_by").get(pk=job_id)
-    data = bytes(job.data)
-    if apply:
-        if not _claim(job, ImportJob.Status.VALIDATED, ImportJob.Status.APPLYING):
-            return job
-    elif not _claim(job, ImportJob.Status.PENDING, ImportJob.Status.VALIDATING):
+    finds the job already claimed and does nothing; one that crashes marks the job failed."""
+    job = ImportJob.objects.select_related("dataset__application", "created_by", "applied_by").get(
+        pk=job_id
+    )
+    ready, working = (
+        (ImportJob.Status.VALIDATED, ImportJob.Status.APPLYING)
+        if apply
+        else (ImportJob.Status.PENDING, ImportJob.Status.VALIDATING)
+    )
+    if not _claim(job, ready, working):
         return job
+    try:
+        update = _run(job, apply)
+    except Exception as exc:
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportJob.Status.FAILED,
+            report={"problems": [{"line": 0, "field": "(import)", "message": f"stopped: {exc}"}]},
+            finished_at=timezone.now(),
+        )
+        raise
+    except BaseException:
+        # The worker is going away (shutdown, lost): hand the job back so the redelivered
+        # task starts it again. A hard kill leaves the claim to expire (STALE_CLAIM).
+        ImportJob.objects.filter(pk=job.pk, status=working).update(status=ready, claimed_at=None)
+        raise
+    ImportJob.objects.filter(pk=job.pk).update(**update)
+    job.refresh_from_db()
+    return job
+
+
+def _run(job: ImportJob, apply: bool) -> dict[str, Any]:
+    data = bytes(job.data)
     ImportJob.objects.filter(pk=job.pk).update(
         total_rows=max(data.count(b"\n"), 1), processed_rows=0
     )
@@ -376,9 +436,12 @@ def run_import_job(job_id: int, *, apply: bool) -> ImportJob:
         }
     elif apply:
         summary = apply_import(
-            actor=job.created_by, dataset=job.dataset, rows=parsed.rows, mode=job.mode,
+            actor=job.applied_by or job.created_by,
+            dataset=job.dataset,
+            rows=parsed.rows,
+            mode=job.mode,
             filename=job.filename,
-        )  # fmt: skip
+        )
         update = {
             "status": ImportJob.Status.DONE,
             "report": {**job.report, "applied": summary},
@@ -398,9 +461,7 @@ def run_import_job(job_id: int, *, apply: bool) -> ImportJob:
             },
         }
     update["processed_rows"] = len(parsed.rows)
-    ImportJob.objects.filter(pk=job.pk).update(**update)
-    job.refresh_from_db()
-    return job
+    return update
 
 
 # ---------------------------------------------------------------- publish
@@ -418,6 +479,9 @@ def publish(*, actor, dataset: Dataset, message: str) -> DatasetVersion | None:
     if not message.strip():
         raise ValidationError({"message": "say what changed in this version"})
     with transaction.atomic():
+        # Publishing always builds on the latest version, read under the head's lock: the
+        # draft is shared, so there is no "stale base" to conflict with.
+        latest = Dataset.objects.select_for_update().get(pk=dataset.pk).latest_number
         items = list(
             dataset.draft_items.order_by("position", "id").values(
                 "item_id", "content_hash", *CONTENT_FIELDS
@@ -428,7 +492,7 @@ def publish(*, actor, dataset: Dataset, message: str) -> DatasetVersion | None:
         pairs = [(i["item_id"], i["content_hash"]) for i in items]
         result = save_version(
             dataset, {"count": len(items), "digest": _digest(pairs)}, author=actor,
-            message=message, base_number=dataset.latest_number,
+            message=message, base_number=latest,
         )  # fmt: skip
         if not result.created:
             return None

@@ -16,7 +16,7 @@ from django_htmx.http import reswap, retarget
 
 from console.accounts.roles import CURATE
 from console.audit.selectors import events_for_object
-from console.core.canonical import canonical_json
+from console.core.canonical import canonical_json, loads
 from console.core.permissions import access_application
 from console.datasets import io as dataset_io
 from console.datasets import selectors, services
@@ -87,11 +87,13 @@ def from_text(field: str, text: str):
         if not text.strip():
             return {}
         try:
-            return json.loads(text)
+            return loads(text)
         except json.JSONDecodeError as exc:
             raise ValidationError(
                 {field: f"malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"}
             ) from None
+        except ValueError as exc:
+            raise ValidationError({field: f"malformed JSON ({exc})"}) from None
     if field == "unanswerable":
         return text.strip().lower() in {"true", "on", "1", "yes"}
     return text

@@ -1,7 +1,5 @@
 """Write a golden set (draft or a published version) to stdout or a file, streaming."""
 
-import sys
-
 from django.core.management.base import BaseCommand, CommandError
 
 from console.datasets import selectors
@@ -39,4 +37,4 @@ class Command(BaseCommand):
                 out.writelines(export_lines(items, options["format"]))
         else:
             for chunk in export_lines(items, options["format"]):
-                sys.stdout.write(chunk)
+                self.stdout.write(chunk, ending="")

@@ -1,0 +1,200 @@
+"""Who is calling the runtime API: key lookup, scope and environment checks, rate limiting,
+and the throttled last-used stamp — all without writing to the database on the request path.
+
+A presented key is hashed and looked up; the answer (including "no such key") is kept in this
+process for at most `KEY_CACHE_SECONDS`, the same bound as any other runtime change, and a
+revocation in this process drops it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from django.core.cache import caches
+from django.http import HttpRequest
+from django.utils import timezone
+
+from console.accounts.keys import hash_key, key_revoked
+from console.accounts.models import ApiKey
+
+log = logging.getLogger(__name__)
+
+KEY_CACHE_SECONDS = 1.0
+KEY_CACHE_MAX = 10_000
+LAST_USED_EVERY_SECONDS = 60
+RATE_WINDOW_SECONDS = 60
+
+
+class ApiError(Exception):
+    """An authentication, authorisation or rate-limit refusal, with its HTTP status."""
+
+    def __init__(self, status: int, error: str, details: str, headers: dict | None = None):
+        self.status = status
+        self.error = error
+        self.details = details
+        self.headers = headers or {}
+        super().__init__(details)
+
+
+@dataclass(frozen=True)
+class Caller:
+    key_id: int
+    application_key: str
+    environment_id: int
+    environment_key: str
+    scopes: frozenset[str]
+    rate_limit_per_minute: int
+    prefix: str = ""
+
+    @property
+    def pk(self) -> int:
+        """The key's id, named like a row's (the access log reads `request.api_key.pk`)."""
+        return self.key_id
+
+
+_keys: dict[str, tuple[float, Caller | None]] = {}
+_last_used_noted: dict[int, float] = {}
+_lock = threading.Lock()
+
+
+def _forget(sender, key_hash: str, **kwargs) -> None:
+    _keys.pop(key_hash, None)
+
+
+key_revoked.connect(_forget, dispatch_uid="api-auth-forget-revoked-key")
+
+
+def forget_all() -> None:
+    """Drop this process's key cache (tests, and after bulk changes)."""
+    with _lock:
+        _keys.clear()
+        _last_used_noted.clear()
+
+
+def presented_key(request: HttpRequest) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("X-API-Key", "").strip()
+
+
+def _lookup(digest: str) -> Caller | None:
+    now = time.monotonic()
+    cached = _keys.get(digest)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    row = (
+        ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
+        .select_related("application", "environment")
+        .only(
+            "pk",
+            "scopes",
+            "rate_limit_per_minute",
+            "prefix",
+            "application__key",
+            "environment__id",
+            "environment__key",
+        )
+        .first()
+    )
+    caller = (
+        Caller(
+            key_id=row.pk,
+            application_key=row.application.key,
+            environment_id=row.environment.pk,
+            environment_key=row.environment.key,
+            scopes=frozenset(row.scopes or []),
+            rate_limit_per_minute=row.rate_limit_per_minute,
+            prefix=row.prefix,
+        )
+        if row is not None
+        else None
+    )
+    with _lock:
+        if len(_keys) >= KEY_CACHE_MAX:
+            _keys.clear()
+        _keys[digest] = (now + KEY_CACHE_SECONDS, caller)
+    return caller
+
+
+def authenticate(request: HttpRequest, scope: str) -> Caller:
+    """The caller behind the request's key, or ApiError 401/403/429.
+
+    401: no key, an unknown key or a revoked key. 403: a valid key without `scope`, or a key
+    used against another environment or application than the one the client names in
+    `X-Airlock-Environment` / `X-Airlock-Application` (optional safety nets for clients).
+    """
+    raw = presented_key(request)
+    if not raw:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "send an API key: Authorization: Bearer <key> (or X-API-Key: <key>)",
+            {"WWW-Authenticate": 'Bearer realm="airlock"'},
+        )
+    caller = _lookup(hash_key(raw))
+    if caller is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this API key is not valid (unknown or revoked)",
+            {"WWW-Authenticate": 'Bearer realm="airlock", error="invalid_token"'},
+        )
+    wanted_env = request.headers.get("X-Airlock-Environment") or request.GET.get("environment")
+    if wanted_env and wanted_env != caller.environment_key:
+        raise ApiError(403, "forbidden", "this API key belongs to another environment")
+    wanted_app = request.headers.get("X-Airlock-Application") or request.GET.get("application")
+    if wanted_app and wanted_app != caller.application_key:
+        raise ApiError(403, "forbidden", "this API key belongs to another application")
+    if scope not in caller.scopes:
+        raise ApiError(403, "forbidden", f"this API key lacks the {scope} scope")
+    _check_rate(caller)
+    _note_used(caller)
+    return caller
+
+
+def _check_rate(caller: Caller) -> None:
+    """Fixed one-minute windows per key in the shared cache (Redis in production)."""
+    cache = caches["default"]
+    now = time.time()
+    window = int(now // RATE_WINDOW_SECONDS)
+    slot = f"airlock:rate:{caller.key_id}:{window}"
+    try:
+        count = cache.incr(slot)
+    except ValueError:
+        count = 1 if cache.add(slot, 1, RATE_WINDOW_SECONDS + 5) else cache.incr(slot)
+    if count > caller.rate_limit_per_minute:
+        retry_after = max(1, math.ceil((window + 1) * RATE_WINDOW_SECONDS - now))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this API key is limited to {caller.rate_limit_per_minute} requests a minute",
+            {"Retry-After": str(retry_after)},
+        )
+
+
+def _note_used(caller: Caller) -> None:
+    """Record last use at most once a minute per key, through a Celery task (no DB write here).
+
+    A per-process memo saves the shared-cache round trip on almost every request; `cache.add`
+    makes the once-a-minute hold across processes.
+    """
+    now = time.monotonic()
+    if _last_used_noted.get(caller.key_id, 0.0) > now:
+        return
+    _last_used_noted[caller.key_id] = now + LAST_USED_EVERY_SECONDS
+    if not caches["default"].add(f"airlock:key-used:{caller.key_id}", 1, LAST_USED_EVERY_SECONDS):
+        return
+    from console.accounts.tasks import record_key_use
+
+    try:
+        record_key_use.apply_async(
+            args=[caller.key_id, timezone.now().isoformat()], retry=False, ignore_result=True
+        )
+    except Exception:  # a broker outage must not fail flag evaluation
+        log.warning("could not queue last-used update for API key %s", caller.key_id)

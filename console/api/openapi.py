@@ -1,0 +1,563 @@
+"""The OpenAPI 3.1 description of the runtime API, served at /api/v1/openapi.json.
+
+Only endpoints that exist are described. The OFREP paths and schemas follow
+open-feature/protocol `service/openapi.yaml`; Airlock adds its config snapshot, the bucketing
+rule in prose, and the optional environment/application assertion headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from console.flags.evaluation import OPERATORS
+
+REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": REF + name}
+
+
+def _json_content(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+AUTH_RESPONSES = {
+    "401": {
+        "description": "No API key, or an unknown or revoked one",
+        "content": _json_content(_ref("apiError")),
+    },
+    "403": {
+        "description": "The key lacks the scope, or belongs to another environment/application "
+        "than the one named in X-Airlock-Environment / X-Airlock-Application",
+        "content": _json_content(_ref("apiError")),
+    },
+    "429": {
+        "description": "The key's rate limit (requests per minute) is reached",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before the next request",
+                "schema": {"type": "string", "examples": ["17"]},
+            }
+        },
+        "content": _json_content(_ref("apiError")),
+    },
+}
+
+ASSERTION_HEADERS = [
+    {
+        "in": "header",
+        "name": "X-Airlock-Environment",
+        "required": False,
+        "description": "Optional: the environment key the client expects its key to belong to; "
+        "a mismatch is refused with 403 and no data.",
+        "schema": {"type": "string"},
+    },
+    {
+        "in": "header",
+        "name": "X-Airlock-Application",
+        "required": False,
+        "description": "Optional: the application key the client expects; 403 on a mismatch.",
+        "schema": {"type": "string"},
+    },
+]
+
+IF_NONE_MATCH = {
+    "in": "header",
+    "name": "If-None-Match",
+    "required": False,
+    "description": "The request will be processed only if ETag doesn't match any of the values "
+    "listed.",
+    "schema": {"type": "string"},
+}
+
+BUCKETING = (
+    "Percentage rollouts and `percentage` conditions bucket a targeting key as "
+    '`int(sha256(f"{flag_key}:{salt}:{targeting_key}").hexdigest()[:15], 16) / 16**15` '
+    "(a float in [0, 1)); rollout weights are percentages, cumulative over the variants in "
+    "their stored order. A rule set is evaluated as: killed → off variant (DISABLED); "
+    "disabled → off variant (DISABLED); first rule whose conditions all hold → its variant "
+    "(TARGETING_MATCH) or split (SPLIT); otherwise the default variant (STATIC) or split (SPLIT)."
+)
+
+
+def _flag_schema() -> dict:
+    serve = {
+        "type": "object",
+        "description": "Either one variant or a percentage split across variants",
+        "properties": {
+            "variant": {"type": "string"},
+            "rollout": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["variant", "weight"],
+                    "properties": {
+                        "variant": {"type": "string"},
+                        "weight": {"type": "number", "minimum": 0, "maximum": 100},
+                    },
+                },
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "description": BUCKETING,
+        "required": ["type", "kind", "salt", "variants", "off_variant", "killed", "enabled"],
+        "properties": {
+            "type": {"type": "string", "enum": ["boolean", "string", "number", "json"]},
+            "kind": {
+                "type": "string",
+                "enum": ["release", "experiment", "operational", "kill_switch"],
+            },
+            "salt": {"type": "string"},
+            "variants": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["key", "value"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "value": {},
+                        "description": {"type": "string"},
+                        "ref": {
+                            "type": "object",
+                            "description": "The prompt or model config version this variant "
+                            "selects; its content is in prompt_versions / model_config_versions "
+                            "under '<key>@<version>'.",
+                            "properties": {
+                                "kind": {"type": "string", "enum": ["prompt", "model_config"]},
+                                "key": {"type": "string"},
+                                "version": {"type": "integer"},
+                            },
+                        },
+                    },
+                },
+            },
+            "off_variant": {"type": "string"},
+            "rules_version": {"type": "integer"},
+            "killed": {"type": "boolean"},
+            "enabled": {"type": "boolean"},
+            "rules": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "conditions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "attribute": {"type": "string"},
+                                    "operator": {"type": "string", "enum": list(OPERATORS)},
+                                    "value": {},
+                                    "values": {"type": "array"},
+                                },
+                            },
+                        },
+                        "serve": serve,
+                    },
+                },
+            },
+            "default": serve,
+        },
+    }
+
+
+def _versioned(description: str, extra: dict) -> dict:
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {
+            "version": {"type": "integer"},
+            "content_hash": {"type": "string", "description": "sha256 of canonical JSON"},
+            **extra,
+        },
+    }
+
+
+PROMPT_FIELDS = {
+    "system": {"type": "string"},
+    "user": {"type": "string"},
+    "variables": {"type": "array", "items": {"type": "string"}},
+    "params": {"type": "object"},
+}
+MODEL_FIELDS = {
+    "provider": {"type": "string"},
+    "base_url": {"type": "string"},
+    "model": {"type": "string"},
+    "api_key_env": {
+        "type": "string",
+        "description": "Name of the environment variable holding the provider key (never the "
+        "key itself)",
+    },
+    "temperature": {"type": "number"},
+    "max_tokens": {"type": "integer"},
+}
+
+
+def document() -> dict[str, Any]:
+    ofrep_tags = ["OFREP"]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Airlock runtime API",
+            "version": "1.0.0",
+            "description": "What production applications call: the resolved config snapshot of "
+            "their environment, and OpenFeature Remote Evaluation Protocol (OFREP) flag "
+            "evaluation. Authenticate with a per-environment API key. Changes made in the "
+            "console are visible to the next request (server caches are at most one second "
+            "old).",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"BearerAuth": []}, {"ApiKeyAuth": []}],
+        "paths": {
+            "/api/v1/config": {
+                "get": {
+                    "tags": ["Config"],
+                    "summary": "Resolved snapshot of the key's environment",
+                    "description": "Live prompt versions (templates, variables, params), model "
+                    "configs (never secrets) and flags with their rules. Poll it with "
+                    "If-None-Match: an unchanged snapshot answers 304. Needs scope config:read.",
+                    "parameters": [IF_NONE_MATCH, *ASSERTION_HEADERS],
+                    "responses": {
+                        "200": {
+                            "description": "The snapshot",
+                            "headers": {
+                                "ETag": {
+                                    "description": "Strong entity tag of the snapshot",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                            "content": _json_content(_ref("configSnapshot")),
+                        },
+                        "304": {"description": "Not modified since the ETag you sent"},
+                        **AUTH_RESPONSES,
+                    },
+                }
+            },
+            "/api/v1/usage": {
+                "post": {
+                    "tags": ["Usage"],
+                    "summary": "Report a batch of model calls (up to 1,000 events)",
+                    "description": "Accepted or rejected whole. Idempotent by event_id: a retried "
+                    "batch counts each event once. Cost is computed by Airlock from the price in "
+                    "effect at each event's time, never taken from the client. The environment "
+                    "comes from the key. Needs scope usage:write.",
+                    "parameters": [*ASSERTION_HEADERS],
+                    "requestBody": {"required": True, "content": _json_content(_ref("usageBatch"))},
+                    "responses": {
+                        "202": {
+                            "description": "Stored (earlier events are counted, not stored)",
+                            "content": _json_content(_ref("usageAccepted")),
+                        },
+                        "200": {
+                            "description": "Every event was already stored",
+                            "content": _json_content(_ref("usageAccepted")),
+                        },
+                        "400": {
+                            "description": "The body is not JSON",
+                            "content": _json_content(_ref("usageErrors")),
+                        },
+                        "413": {
+                            "description": "The body is over 2 MB",
+                            "content": _json_content(_ref("usageErrors")),
+                        },
+                        "422": {
+                            "description": "Refused whole; each error names event index and field",
+                            "content": _json_content(_ref("usageErrors")),
+                        },
+                        **AUTH_RESPONSES,
+                    },
+                }
+            },
+            "/ofrep/v1/evaluate/flags/{key}": {
+                "post": {
+                    "tags": ofrep_tags,
+                    "summary": "OFREP single flag evaluation contract",
+                    "description": "Evaluate one flag for a context. Needs scope config:read.",
+                    "parameters": [
+                        {
+                            "name": "key",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        *ASSERTION_HEADERS,
+                    ],
+                    "requestBody": {"content": _json_content(_ref("evaluationRequest"))},
+                    "responses": {
+                        "200": {
+                            "description": "OFREP successful evaluation response",
+                            "content": _json_content(_ref("evaluationSuccess")),
+                        },
+                        "400": {
+                            "description": "Bad evaluation request (PARSE_ERROR, "
+                            "INVALID_CONTEXT, TARGETING_KEY_MISSING)",
+                            "content": _json_content(_ref("evaluationFailure")),
+                        },
+                        "404": {
+                            "description": "Flag not found",
+                            "content": _json_content(_ref("flagNotFound")),
+                        },
+                        **AUTH_RESPONSES,
+                        "500": {
+                            "description": "The flag's definition cannot be evaluated "
+                            "(errorCode GENERAL)",
+                            "content": _json_content(_ref("evaluationFailure")),
+                        },
+                    },
+                }
+            },
+            "/ofrep/v1/evaluate/flags": {
+                "post": {
+                    "tags": ofrep_tags,
+                    "summary": "OFREP bulk flag evaluation contract",
+                    "description": "Evaluate every flag of the environment for a context. "
+                    "The ETag covers (snapshot, context): poll with If-None-Match. Needs scope "
+                    "config:read.",
+                    "parameters": [IF_NONE_MATCH, *ASSERTION_HEADERS],
+                    "requestBody": {"content": _json_content(_ref("bulkEvaluationRequest"))},
+                    "responses": {
+                        "200": {
+                            "description": "OFREP successful evaluation response",
+                            "headers": {
+                                "ETag": {
+                                    "description": "Entity tag used for cache validation",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                            "content": _json_content(_ref("bulkEvaluationSuccess")),
+                        },
+                        "304": {"description": "Bulk evaluation is not modified"},
+                        "400": {
+                            "description": "Bad evaluation request",
+                            "content": _json_content(_ref("bulkEvaluationFailure")),
+                        },
+                        **AUTH_RESPONSES,
+                    },
+                }
+            },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "tags": ["Meta"],
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+            "/health": {
+                "get": {
+                    "tags": ["Meta"],
+                    "summary": "The process is alive (touches nothing else)",
+                    "security": [],
+                    "responses": {"200": {"description": '{"status": "ok"}'}},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "tags": ["Meta"],
+                    "summary": "Database and broker reachable",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "Ready"},
+                        "503": {"description": "A dependency is failing; the body names it"},
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "BearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Authorization: Bearer <API key> (per application × "
+                    "environment, created in the console or with manage.py create_api_key)",
+                },
+                "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+            "schemas": _schemas(),
+        },
+    }
+
+
+USAGE_EVENT = {
+    "type": "object",
+    "required": ["event_id", "time", "model"],
+    "properties": {
+        "event_id": {"type": "string", "maxLength": 100, "description": "Unique per application"},
+        "time": {"type": "string", "format": "date-time", "description": "ISO 8601 with a zone"},
+        "model": {
+            "type": "string",
+            "description": "model config KEY@VERSION or provider model name",
+        },
+        "prompt_version": {"type": "string", "description": "KEY@VERSION"},
+        "feature": {"type": "string"},
+        "variant": {"type": "string"},
+        "input_tokens": {"type": "integer", "minimum": 0},
+        "cached_tokens": {"type": "integer", "minimum": 0},
+        "output_tokens": {"type": "integer", "minimum": 0},
+        "latency_ms": {"type": "number", "minimum": 0},
+        "status": {"type": "string", "enum": ["ok", "error", "timeout"]},
+        "cache_hit": {"type": "boolean"},
+        "feedback": {"type": "string", "enum": ["up", "down", "none"]},
+        "user_id": {"type": "string", "description": "An anonymised user id (stored hashed)"},
+    },
+}
+
+
+def _schemas() -> dict[str, Any]:
+    return {
+        "usageBatch": {
+            "type": "object",
+            "required": ["events"],
+            "properties": {"events": {"type": "array", "maxItems": 1000, "items": USAGE_EVENT}},
+        },
+        "usageAccepted": {
+            "type": "object",
+            "properties": {"accepted": {"type": "integer"}, "duplicates": {"type": "integer"}},
+        },
+        "usageErrors": {
+            "type": "object",
+            "properties": {
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "index": {"type": ["integer", "null"]},
+                            "field": {"type": ["string", "null"]},
+                            "message": {"type": "string"},
+                        },
+                    },
+                }
+            },
+        },
+        "apiError": {
+            "type": "object",
+            "required": ["error", "errorDetails"],
+            "properties": {
+                "error": {
+                    "type": "string",
+                    "enum": ["unauthorized", "forbidden", "rate_limited"],
+                },
+                "errorDetails": {"type": "string"},
+            },
+        },
+        "configSnapshot": {
+            "type": "object",
+            "required": ["application", "environment", "prompts", "model_configs", "flags"],
+            "properties": {
+                "application": {"type": "string"},
+                "environment": {"type": "string"},
+                "prompts": {
+                    "type": "object",
+                    "description": "Live prompt versions by prompt key",
+                    "additionalProperties": _versioned("A live prompt version", PROMPT_FIELDS),
+                },
+                "model_configs": {
+                    "type": "object",
+                    "description": "Live model config versions by key",
+                    "additionalProperties": _versioned("A live model config", MODEL_FIELDS),
+                },
+                "flags": {
+                    "type": "object",
+                    "description": "Flags by key, with this environment's rules",
+                    "additionalProperties": _ref("flag"),
+                },
+                "prompt_versions": {
+                    "type": "object",
+                    "description": "Prompt versions named by flag variants, by '<key>@<version>'",
+                    "additionalProperties": _versioned("A prompt version", PROMPT_FIELDS),
+                },
+                "model_config_versions": {
+                    "type": "object",
+                    "description": "Model config versions named by flag variants",
+                    "additionalProperties": _versioned("A model config version", MODEL_FIELDS),
+                },
+            },
+        },
+        "flag": _flag_schema(),
+        "context": {
+            "type": "object",
+            "description": "Context information for flag evaluation; targetingKey (string) is "
+            "what percentage rollouts bucket on",
+            "properties": {"targetingKey": {"type": "string"}},
+        },
+        "evaluationRequest": {
+            "description": "Flag evaluation request",
+            "type": "object",
+            "properties": {"context": _ref("context")},
+        },
+        "bulkEvaluationRequest": {
+            "description": "Evaluate multiple flags in one request",
+            "type": "object",
+            "properties": {"context": _ref("context")},
+        },
+        "evaluationSuccess": {
+            "description": "Flag evaluation success response",
+            "type": "object",
+            "required": ["key", "value", "reason", "variant"],
+            "properties": {
+                "key": {"type": "string"},
+                "value": {"description": "boolean, string, number or JSON value of the variant"},
+                "reason": {
+                    "type": "string",
+                    "enum": ["STATIC", "TARGETING_MATCH", "SPLIT", "DISABLED", "UNKNOWN"],
+                },
+                "variant": {"type": "string"},
+                "metadata": {
+                    "type": "object",
+                    "description": "rulesVersion, and ruleIndex/ruleName when a rule decided; "
+                    "killed=true when the kill switch decided",
+                    "additionalProperties": {
+                        "oneOf": [{"type": "boolean"}, {"type": "string"}, {"type": "number"}]
+                    },
+                },
+            },
+        },
+        "evaluationFailure": {
+            "description": "Flag evaluation failure response",
+            "type": "object",
+            "required": ["key", "errorCode"],
+            "properties": {
+                "key": {"type": "string"},
+                "errorCode": {
+                    "type": "string",
+                    "enum": ["PARSE_ERROR", "TARGETING_KEY_MISSING", "INVALID_CONTEXT", "GENERAL"],
+                },
+                "errorDetails": {"type": "string"},
+            },
+        },
+        "flagNotFound": {
+            "description": "Flag not found response",
+            "type": "object",
+            "required": ["key", "errorCode"],
+            "properties": {
+                "key": {"type": "string"},
+                "errorCode": {"type": "string", "enum": ["FLAG_NOT_FOUND"]},
+                "errorDetails": {"type": "string"},
+            },
+        },
+        "bulkEvaluationSuccess": {
+            "description": "Success response for the bulk evaluation request",
+            "type": "object",
+            "required": ["flags"],
+            "properties": {
+                "flags": {
+                    "type": "array",
+                    "items": {"oneOf": [_ref("evaluationSuccess"), _ref("evaluationFailure")]},
+                }
+            },
+        },
+        "bulkEvaluationFailure": {
+            "description": "Bulk evaluation failure response",
+            "type": "object",
+            "required": ["errorCode"],
+            "properties": {
+                "errorCode": {"type": "string", "enum": ["PARSE_ERROR", "INVALID_CONTEXT"]},
+                "errorDetails": {"type": "string"},
+            },
+        },
+    }

@@ -1,0 +1,157 @@
+"""The runtime API for production applications: the config snapshot and OFREP evaluation.
+
+Contract: DESIGN.md ("Runtime API") and, for OFREP, open-feature/protocol `service/openapi.yaml`.
+Nothing here writes to the database; every answer comes from the environment's in-memory
+snapshot (at most one second old).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from console.accounts.models import ApiKeyScope
+from console.api.auth import ApiError, Caller, authenticate
+from console.api.snapshot import (
+    bulk_etag,
+    failure_payload,
+    if_none_match,
+    ofrep_answer,
+    snapshot_for,
+)
+from console.flags.evaluation import (
+    FLAG_NOT_FOUND,
+    GENERAL,
+    PARSE_ERROR,
+    EvaluationError,
+    check_context,
+)
+
+JSON = "application/json"
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _json(data: Any, status: int = 200, headers: dict | None = None) -> HttpResponse:
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    response = HttpResponse(body, content_type=JSON, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _not_modified(etag: str) -> HttpResponse:
+    response = HttpResponse(status=304)
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def runtime_endpoint(method: str, scope: str = ApiKeyScope.CONFIG_READ) -> Callable:
+    """Method check, then the key (401/403/429) — before anything about data is looked at."""
+
+    def decorate(view: Callable) -> Callable:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method != method:
+                response = _json(
+                    {"errorDetails": f"use {method}"}, status=405, headers={"Allow": method}
+                )
+                return response
+            try:
+                caller = authenticate(request, scope)
+            except ApiError as exc:
+                return _json(
+                    {"error": exc.error, "errorDetails": exc.details},
+                    status=exc.status,
+                    headers=exc.headers,
+                )
+            request.api_key = caller  # for the access log and metrics
+            return view(request, caller, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@runtime_endpoint("GET")
+def config(request: HttpRequest, caller: Caller) -> HttpResponse:
+    """The environment's resolved snapshot; strong ETag, 304 on a matching If-None-Match."""
+    snapshot = snapshot_for(caller.environment_id)
+    if if_none_match(request.headers.get("If-None-Match", ""), snapshot.etag):
+        return _not_modified(snapshot.etag)
+    response = HttpResponse(snapshot.body, content_type=JSON)
+    response["ETag"] = snapshot.etag
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def _context(request: HttpRequest) -> dict[str, Any]:
+    """The OFREP request body's context. PARSE_ERROR for a body that is not a JSON object,
+    INVALID_CONTEXT for a context that is not one (or a non-string targetingKey)."""
+    raw = request.body
+    if len(raw) > MAX_BODY_BYTES:
+        raise EvaluationError(PARSE_ERROR, f"request body is larger than {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EvaluationError(PARSE_ERROR, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise EvaluationError(PARSE_ERROR, 'request body must be a JSON object: {"context": {}}')
+    return check_context(body.get("context"))
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+@runtime_endpoint("POST")
+def ofrep_flag(request: HttpRequest, caller: Caller, key: str) -> HttpResponse:
+    """OFREP single flag evaluation: 200 success, 400 failure, 404 FLAG_NOT_FOUND."""
+    try:
+        context = _context(request)
+    except EvaluationError as exc:
+        return _json(failure_payload(key, exc), status=400)
+    snapshot = snapshot_for(caller.environment_id)
+    if key not in snapshot.flags:
+        return _json(
+            {
+                "key": key,
+                "errorCode": FLAG_NOT_FOUND,
+                "errorDetails": f"no flag {key!r} in {caller.application_key}/"
+                f"{caller.environment_key}",
+            },
+            status=404,
+        )
+    payload, text = ofrep_answer(snapshot, key, context)
+    status = 200
+    if "errorCode" in payload:
+        # GENERAL means the flag itself is broken, not the request: a server error.
+        status = 500 if payload["errorCode"] == GENERAL else 400
+    return HttpResponse(text, content_type=JSON, status=status)
+
+
+@runtime_endpoint("POST")
+def ofrep_bulk(request: HttpRequest, caller: Caller) -> HttpResponse:
+    """OFREP bulk evaluation of every flag of the environment; ETag/If-None-Match → 304."""
+    try:
+        context = _context(request)
+    except EvaluationError as exc:
+        return _json({"errorCode": exc.code, "errorDetails": exc.details}, status=400)
+    snapshot = snapshot_for(caller.environment_id)
+    etag = bulk_etag(snapshot, context)
+    if if_none_match(request.headers.get("If-None-Match", ""), etag):
+        return _not_modified(etag)
+    # Each flag's answer is JSON text built once per outcome; the body is their join.
+    parts = [ofrep_answer(snapshot, key, context)[1] for key in snapshot.flags]
+    response = HttpResponse('{"flags":[' + ",".join(parts) + "]}", content_type=JSON)
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    return response

@@ -1,0 +1,326 @@
+"""Flag writes: create and edit definitions, save rule versions, kill and restore — each one
+audited in the transaction of the change.
+
+Rules follow the environment's policy (direct in unprotected environments, promotion in
+protected ones); the kill switch does not: it works everywhere, at once, with a reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from console.audit import services as audit
+from console.core.versioning import SaveResult, save_version, version_author
+from console.flags import validation
+from console.flags.models import Flag, FlagKind, FlagRules, FlagType
+from console.flags.signals import flag_rules_changed
+from console.registry.models import Application, Environment
+from console.registry.services import PromotionRequired
+
+MAX_REASON = 1000
+
+
+def _user_or_none(actor: Any):
+    return actor if isinstance(actor, get_user_model()) else None
+
+
+def _ref_resolver(application: Application):
+    from console.registry.kinds import MODEL_CONFIG, PROMPT
+
+    kinds = {"prompt": PROMPT, "model_config": MODEL_CONFIG}
+
+    def resolve(kind: str, key: str, version: int) -> str | None:
+        k = kinds[kind]
+        exists = k.version.objects.filter(
+            head__application=application, head__key=key, number=version
+        ).exists()
+        return None if exists else f"{k.label.lower()} {key} has no version {version}"
+
+    return resolve
+
+
+def _definition(flag: Flag) -> dict:
+    return {
+        "key": flag.key,
+        "name": flag.name,
+        "description": flag.description,
+        "flag_type": flag.flag_type,
+        "kind": flag.kind,
+        "owner": flag.owner.get_username() if flag.owner_id else None,
+        "variants": flag.variants,
+        "off_variant": flag.off_variant,
+    }
+
+
+def _changed(environment_ids: list[int]) -> None:
+    transaction.on_commit(
+        lambda: flag_rules_changed.send(sender=Flag, environment_ids=environment_ids)
+    )
+
+
+def create_flag(
+    *,
+    actor: Any,
+    application: Application,
+    key: str,
+    name: str,
+    flag_type: str,
+    kind: str = FlagKind.RELEASE,
+    description: str = "",
+    owner: Any = None,
+    variants: list[dict] | None = None,
+    off_variant: str = "",
+) -> Flag:
+    """Create a flag and a rule set (v1, switched off) in every environment of its application.
+
+    The first rule sets serve the off variant everywhere, protected environments included:
+    creating a flag changes what no environment serves until someone switches it on.
+    """
+    author = _author(actor)
+    if kind not in FlagKind.values:
+        raise ValidationError({"kind": f"must be one of {', '.join(FlagKind.values)}"})
+    if variants is None:
+        variants = validation.default_variants(flag_type)
+    if not off_variant and flag_type == FlagType.BOOLEAN:
+        off_variant = "off"
+    cleaned, off_variant = validation.clean_variants(
+        flag_type, variants, off_variant, _ref_resolver(application)
+    )
+    with transaction.atomic():
+        flag = Flag(
+            application=application,
+            key=key,
+            name=name,
+            description=description,
+            flag_type=flag_type,
+            kind=kind,
+            owner=owner,
+            variants=cleaned,
+            off_variant=off_variant,
+        )
+        flag.full_clean(validate_constraints=False)
+        try:
+            with transaction.atomic():
+                flag.save()
+        except IntegrityError:
+            raise ValidationError({"key": f"flag {key!r} already exists"}) from None
+        environments = list(application.environments.order_by("order", "key"))
+        first = validation.empty_rules(off_variant)
+        for env in environments:
+            head = FlagRules.objects.create(
+                flag=flag, environment=env, key=flag.key, name=f"{flag.key} in {env.key}"
+            )
+            save_version(head, first, author=author, message="Created", base_number=0)
+        audit.record(
+            actor=actor,
+            action="flag.create",
+            obj=flag,
+            object_label=flag.key,
+            application=application,
+            after=_definition(flag),
+        )
+        _changed([e.pk for e in environments])
+    return flag
+
+
+def _author(actor: Any):
+    """Rule versions are recorded under a user: the acting one, or the system account for
+    budget circuit breakers and rollout halts (see core.versioning.version_author)."""
+    return version_author(actor)
+
+
+def update_flag(
+    *,
+    actor: Any,
+    flag: Flag,
+    name: str,
+    description: str,
+    kind: str,
+    owner: Any,
+    variants: list[dict],
+    off_variant: str,
+) -> Flag:
+    """Change a flag's definition. A variant still served by any environment's rules cannot be
+    removed (that environment would serve something undefined)."""
+    if kind not in FlagKind.values:
+        raise ValidationError({"kind": f"must be one of {', '.join(FlagKind.values)}"})
+    cleaned, off_variant = validation.clean_variants(
+        flag.flag_type, variants, off_variant, _ref_resolver(flag.application)
+    )
+    with transaction.atomic():
+        locked = Flag.objects.select_for_update().get(pk=flag.pk)
+        before = _definition(locked)
+        kept = {v["key"] for v in cleaned}
+        for head in FlagRules.objects.filter(flag=locked).select_related("environment"):
+            latest = head.latest_version
+            missing = validation.referenced_variants(latest.content) - kept if latest else set()
+            if missing:
+                raise ValidationError(
+                    {
+                        "variants": f"{', '.join(sorted(missing))} is still served in "
+                        f"{head.environment.key} (rules v{latest.number}); change those rules "
+                        "first"
+                    }
+                )
+        locked.name, locked.description, locked.kind = name, description, kind
+        locked.owner = owner
+        locked.variants, locked.off_variant = cleaned, off_variant
+        locked.full_clean(validate_constraints=False)
+        after = _definition(locked)
+        if after == before:
+            return locked
+        locked.updated_at = timezone.now()
+        locked.save()
+        audit.record(
+            actor=actor,
+            action="flag.update",
+            obj=locked,
+            object_label=locked.key,
+            application=locked.application_id,
+            before=before,
+            after=after,
+        )
+        _changed(list(locked.rule_sets.values_list("environment_id", flat=True)))
+    return locked
+
+
+def rules_head(flag: Flag, environment: Environment) -> FlagRules:
+    """The rule set of `flag` in `environment`, created empty for an environment added later."""
+    head = FlagRules.objects.filter(flag=flag, environment=environment).first()
+    if head is None:
+        head, _ = FlagRules.objects.get_or_create(
+            flag=flag,
+            environment=environment,
+            defaults={"key": flag.key, "name": f"{flag.key} in {environment.key}"},
+        )
+    return head
+
+
+def save_rules(
+    *,
+    actor: Any,
+    flag: Flag,
+    environment: Environment,
+    content: dict,
+    base_number: int,
+    message: str = "",
+    via_promotion: bool = False,
+) -> SaveResult:
+    """Save the next rules version of `flag` in `environment`.
+
+    Unprotected environments take edits directly; protected ones only through an applied
+    promotion (`via_promotion=True`). Identical content creates nothing; a save based on an
+    outdated version raises VersionConflict.
+    """
+    if environment.application_id != flag.application_id:
+        raise ValidationError("The flag and the environment belong to different applications.")
+    if environment.protected and not via_promotion:
+        raise PromotionRequired(environment)
+    cleaned = validation.clean_rules(content, flag.variant_keys)
+    with transaction.atomic():
+        head = rules_head(flag, environment)
+        result = save_version(
+            head, cleaned, author=_author(actor), message=message, base_number=base_number
+        )
+        if result.created:
+            version = result.version
+            audit.record(
+                actor=actor,
+                action="flag.rules.create",
+                obj=flag,
+                object_label=f"{flag.key}@{version.number} in {environment.key}",
+                application=flag.application_id,
+                environment=environment,
+                before=version.parent.content if version.parent_id else None,
+                after=version.content,
+                reason=message,
+            )
+            _changed([environment.pk])
+    return result
+
+
+def _clean_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "say why (it goes into the audit log)"})
+    if len(reason) > MAX_REASON:
+        raise ValidationError({"reason": f"at most {MAX_REASON} characters"})
+    return reason
+
+
+def _set_killed(
+    *, actor: Any, flag: Flag, environment: Environment, reason: str, killed: bool
+) -> tuple[FlagRules, bool]:
+    if environment.application_id != flag.application_id:
+        raise ValidationError("The flag and the environment belong to different applications.")
+    reason = _clean_reason(reason)
+    with transaction.atomic():
+        head = rules_head(flag, environment)
+        head = FlagRules.objects.select_for_update().get(pk=head.pk)
+        if head.killed == killed:
+            return head, False
+        before = _kill_state(head)
+        who = audit.Actor.of(actor)
+        head.killed = killed
+        head.killed_at = timezone.now()
+        head.killed_by = _user_or_none(actor)
+        head.killed_by_label = who.label
+        head.kill_reason = reason
+        head.save(
+            update_fields=["killed", "killed_at", "killed_by", "killed_by_label", "kill_reason"]
+        )
+        audit.record(
+            actor=actor,
+            action="flag.kill" if killed else "flag.restore",
+            obj=flag,
+            object_label=f"{flag.key} in {environment.key}",
+            application=flag.application_id,
+            environment=environment,
+            before=before,
+            after=_kill_state(head),
+            reason=reason,
+        )
+        _notify_kill(flag, environment, killed, reason, who.label)
+        _changed([environment.pk])
+    return head, True
+
+
+def _notify_kill(flag: Flag, environment: Environment, killed: bool, reason: str, who: str) -> None:
+    from django.urls import reverse
+
+    from console.notifications.services import notify
+
+    verb = "killed" if killed else "restored"
+    notify(
+        application=flag.application,
+        kind=f"flag.{'kill' if killed else 'restore'}",
+        title=f"{flag.key} {verb} in {environment.name} by {who}",
+        body=reason,
+        url=reverse("flags:detail", kwargs={"app": flag.application.key, "key": flag.key}),
+        roles=("admin", "engineer"),
+        data={"flag": flag.key, "environment": environment.key, "killed": killed},
+    )
+
+
+def _kill_state(head: FlagRules) -> dict:
+    return {"killed": head.killed}
+
+
+def kill_flag(
+    *, actor: Any, flag: Flag, environment: Environment, reason: str
+) -> tuple[FlagRules, bool]:
+    """Serve the off variant in `environment` at once — protected environments included,
+    bypassing approvals. A reason is required. Returns (rule set, whether anything changed)."""
+    return _set_killed(actor=actor, flag=flag, environment=environment, reason=reason, killed=True)
+
+
+def restore_flag(
+    *, actor: Any, flag: Flag, environment: Environment, reason: str
+) -> tuple[FlagRules, bool]:
+    """Lift the kill switch: the environment serves its rules again, exactly as before."""
+    return _set_killed(actor=actor, flag=flag, environment=environment, reason=reason, killed=False)
