@@ -56,17 +56,25 @@
     }
   });
 
-  document.addEventListener("htmx:afterSwap", function (event) {
-    var box = document.querySelector("td.editing textarea:not([data-focused])");
+  // htmx:load fires on each piece of new content (an outerHTML swap removes the old target,
+  // so events on it never reach the document).
+  document.addEventListener("htmx:load", function (event) {
+    var root = event.detail.elt;
+    var box = root && root.matches && root.matches("td.editing")
+      ? root.querySelector("textarea")
+      : null;
     if (box) {
-      box.dataset.focused = "1";
       box.focus();
       box.setSelectionRange(box.value.length, box.value.length);
     }
+  });
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt;
+    if (!form || !form.classList || !form.classList.contains("add-form") || !event.detail.successful) return;
+    var error = document.getElementById("add-error");
     if (event.detail.target && event.detail.target.id === "items-body") {
-      var form = document.querySelector("form.add-form");
-      var error = document.getElementById("add-error");
-      if (form) form.reset();
+      form.reset();
       if (error) error.textContent = "";
     }
   });
