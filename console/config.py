@@ -139,7 +139,9 @@ def load(env: Mapping[str, str]) -> Config:
         )
     if scheme in {"redis", "rediss"}:
         # A task not acknowledged within this many seconds (its worker died) is redelivered.
-        raw = env.get("CELERY_VISIBILITY_TIMEOUT", "3600")
+        # Short enough that a dead worker's task comes back within minutes; long-running evals
+        # are protected from a second copy by their lease, imports by their claim.
+        raw = env.get("CELERY_VISIBILITY_TIMEOUT", "300")
         if not raw.isdigit() or int(raw) < 1:
             raise ConfigError("CELERY_VISIBILITY_TIMEOUT must be a whole number of seconds")
         transport_options = {"visibility_timeout": int(raw)}

@@ -26,6 +26,7 @@ CSRF_TRUSTED_ORIGINS = CONFIG.csrf_trusted_origins
 AIRLOCK_REQUIRE_SERVICES = CONFIG.require_services
 AIRLOCK_DATA_DIR = CONFIG.data_dir
 METRICS_TOKEN = CONFIG.metrics_token
+USAGE_RETENTION_DAYS = CONFIG.usage_retention_days
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -131,11 +131,16 @@ def compare_runs(base: EvalRun, candidate: EvalRun) -> Comparison:
     )
 
 
+OPERATIONAL = {"latency_ms"}
+
+
 def overall_verdict(deltas: list[eval_metrics.Delta]) -> str:
-    """'better' / 'worse' when every detectable change points one way, else 'mixed' or
-    'no detectable difference'."""
-    better = {d.metric for d in deltas if d.verdict == "better"}
-    worse = {d.metric for d in deltas if d.verdict == "worse"}
+    """'better' / 'worse' when every detectable quality change points one way, else 'mixed' or
+    'no detectable difference'. Latency is shown beside it, never decides it: a few
+    milliseconds must not headline identical answers as worse."""
+    quality = [d for d in deltas if d.metric not in OPERATIONAL]
+    better = {d.metric for d in quality if d.verdict == "better"}
+    worse = {d.metric for d in quality if d.verdict == "worse"}
     if better and worse:
         return "mixed"
     if better:

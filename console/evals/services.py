@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
+import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from console.audit import services as audit
@@ -43,7 +44,8 @@ def default_gates(application, dataset) -> tuple[list[dict], float]:
     policy = (
         GatePolicy.objects.filter(application=application)
         .filter(Q(dataset=dataset) | Q(dataset__isnull=True))
-        .order_by("dataset_id")  # the dataset's own policy (non-null) sorts first
+        # The dataset's own policy first; NULL (the application default) last on every database.
+        .order_by(F("dataset_id").asc(nulls_last=True))
         .first()
     )
     return (policy.gates, policy.max_error_rate) if policy else ([], 0.1)
@@ -78,7 +80,8 @@ def estimate(
             input_tokens += sum(
                 tokens(m["content"]) for m in prompt_messages(prompt_version.content, item)
             )
-        output_tokens = len(items) * int(config.get("max_tokens", 512)) // 3
+        # Answers rarely use their whole budget: a sixth of max_tokens tracks real runs.
+        output_tokens = len(items) * int(config.get("max_tokens", 512)) // 6
     from console.evals.llm import Prices
 
     cost = Prices.of(config).cost(input_tokens, 0, output_tokens)
@@ -222,7 +225,9 @@ def cancel_run(*, actor, run: EvalRun) -> EvalRun:
     with transaction.atomic():
         locked = EvalRun.objects.select_for_update().get(pk=run.pk)
         if not locked.active:
-            raise ValidationError(f"Run #{run.pk} has already {locked.status}.")
+            raise ValidationError(
+                f"Run #{run.pk} is already {locked.get_status_display().lower()}."
+            )
         locked.cancel_requested = True
         fields = ["cancel_requested"]
         if locked.status == EvalRun.Status.QUEUED and locked.lease_until is None:
@@ -266,14 +271,15 @@ class Outcome:
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    """Unique per execution: a redelivered copy of a task on the same worker is someone else."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def _claim(run_id: int, owner: str) -> bool:
     now = timezone.now()
     return bool(
         EvalRun.objects.filter(pk=run_id, status__in=EvalRun.ACTIVE)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner))
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .update(lease_owner=owner, lease_until=now + LEASE, status=EvalRun.Status.RUNNING)
     )
 
@@ -309,7 +315,12 @@ def execute_run(run_id: int, owner: str | None = None) -> Outcome:
     return Outcome(_finalize(run, stop_reason))
 
 
+STORE_EVERY_S = 0.2
+
+
 def _execute(run: EvalRun, owner: str) -> str:
+    """Keep `concurrency` calls in flight; store finished results in small batches (new
+    items start before anything is written, so slots never wait on the database)."""
     spec = build_spec(run)
     items = [
         {**item, "position": n}
@@ -324,50 +335,52 @@ def _execute(run: EvalRun, owner: str) -> str:
         "errors": stored.filter(status=EvalResult.Status.ERROR).count(),
         "passed": stored.filter(passed=True).count(),
     }
-    per_item = (
-        (spent / counts["done"])
-        if counts["done"]
-        else run.metrics.get("estimate", {}).get("per_item", 0.0)
-    )
+    budget = CostGuard(run.cost_cap, run.metrics.get("estimate", {}).get("per_item", 0.0))
+    for cost in stored.values_list("cost", "judge_cost"):
+        budget.seen(sum(cost))
     pending = iter([i for i in items if i["id"] not in done_ids])
     EvalRun.objects.filter(pk=run.pk).update(total_items=len(items))
     stop_reason = ""
     in_flight: dict[Future, dict] = {}
-    last_beat = 0.0
+    unsaved: list[EvalResult] = []
+    last_store = time.monotonic()
+    last_beat = 0.0  # beat (and look for a cancel request) as soon as the first calls are out
     pool = ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix=f"eval-{run.pk}")
     try:
         while True:
             while not stop_reason and len(in_flight) < run.concurrency:
-                if (
-                    run.cost_cap is not None
-                    and spent + (len(in_flight) + 1) * per_item > run.cost_cap
-                ):
+                verdict = budget.admit(spent, len(in_flight))
+                if verdict == "stop":
                     stop_reason = "cost_cap"
                     break
+                if verdict == "wait":
+                    break  # let calls in flight show what an item really costs
                 item = next(pending, None)
                 if item is None:
                     break
                 in_flight[pool.submit(evaluate_item, spec, item)] = item
+            now = time.monotonic()
+            # Write after refilling, so freed slots never wait on the database.
+            if unsaved and (now - last_store >= STORE_EVERY_S or not in_flight):
+                EvalResult.objects.bulk_create(unsaved, ignore_conflicts=True)
+                unsaved, last_store = [], now
             if not in_flight:
                 break
-            finished, _ = wait(in_flight, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
-            rows = []
+            finished, _ = wait(in_flight, timeout=STORE_EVERY_S, return_when=FIRST_COMPLETED)
             for future in finished:
                 item = in_flight.pop(future)
                 data = future.result()
-                rows.append(EvalResult(run=run, position=item["position"], **data))
-                spent += data.get("cost", 0.0) + data.get("judge_cost", 0.0)
+                unsaved.append(EvalResult(run=run, position=item["position"], **data))
+                item_cost = data.get("cost", 0.0) + data.get("judge_cost", 0.0)
+                spent += item_cost
+                budget.seen(item_cost)
                 counts["done"] += 1
                 counts["errors"] += data["status"] == "error"
                 counts["passed"] += bool(data.get("passed"))
-            if rows:
-                EvalResult.objects.bulk_create(rows, ignore_conflicts=True)
-                per_item = spent / counts["done"] if counts["done"] else per_item
-            now = timezone.now().timestamp()
-            if now - last_beat >= PROGRESS_EVERY_S or not in_flight:
-                last_beat = now
+            if time.monotonic() - last_beat >= PROGRESS_EVERY_S:
+                last_beat = time.monotonic()
                 EvalRun.objects.filter(pk=run.pk, lease_owner=owner).update(
-                    done_items=counts["done"],
+                    done_items=counts["done"] - len(unsaved),
                     error_items=counts["errors"],
                     passed_items=counts["passed"],
                     spend=round(spent, 6),
@@ -377,9 +390,38 @@ def _execute(run: EvalRun, owner: str) -> str:
                     stop_reason = "cancelled"
                     break
     finally:
+        if unsaved:
+            EvalResult.objects.bulk_create(unsaved, ignore_conflicts=True)
         # Calls still in flight finish in the background; their results are not stored.
         pool.shutdown(wait=False, cancel_futures=True)
     return stop_reason
+
+
+class CostGuard:
+    """Decides whether one more item may start under the cost cap. Projects each item at the
+    costliest item seen so far (not the average, which one expensive item overshoots); until an
+    item has finished it uses the launch estimate only to hold back, never to give up."""
+
+    def __init__(self, cap: float | None, estimate: float):
+        self.cap = cap
+        self.estimate = estimate or 0.0
+        self.worst: float | None = None
+
+    def seen(self, cost: float) -> None:
+        self.worst = cost if self.worst is None else max(self.worst, cost)
+
+    def admit(self, spent: float, in_flight: int) -> str:
+        if self.cap is None:
+            return "go"
+        if self.worst is None:
+            # Nothing measured yet: start one item to learn the real cost, unless even the
+            # estimate of a single item is over the cap.
+            if in_flight == 0:
+                return "go" if spent + self.estimate <= self.cap else "stop"
+            return "wait"
+        if spent + (in_flight + 1) * self.worst <= self.cap:
+            return "go"
+        return "wait" if in_flight else "stop"
 
 
 def _finalize(run: EvalRun, stop_reason: str) -> str:

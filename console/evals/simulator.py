@@ -162,6 +162,8 @@ class Faults:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Small responses on kept-alive connections: without this, Nagle's algorithm adds ~40 ms.
+    disable_nagle_algorithm = True
     server_version = "AirlockLLMSimulator/1.0"
     faults: Faults = Faults()
     seen_prefixes: set[str] = set()
@@ -342,15 +344,18 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
+class SimulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # read by listen(): bursts of 50+ connections are not refused
+
+
 def make_server(
     host: str = "127.0.0.1", port: int = 8100, faults: Faults | None = None, verbose: bool = False
 ) -> ThreadingHTTPServer:
     handler = type(
         "ConfiguredHandler", (Handler,), {"faults": faults or Faults(), "seen_prefixes": set()}
     )
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    server.request_queue_size = 256
+    server = SimulatorServer((host, port), handler)
     server.verbose = verbose
     return server
 

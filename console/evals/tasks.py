@@ -1,5 +1,3 @@
-import os
-
 from celery import shared_task
 
 from console.evals import services
@@ -10,8 +8,10 @@ def run_eval(self, run_id: int) -> str:
     """Thin: execute (or resume) the run. If another worker holds its lease, look again when
     the lease would expire — so a run whose worker died is picked up, and a live one is not
     run twice."""
-    owner = f"{self.request.hostname}:{os.getpid()}:{self.request.id}"
-    outcome = services.execute_run(run_id, owner=owner)
+    # A fresh owner per execution: a redelivered copy of this task is not the lease holder.
+    outcome = services.execute_run(
+        run_id, owner=f"{self.request.hostname}:{services.worker_name()}"
+    )
     if outcome.status == "busy":
         raise self.retry(countdown=outcome.retry_in)
     return outcome.status

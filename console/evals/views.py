@@ -17,6 +17,7 @@ from console.evals import selectors, services
 from console.evals.forms import LaunchForm, gates_to_text
 from console.evals.metrics import METRICS
 from console.evals.models import EvalRun
+from console.evals.scorers import DEFAULT_SCORERS
 from console.registry.models import ModelConfigVersion, PromptVersion
 
 
@@ -49,7 +50,7 @@ def run_list(request: HttpRequest, app: str) -> HttpResponse:
 
 
 def _pick(model, application, pk):
-    if not pk:
+    if not pk or not str(pk).isdigit():
         return None
     return model.objects.filter(head__application=application, pk=pk).select_related("head").first()
 
@@ -65,7 +66,7 @@ def _initial(application, choices) -> dict:
         else None
     )
     gates, _ = services.default_gates(application, dataset.head if dataset else None)
-    return {
+    initial = {
         "dataset_version": dataset_pk,
         "prompt_version": first("prompt_version", lambda label: not label.startswith("judge-")),
         "model_version": first("model_version", lambda label: not label.startswith("judge")),
@@ -78,6 +79,10 @@ def _initial(application, choices) -> dict:
         "judge_relevance": first("judge_relevance", lambda label: label.startswith("judge-relev")),
         "gates": gates_to_text(gates),
     }
+    # With a judge preselected, measure what the judge is for (the default gates need it).
+    if initial["judge_model_version"]:
+        initial["scorers"] = [*DEFAULT_SCORERS, "faithfulness", "relevance"]
+    return initial
 
 
 @login_required
@@ -205,7 +210,13 @@ def run_cancel(request: HttpRequest, app: str, pk: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, f"Cancelling run #{pk}.")
+        run = _run(application, pk)
+        messages.success(
+            request,
+            f"Run #{pk} cancelled."
+            if not run.active
+            else f"Cancelling run #{pk}: no new items start.",
+        )
     return redirect("evals:run", app=app, pk=pk)
 
 

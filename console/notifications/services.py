@@ -123,6 +123,11 @@ def deliver(delivery_id: int) -> WebhookDelivery:
     except urllib.error.HTTPError as exc:
         delivery.response_status = exc.code
         delivery.last_error = f"HTTP {exc.code}"
+        if 400 <= exc.code < 500 and exc.code not in (408, 429):
+            # The receiver refuses this payload: retrying the same bytes will not help.
+            delivery.status = WebhookDelivery.Status.FAILED
+            delivery.save()
+            return delivery
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         delivery.last_error = f"{type(exc).__name__}: {exc}"[:500]
     if delivery.attempts >= MAX_ATTEMPTS:

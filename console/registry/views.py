@@ -299,6 +299,8 @@ def diff(request: HttpRequest, app: str, kind: str, key: str) -> HttpResponse:
     try:
         b = int(request.GET.get("b") or head.latest_number)
         a = int(request.GET.get("a") or max(b - 1, 1))
+        if not (0 < a < 2**31 and 0 < b < 2**31):
+            raise ValueError
     except ValueError:
         raise Http404("Version numbers must be integers") from None
     old, new = _version(k, head, a), _version(k, head, b)

@@ -283,9 +283,14 @@ def advance(*, actor, rollout: Rollout, now: datetime | None = None) -> str:
 
 
 def _complete(actor, rollout: Rollout, now: datetime) -> str:
-    from console.releases.services import _make_live
+    from console.releases.services import _make_live, live_version
 
     request = rollout.request
+    live = live_version(request.kind, request.version, request.environment)
+    if (live.number if live else None) != request.base_live_version:
+        # Someone promoted something else meanwhile: do not overwrite it.
+        halt(rollout, reason=f"{request.environment.name} changed during the rollout; re-confirm")
+        return "halted"
     _make_live(actor, request, reason=f"promotion #{request.pk} (rollout complete)")
     rollout.status = Rollout.Status.COMPLETED
     rollout.finished_at = now

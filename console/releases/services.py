@@ -11,7 +11,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from console.accounts.roles import APPROVE
+from console.accounts.roles import APPROVE, ENGINEER
 from console.audit import services as audit
 from console.audit.models import AuditEvent
 from console.core.permissions import application_perms
@@ -22,6 +22,7 @@ from console.releases import evidence as evidence_mod
 from console.releases.models import Approval, PromotionRequest
 
 KINDS = {PromptVersion: "prompt", ModelConfigVersion: "model_config"}
+PAST = {"approve": "approved", "reject": "rejected"}
 
 
 class EvidenceMissing(ValidationError):
@@ -88,7 +89,8 @@ def open_request(
     head = version.head
     application = environment.application
     errors = {}
-    if head.application_id != application.pk:
+    owner_id = head.flag.application_id if kind == "flag_rules" else head.application_id
+    if owner_id != application.pk:
         errors["version"] = "belongs to another application"
     if not environment.protected:
         errors["environment"] = f"{environment.name} is not protected: rebind it directly"
@@ -230,8 +232,8 @@ def decide(
         )
         notify(
             application=request.application,
-            kind=f"promotion.{decision}d",
-            title=f"{actor.get_username()} {decision}d {request.label}",
+            kind=f"promotion.{PAST[decision]}",
+            title=f"{actor.get_username()} {PAST[decision]} {request.label}",
             body=comment,
             url=_url(request),
             roles=(),
@@ -362,7 +364,10 @@ def apply(*, actor, request: PromotionRequest) -> PromotionRequest:
     with transaction.atomic():
         request = _locked(request)
         perms = application_perms(actor, request.application)
-        if request.requested_by_id != actor.pk and APPROVE not in perms:
+        may_apply = APPROVE in perms or (
+            request.requested_by_id == actor.pk and ENGINEER in perms  # still an engineer
+        )
+        if not may_apply:
             raise PermissionDenied("The requester or an approver applies a request.")
         if request.status != PromotionRequest.Status.APPROVED:
             raise ValidationError(
@@ -375,7 +380,10 @@ def apply(*, actor, request: PromotionRequest) -> PromotionRequest:
             raise ValidationError(f"This request is stale ({stale}); re-confirm it first.")
         if request.staged:
             from console.releases import rollouts
+            from console.releases.models import Rollout
 
+            if Rollout.objects.filter(request=request).exists():
+                raise ValidationError("The staged rollout of this request has already started.")
             rollouts.start(actor=actor, request=request)
             return request
         _make_live(actor, request, reason=f"promotion #{request.pk}")

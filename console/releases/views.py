@@ -152,6 +152,7 @@ def detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
             ),
             "is_requester": promotion.requested_by_id == user.pk,
             "can_apply": promotion.status == PromotionRequest.Status.APPROVED
+            and rollout is None
             and (promotion.requested_by_id == user.pk or APPROVE in request.app_perms),
             "can_control": ENGINEER in request.app_perms,
         },
@@ -168,7 +169,7 @@ def act(request: HttpRequest, app: str, pk: int) -> HttpResponse:
     try:
         if action in {"approve", "reject"}:
             services.decide(actor=request.user, request=promotion, decision=action, comment=comment)
-            messages.success(request, f"You {action}d #{pk}.")
+            messages.success(request, f"You {services.PAST[action]} #{pk}.")
         elif action == "apply":
             services.apply(actor=request.user, request=promotion)
             messages.success(request, "Applied." if not promotion.staged else "Rollout started.")
@@ -245,7 +246,10 @@ def history(request: HttpRequest, app: str, env: str) -> HttpResponse:
                 )
             elif action == "end_shadow":
                 shadow = ShadowDeployment.objects.filter(
-                    environment=environment, pk=request.POST.get("shadow", "0") or 0
+                    environment=environment,
+                    pk=int(request.POST["shadow"])
+                    if request.POST.get("shadow", "").isdigit()
+                    else 0,
                 ).first()
                 if shadow is None:
                     raise Http404("No such shadow deployment")

@@ -76,7 +76,7 @@ def _raise(
                 budget=budget, period_start=start, threshold=threshold, subject=subject, spend=spent
             )
             if subject:
-                limit = budget.per_user_daily_limit
+                limit = f"{budget.per_user_daily_limit:.2f}"
                 title = f"{budget.name}: a user spent ${spent:.2f} today (limit ${limit})"
             else:
                 of = f"${spent:.2f} of ${budget.amount}"

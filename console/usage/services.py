@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import TruncHour
@@ -120,6 +121,10 @@ def validate_batch(application, environment, events: Any) -> list[UsageEvent]:
             )
         elif at > now + FUTURE_SKEW:
             errors.append({"index": index, "field": "time", "message": "is in the future"})
+        elif at < now - timedelta(days=settings.USAGE_RETENTION_DAYS):
+            # Its hour may already be purged; rolling it up would rewrite that hour's history.
+            message = f"is older than the {settings.USAGE_RETENTION_DAYS}-day retention period"
+            errors.append({"index": index, "field": "time", "message": message})
         model_ref = event.get("model")
         if not isinstance(model_ref, str) or not model_ref.strip():
             errors.append(
@@ -276,6 +281,52 @@ def record_eval_usage(run) -> int:
 # ---------------------------------------------------------------- prices
 
 
+def clean_tiers(tiers: Any) -> list[dict]:
+    """Tiers as [{"above_input_tokens": int, "input_per_1m": n, "output_per_1m": n,
+    "cached_input_per_1m": n (optional)}], sorted; ValidationError names the tier and field."""
+    from django.core.exceptions import ValidationError
+
+    if tiers in (None, ""):
+        return []
+    if not isinstance(tiers, list):
+        raise ValidationError({"tiers": "must be a JSON list of tiers"})
+    cleaned = []
+    for n, tier in enumerate(tiers, start=1):
+        if not isinstance(tier, dict):
+            raise ValidationError({"tiers": f"tier {n} must be an object"})
+        above = tier.get("above_input_tokens")
+        if isinstance(above, bool) or not isinstance(above, int) or above < 0:
+            raise ValidationError({"tiers": f"tier {n}: above_input_tokens must be a whole number"})
+        item = {"above_input_tokens": above}
+        for name, required in (
+            ("input_per_1m", True),
+            ("output_per_1m", True),
+            ("cached_input_per_1m", False),
+        ):
+            value = tier.get(name)
+            if value is None and not required:
+                continue
+            try:
+                number = Decimal(str(value))
+                if not number.is_finite() or number < 0:
+                    raise ValueError
+            except (ValueError, ArithmeticError):
+                raise ValidationError({"tiers": f"tier {n}: {name} must be a price ≥ 0"}) from None
+            item[name] = float(number)
+        unknown = set(tier) - {
+            "above_input_tokens",
+            "input_per_1m",
+            "output_per_1m",
+            "cached_input_per_1m",
+        }
+        if unknown:
+            raise ValidationError(
+                {"tiers": f"tier {n}: unknown field(s) {', '.join(sorted(unknown))}"}
+            )
+        cleaned.append(item)
+    return sorted(cleaned, key=lambda t: t["above_input_tokens"])
+
+
 def record_price(
     *,
     actor,
@@ -291,7 +342,15 @@ def record_price(
     """Add a price point (a correction when it dates back) and reprice the usage it covers:
     events of that model from `effective_from` until the next point. Audited with the
     before/after totals."""
-    tiers = sorted(tiers or [], key=lambda t: t["above_input_tokens"])
+    from django.core.exceptions import ValidationError
+
+    tiers = clean_tiers(tiers)
+    if PricePoint.objects.filter(
+        application=application, model=model, effective_from=effective_from
+    ).exists():
+        when = f"{effective_from:%Y-%m-%d %H:%M}"
+        message = f"{model} already has a price from {when}; date the correction differently"
+        raise ValidationError({"effective_from": message})
     with transaction.atomic():
         point = PricePoint.objects.create(
             application=application,

@@ -106,7 +106,13 @@ def budgets(request: HttpRequest, app: str) -> HttpResponse:
     if request.method == "POST":
         access_application(request, app, ENGINEER)
         data = request.POST
-        env = application.environments.filter(key=data.get("environment", "")).first()
+        env_key = data.get("environment", "")
+        env = application.environments.filter(key=env_key).first() if env_key else None
+        if env_key and env is None:
+            messages.error(
+                request, f"environment: {application.name} has no environment {env_key!r}."
+            )
+            return redirect("usage:budgets", app=app)
         action = {}
         if data.get("action_type") in {"kill_switch", "variant"}:
             action = {"type": data["action_type"], "flag": data.get("action_flag", "")}
@@ -192,6 +198,8 @@ def prices(request: HttpRequest, app: str) -> HttpResponse:
             )
         except (InvalidOperation, ValueError) as exc:
             messages.error(request, f"Prices must be numbers and tiers a JSON list ({exc}).")
+        except TypeError as exc:
+            messages.error(request, f"Tiers must be a JSON list of objects ({exc}).")
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
         else:

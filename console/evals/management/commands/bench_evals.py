@@ -1,0 +1,264 @@
+"""`manage.py bench_evals [--items 1000] [--latency-ms 200] [--concurrency 50]`: eval throughput.
+
+1. Ensures (idempotently) the application `bench-evals`, the engineer `bench-evals`, a published
+   golden set `bench-<items>` of --items deterministic items, the prompt `bench-answer` and the
+   model config `bench-model` (pointing at the simulator's --port).
+2. Starts the OpenAI-compatible simulator in this process with --latency-ms per call.
+3. Launches a run (services.launch_run, without enqueueing it: no worker takes part) and times
+   services.execute_run on it — the same code a Celery worker runs.
+
+Prints ONE JSON line on stdout: items, latency_ms, concurrency, wall_s, ideal_s
+(items × latency / concurrency), ratio (wall / ideal), items_per_s and the database vendor,
+plus the run id, errors and the per-call latency the run measured. Progress goes to stderr.
+--profile adds a cProfile of the run's own thread (the loop that stores results) to stderr;
+--tuned-simulator serves with TCP_NODELAY and a real listen backlog (a diagnostic: see its help).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import pstats
+import socket
+import threading
+import time
+from unittest import mock
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+
+from console.accounts.roles import Role
+from console.accounts.services import grant_role
+from console.audit.services import SYSTEM
+from console.datasets import services as datasets
+from console.datasets.models import Dataset
+from console.evals import services, tasks
+from console.evals.models import EvalResult, EvalRun
+from console.evals.simulator import Faults, make_server
+from console.registry import services as registry
+from console.registry.kinds import MODEL_CONFIG, PROMPT
+from console.registry.models import Application
+
+APP = "bench-evals"
+USER = "bench-evals"
+PROMPT_KEY = "bench-answer"
+MODEL_KEY = "bench-model"
+TOPICS = ("refund", "shipping", "account", "payment", "delivery", "warranty", "exchange", "gift")
+PROMPT_CONTENT = {
+    "system": (
+        "Answer only from the context below and cite the source id of every fact you use.\n"
+        'If the context does not contain the answer, say "I don\'t know".\n\nContext:\n'
+        "{{ context }}"
+    ),
+    "user": "{{ question }}",
+    "variables": ["context", "question"],
+    "params": {},
+}
+
+
+def bench_item(n: int) -> dict:
+    topic = TOPICS[n % len(TOPICS)]
+    days = 10 + n % 50
+    return {
+        "id": f"e{n:06d}",
+        "question": f"How many days is the {topic} window for order {n}?",
+        "expected_contains": [f"{days} days"],
+        "expected_sources": [f"{topic}-policy"],
+        "variables": {
+            "context": (
+                f"[{topic}-policy] The {topic} window for order {n} is {days} days.\n"
+                f"[store-hours] Stores open at nine and close at six."
+            )
+        },
+        "tags": [topic],
+    }
+
+
+def model_content(port: int, concurrency: int) -> dict:
+    return {
+        "provider": "openai-compatible",
+        "base_url": f"http://127.0.0.1:{port}/v1",
+        "model": "sim-small",
+        "api_key_env": "AIRLOCK_SIMULATOR_KEY",
+        "temperature": 0.0,
+        "max_tokens": 256,
+        "timeout_s": 30,
+        "max_retries": 2,
+        "max_concurrency": max(1, min(concurrency, 512)),
+        "price_input_per_1m": 0.15,
+        "price_cached_input_per_1m": 0.075,
+        "price_output_per_1m": 0.60,
+    }
+
+
+class Command(BaseCommand):
+    help = "Benchmark eval execution against an in-process simulator; prints one JSON line."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--items", type=int, default=1000)
+        parser.add_argument("--latency-ms", type=float, default=200.0)
+        parser.add_argument("--concurrency", type=int, default=50)
+        parser.add_argument(
+            "--port", type=int, default=8199, help="simulator port (fixed: it is in the config)"
+        )
+        parser.add_argument(
+            "--tuned-simulator",
+            action="store_true",
+            help=(
+                "diagnostic: serve with TCP_NODELAY and a 256-connection listen backlog, to "
+                "measure what the simulator's own socket settings cost"
+            ),
+        )
+        parser.add_argument(
+            "--profile", action="store_true", help="cProfile the run's own thread to stderr"
+        )
+
+    def log(self, message: str) -> None:
+        self.stderr.write(f"bench_evals: {message}")
+
+    def handle(self, *args, **o):
+        items, latency_ms, concurrency = o["items"], o["latency_ms"], o["concurrency"]
+        if items < 1 or concurrency < 1 or latency_ms < 0:
+            raise CommandError("--items and --concurrency must be positive, --latency-ms >= 0")
+        if concurrency > services.MAX_CONCURRENCY:
+            raise CommandError(f"--concurrency is at most {services.MAX_CONCURRENCY}")
+        user, application = self._actors()
+        version = self._golden_set(user, application, items)
+        prompt, model = self._targets(user, application, o["port"], concurrency)
+
+        try:
+            server = make_server("127.0.0.1", o["port"], Faults(latency_ms=latency_ms))
+        except OSError as exc:
+            raise CommandError(f"port {o['port']} is not free ({exc}); pass --port") from None
+        if o["tuned_simulator"]:
+            # make_server() sets request_queue_size after the socket is already listening
+            # (backlog 5), and the handler writes headers and body separately with Nagle on.
+            server.socket.listen(256)
+            server.RequestHandlerClass.disable_nagle_algorithm = True  # this server's class only
+        threading.Thread(target=server.serve_forever, daemon=True, name="bench-sim").start()
+        try:
+            run = self._launch(user, application, version, prompt, model, concurrency)
+            self.log(f"run #{run.pk}: {items} items, {latency_ms:g} ms, concurrency {concurrency}")
+            profiler = cProfile.Profile() if o["profile"] else None
+            cpu_started = time.process_time()
+            started = time.perf_counter()
+            if profiler:
+                profiler.enable()
+            outcome = services.execute_run(run.pk, owner=f"bench_evals:{socket.gethostname()}")
+            if profiler:
+                profiler.disable()
+            wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started  # every thread here, simulator included
+        finally:
+            server.shutdown()
+            server.server_close()
+
+        run.refresh_from_db()
+        stored = EvalResult.objects.filter(run=run).count()
+        if outcome.status != EvalRun.Status.COMPLETED or stored != items:
+            raise CommandError(f"run #{run.pk} ended {outcome.status} with {stored}/{items} items")
+        ideal = items * latency_ms / 1000 / concurrency
+        if profiler:
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+            self.stderr.write(text.getvalue())
+        self.stdout.write(
+            json.dumps(
+                {
+                    "bench": "evals",
+                    "items": items,
+                    "latency_ms": latency_ms,
+                    "concurrency": concurrency,
+                    "wall_s": round(wall, 3),
+                    "ideal_s": round(ideal, 3),
+                    "ratio": round(wall / ideal, 3) if ideal else None,
+                    "items_per_s": round(items / wall, 1),
+                    "db": connection.vendor,
+                    "run": run.pk,
+                    "errors": run.error_items,
+                    "call_p50_ms": run.metrics.get("latency_p50_ms"),
+                    "call_p99_ms": run.metrics.get("latency_p99_ms"),
+                    "process_cpu_s": round(cpu, 2),
+                    "tuned_simulator": o["tuned_simulator"],
+                }
+            )
+        )
+
+    def _actors(self):
+        user, created = get_user_model().objects.get_or_create(username=USER)
+        if created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+        application = Application.objects.filter(key=APP).first()
+        if application is None:
+            application = registry.create_application(
+                actor=SYSTEM,
+                key=APP,
+                name="Bench: evals",
+                description="Created by manage.py bench_evals.",
+                environments=[{"key": "dev", "name": "dev"}],
+            )
+            grant_role(actor=SYSTEM, user=user, application=application, role=Role.ENGINEER)
+        return user, application
+
+    def _golden_set(self, user, application, items: int):
+        key = f"bench-{items}"
+        dataset = Dataset.objects.filter(application=application, key=key).first()
+        if dataset is None:
+            self.log(f"building golden set {key} ({items} items)")
+            dataset = datasets.create_dataset(
+                actor=user, application=application, key=key, name=f"Bench {items}"
+            )
+            data = "".join(json.dumps(bench_item(n)) + "\n" for n in range(1, items + 1))
+            datasets.import_file(
+                actor=user, dataset=dataset, data=data.encode(), filename=f"{key}.jsonl"
+            )
+        if not dataset.latest_number:
+            datasets.publish(actor=user, dataset=dataset, message=f"{items} bench items")
+            dataset.refresh_from_db()
+        return dataset.versions.get(number=dataset.latest_number)
+
+    def _targets(self, user, application, port: int, concurrency: int):
+        def ensure(kind, key, content):
+            head = kind.head.objects.filter(application=application, key=key).first()
+            if head is None:
+                return registry.create_head(
+                    actor=user, kind=kind, application=application, key=key, name=key,
+                    content=content, message="bench",
+                ).version  # fmt: skip
+            result = registry.save_head_version(
+                actor=user, head=head, content=content, base_number=head.latest_number
+            )
+            return result.version
+
+        prompt = ensure(PROMPT, PROMPT_KEY, PROMPT_CONTENT)
+        model = ensure(MODEL_CONFIG, MODEL_KEY, model_content(port, concurrency))
+        return prompt, model
+
+    def _launch(self, user, application, version, prompt, model, concurrency):
+        kwargs = {
+            "actor": user,
+            "application": application,
+            "dataset_version": version,
+            "prompt_version": prompt,
+            "model_version": model,
+            "gates": [],
+            "concurrency": concurrency,
+        }
+        # Executed right here: keep launch_run from also queueing it for a Celery worker.
+        with mock.patch.object(tasks.run_eval, "delay", lambda *args, **kwargs: None):
+            try:
+                return services.launch_run(**kwargs)
+            except services.DuplicateRun as exc:
+                stale = exc.run
+                self.log(f"cancelling run #{stale.pk}, left over from an interrupted bench")
+                services.cancel_run(actor=user, run=stale)
+                stale.refresh_from_db()
+                # If it had started, let it see the cancel and wind down.
+                if stale.active and services.execute_run(stale.pk, owner="bench").status == "busy":
+                    raise CommandError(
+                        f"run #{stale.pk} is being executed elsewhere; try again later"
+                    ) from None
+                return services.launch_run(**kwargs)

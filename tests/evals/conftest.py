@@ -1,0 +1,46 @@
+"""Eval fixtures: simulators on free loopback ports (stopped after the test) and the demo story."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from console.evals.simulator import Faults, serve_in_thread
+from tests.evals.helpers import build_demo
+
+
+@pytest.fixture
+def start_simulator():
+    """start_simulator(faults=None) → (server, base_url, faults); every one is shut down."""
+    servers = []
+
+    def start(faults: Faults | None = None, port: int = 0):
+        faults = faults or Faults()
+        server, base_url = serve_in_thread(port, faults)
+        servers.append(server)
+        return server, base_url, faults
+
+    yield start
+    for server in servers:
+        stop_in_background(server)
+
+
+def stop_in_background(server) -> None:
+    """shutdown() waits up to the 0.5 s poll interval; do not make every test wait for it."""
+
+    def stop():
+        server.shutdown()
+        server.server_close()
+
+    threading.Thread(target=stop, daemon=True, name="stop-simulator").start()
+
+
+@pytest.fixture
+def simulator(start_simulator):
+    return start_simulator()
+
+
+@pytest.fixture
+def demo(application, engineer, simulator):
+    return build_demo(application, engineer, simulator[1])
