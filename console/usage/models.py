@@ -22,7 +22,10 @@ class UsageEvent(models.Model):
         RUNTIME = "runtime"
         EVAL = "eval"
 
-    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: every lookup goes through the (application, ...) indexes below.
+    application = models.ForeignKey(
+        Application, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     environment = models.ForeignKey(
         Environment, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
