@@ -18,6 +18,7 @@ from console.accounts.models import Membership
 from console.accounts.roles import ENGINEER
 from console.audit.selectors import events_for_object
 from console.core.diff import diff_contents
+from console.core.forms import apply_errors
 from console.core.permissions import access_application
 from console.core.versioning import VersionConflict
 from console.flags import selectors, services
@@ -71,19 +72,6 @@ def _ref_choices(application) -> list[tuple[str, str]]:
         )
         choices += [(f"{kind}:{key}:{n}", f"{label} {key} v{n}") for key, n in rows]
     return choices
-
-
-def _apply_errors(form, error: ValidationError) -> list[str]:
-    leftovers: list[str] = []
-    if not hasattr(error, "error_dict"):
-        return list(error.messages)
-    for field, errs in error.message_dict.items():
-        if field in form.fields:
-            for message in errs:
-                form.add_error(field, message)
-        else:
-            leftovers.extend(f"{field}: {m}" for m in errs)
-    return leftovers
 
 
 # ---------------------------------------------------------------------------- the list
@@ -156,7 +144,7 @@ def flag_new(request: HttpRequest, app: str) -> HttpResponse:
                 off_variant=data["off_variant"],
             )
         except ValidationError as exc:
-            problems = _apply_errors(form, exc)
+            problems = apply_errors([form], exc)
         else:
             messages.success(
                 request,
@@ -196,7 +184,7 @@ def flag_edit(request: HttpRequest, app: str, key: str) -> HttpResponse:
                 off_variant=data["off_variant"] or flag.off_variant,
             )
         except ValidationError as exc:
-            problems = _apply_errors(form, exc)
+            problems = apply_errors([form], exc)
         else:
             messages.success(request, f"Saved {flag.key}.")
             return redirect("flags:detail", app=app, key=flag.key)

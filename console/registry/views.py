@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from console.accounts.roles import ENGINEER
 from console.audit.selectors import events_for_object
 from console.core.diff import diff_contents
+from console.core.forms import apply_errors
 from console.core.permissions import access_application, user_applications
 from console.core.versioning import VersionConflict
 from console.registry import selectors, services
@@ -37,21 +38,6 @@ def _version(kind: Kind, head, number: int):
     if version is None:
         raise Http404(f"{head.key} has no version {number}")
     return version
-
-
-def _apply_errors(forms_: list, error: ValidationError) -> list[str]:
-    """Attach service validation errors to the form field they name; return the rest."""
-    leftovers: list[str] = []
-    if not hasattr(error, "error_dict"):
-        return list(error.messages)
-    for field, errs in error.message_dict.items():
-        target = next((f for f in forms_ if field in f.fields), None)
-        if target is not None:
-            for message in errs:
-                target.add_error(field, message)
-        else:
-            leftovers.extend(f"{field}: {m}" for m in errs)
-    return leftovers
 
 
 @login_required
@@ -110,7 +96,7 @@ def head_new(request: HttpRequest, app: str, kind: str) -> HttpResponse:
                 **head_form.cleaned_data,
             )
         except ValidationError as exc:
-            problems = _apply_errors([head_form, content_form, meta_form], exc)
+            problems = apply_errors([head_form, content_form, meta_form], exc)
         else:
             messages.success(request, f"Created {result.version.head.key} v1.")
             return redirect(
@@ -189,7 +175,7 @@ def head_edit(request: HttpRequest, app: str, kind: str, key: str) -> HttpRespon
                 meta_form = VersionMetaForm(data)
                 meta_form.is_valid()
             except ValidationError as exc:
-                problems = _apply_errors([content_form, meta_form], exc)
+                problems = apply_errors([content_form, meta_form], exc)
             else:
                 if result.created:
                     messages.success(request, f"Saved {head.key} v{result.version.number}.")
