@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
 from console.accounts.roles import APPROVE
 from console.audit.models import AuditEvent
@@ -41,6 +41,17 @@ def inbox(application, user, perms: frozenset[str]) -> dict[str, list]:
         and r.status == PromotionRequest.Status.PENDING
     ]
     mine = [r for r in open_requests if r.requested_by_id == user.pk]
+    counts = dict(
+        Approval.objects.filter(
+            request__in=[r.pk for r in open_requests],
+            decision=Approval.Decision.APPROVE,
+            revision=F("request__revision"),  # approvals of an edited request no longer count
+        )
+        .values_list("request_id")
+        .annotate(n=Count("id"))
+    )
+    for r in open_requests:
+        r.approval_count = counts.get(r.pk, 0)
     recent = list(requests(application).exclude(status__in=PromotionRequest.OPEN)[:20])
     return {"awaiting": awaiting, "mine": mine, "recent": recent, "open": open_requests}
 
