@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -43,6 +44,30 @@ def production_env(postgres_tx, redis_url, tmp_path):
     return env
 
 
+class Output:
+    """Collects a process's output in a thread, so a chatty process never blocks on a full
+    pipe, and lets the test wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in iter(proc.stdout.readline, b""):
+            self.lines.append(line.decode(errors="replace"))
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, needle: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while needle not in self.text():
+            if time.monotonic() > deadline:
+                pytest.fail(f"never saw {needle!r} in:\n{self.text()[-3000:]}")
+            time.sleep(0.2)
+
+
 def wait_for(url: str, seconds: float = 30) -> int:
     deadline = time.monotonic() + seconds
     while True:
@@ -68,7 +93,11 @@ def test_web_worker_and_beat_start_as_the_image_starts_them(production_env):
         )
         for name in ("web", "worker", "beat")
     }
+    logs = {name: Output(proc) for name, proc in procs.items()}
     try:
+        # Started means started: signal handlers are in place before SIGTERM is sent.
+        logs["worker"].wait_for("ready", 90)
+        logs["beat"].wait_for("Starting", 90)
         assert wait_for(f"http://127.0.0.1:{port}/health") == 200
         assert wait_for(f"http://127.0.0.1:{port}/ready") == 200
         request = urllib.request.Request(
@@ -80,7 +109,7 @@ def test_web_worker_and_beat_start_as_the_image_starts_them(production_env):
         assert "airlock_http_request_duration_seconds" in body
         assert "airlock_celery_queue_depth" in body
         for name, proc in procs.items():
-            assert proc.poll() is None, f"{name} exited: {proc.stdout.read().decode()[-2000:]}"
+            assert proc.poll() is None, f"{name} exited: {logs[name].text()[-2000:]}"
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
