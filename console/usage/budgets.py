@@ -249,3 +249,58 @@ def create_budget(
             },
         )
     return budget
+
+
+def check_anomalies(now: datetime | None = None) -> list:
+    """Alert (once) when today's or yesterday's spend or cost per request is far above the
+    previous week's median — the same rule the dashboard marks."""
+    from console.registry.models import Application
+    from console.usage.models import AnomalyAlert
+    from console.usage.selectors import UsageFilters, anomalies, dashboard
+
+    now = now or timezone.now()
+    today = now.astimezone(UTC).date()
+    raised = []
+    for application in Application.objects.all():
+        filters = UsageFilters(since=today - timedelta(days=8), until=today)
+        board = dashboard(application, filters, today)
+        for found in anomalies(board.days):
+            if found["day"] < today - timedelta(days=1):
+                continue
+            try:
+                with transaction.atomic():
+                    alert = AnomalyAlert.objects.create(
+                        application=application,
+                        day=found["day"],
+                        kind=found["kind"],
+                        value=found["value"],
+                        baseline=found["baseline"],
+                    )
+                    title = (
+                        f"Unusual {found['kind']} on {found['day']:%b %d}: "
+                        f"{found['factor']:.1f}× the previous week's median"
+                    )
+                    audit.record(
+                        actor=SYSTEM,
+                        action="usage.anomaly",
+                        obj=alert,
+                        object_label=title,
+                        application=application,
+                        after={
+                            "day": found["day"].isoformat(),
+                            "kind": found["kind"],
+                            "value": str(found["value"]),
+                            "baseline": found["baseline"],
+                        },
+                    )
+                    notify(
+                        application=application,
+                        kind="usage.anomaly",
+                        title=title,
+                        url=reverse("usage:dashboard", kwargs={"app": application.key}),
+                        roles=("admin", "engineer"),
+                    )
+                    raised.append(alert)
+            except IntegrityError:
+                continue  # already alerted
+    return raised

@@ -210,3 +210,22 @@ class BudgetAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.budget} {self.threshold}% {self.period_start:%Y-%m-%d}"
+
+
+class AnomalyAlert(models.Model):
+    """An unusual day already alerted (once per application, day and kind)."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    kind = models.CharField(max_length=40)  # "spend" | "cost per request"
+    value = models.DecimalField(max_digits=16, decimal_places=8)
+    baseline = models.FloatField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["application", "day", "kind"], name="anomalyalert_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} anomaly on {self.day}"

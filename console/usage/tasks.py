@@ -11,9 +11,10 @@ def rollup_usage() -> dict:
 
 @shared_task(acks_late=True)
 def check_budgets() -> int:
-    """Every minute from beat: raise crossed thresholds once and run 100% actions."""
+    """Every minute from beat: raise crossed thresholds once and run 100% actions; alert an
+    unusual day once."""
     services.rollup()
-    return len(budgets.check_budgets())
+    return len(budgets.check_budgets()) + len(budgets.check_anomalies())
 
 
 @shared_task(acks_late=True)
