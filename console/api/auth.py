@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from django.core.cache import caches
+from django.db import DatabaseError
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -83,12 +84,11 @@ def presented_key(request: HttpRequest) -> str:
     return request.headers.get("X-API-Key", "").strip()
 
 
-def _lookup(digest: str) -> Caller | None:
-    now = time.monotonic()
-    cached = _keys.get(digest)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    row = (
+STALE_KEY_SECONDS = 300.0
+
+
+def _fetch(digest: str):
+    return (
         ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
         .select_related("application", "environment")
         .only(
@@ -102,6 +102,20 @@ def _lookup(digest: str) -> Caller | None:
         )
         .first()
     )
+
+
+def _lookup(digest: str) -> Caller | None:
+    now = time.monotonic()
+    cached = _keys.get(digest)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    try:
+        row = _fetch(digest)
+    except DatabaseError:
+        # Database briefly away: keep honouring a key seen recently (within the stale limit).
+        if cached is not None and cached[0] + STALE_KEY_SECONDS > now:
+            return cached[1]
+        raise
     caller = (
         Caller(
             key_id=row.pk,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -65,14 +66,24 @@ def runtime_endpoint(method: str, scope: str = ApiKeyScope.CONFIG_READ) -> Calla
                 return response
             try:
                 caller = authenticate(request, scope)
+                request.api_key = caller  # for the access log and metrics
+                return view(request, caller, *args, **kwargs)
             except ApiError as exc:
                 return _json(
                     {"error": exc.error, "errorDetails": exc.details},
                     status=exc.status,
                     headers=exc.headers,
                 )
-            request.api_key = caller  # for the access log and metrics
-            return view(request, caller, *args, **kwargs)
+            except DatabaseError:
+                # No last good state to answer from (or it is too old): say so, retryably.
+                return _json(
+                    {
+                        "error": "unavailable",
+                        "errorDetails": "the configuration store is unreachable",
+                    },
+                    status=503,
+                    headers={"Retry-After": "5"},
+                )
 
         return wrapper
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import DatabaseError
+
 from console.core.canonical import canonical_json
 from console.flags.evaluation import (
     EvaluationError,
@@ -115,15 +117,36 @@ def forget_all() -> None:
         _snapshots.clear()
 
 
+# While the database is briefly unreachable, the last good snapshot keeps being served for at
+# most this long (and /ready says so); after that the runtime API answers 503.
+STALE_LIMIT_SECONDS = 300.0
+degraded = {"since": None, "error": ""}
+
+
 def snapshot_for(environment_id: int) -> Snapshot:
-    """The environment's snapshot, at most one second old."""
+    """The environment's snapshot, at most one second old — or, during a database outage, the
+    last good one for up to STALE_LIMIT_SECONDS."""
     snapshot = _snapshots.get(environment_id)
-    if snapshot is not None and time.monotonic() - snapshot.built_at < MAX_AGE_SECONDS:
+    now = time.monotonic()
+    if snapshot is not None and now - snapshot.built_at < MAX_AGE_SECONDS:
         return snapshot
-    snapshot = build(environment_id)
+    try:
+        fresh = build(environment_id)
+    except DatabaseError as exc:
+        if snapshot is None or now - snapshot.built_at > STALE_LIMIT_SECONDS:
+            raise
+        if degraded["since"] is None:
+            degraded["since"] = time.time()
+        degraded["error"] = f"{type(exc).__name__}: {exc}"[:200]
+        return snapshot
+    degraded["since"] = None
     with _lock:
-        _snapshots[environment_id] = snapshot
-    return snapshot
+        _snapshots[environment_id] = fresh
+    return fresh
+
+
+def staleness(snapshot: Snapshot) -> float:
+    return max(0.0, time.monotonic() - snapshot.built_at)
 
 
 def strong_etag(data: bytes | str) -> str:

@@ -47,6 +47,14 @@ def ready(request: HttpRequest) -> JsonResponse:
             results[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
     failing = [name for name, result in results.items() if result != "ok"]
     body = {"status": "ready" if not failing else "unavailable", "checks": results}
+    from console.api.snapshot import degraded
+
+    if degraded["since"] is not None:
+        # Not a failure: the runtime API is answering from its last good snapshot.
+        body["runtime_api"] = {
+            "serving_last_good_snapshot_since": degraded["since"],
+            "error": degraded["error"],
+        }
     if failing:
         body["failing"] = failing
     return JsonResponse(body, status=503 if failing else 200)
