@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.core.paginator import Page, Paginator
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from console.flags.evaluation import FlagDefinition
@@ -100,10 +101,14 @@ def latest_rules(flags: QuerySet | list[Flag]) -> dict[tuple[int, int], tuple[Fl
     }
 
 
+FLAGS_PER_PAGE = 50
+
+
 def flag_rows(
-    application: Application, *, q: str = "", kind: str = "", owner: str = ""
-) -> tuple[list[Environment], list[FlagRow]]:
-    """The flag list: every flag with its state per environment, filtered."""
+    application: Application, *, q: str = "", kind: str = "", owner: str = "", page=None
+) -> tuple[list[Environment], list[FlagRow], Page]:
+    """The flag list: one page of flags with their state per environment, filtered. Killed
+    switches come first, so an incident's cause is on the first page whatever the count."""
     envs = environments(application)
     flags = Flag.objects.filter(application=application).select_related("owner").order_by("key")
     if q:
@@ -114,7 +119,10 @@ def flag_rows(
         flags = flags.filter(owner__isnull=True)
     elif owner:
         flags = flags.filter(owner__username=owner)
-    flags = list(flags)
+    killed = FlagRules.objects.filter(flag=OuterRef("pk"), killed=True)
+    flags = flags.annotate(any_killed=Exists(killed)).order_by("-any_killed", "key")
+    page_obj = Paginator(flags, FLAGS_PER_PAGE).get_page(page)
+    flags = list(page_obj.object_list)
     rules = latest_rules(flags)
     rows = []
     for flag in flags:
@@ -126,7 +134,7 @@ def flag_rows(
                 if moment and (row.last_change is None or moment > row.last_change):
                     row.last_change = moment
         rows.append(row)
-    return envs, rows
+    return envs, rows, page_obj
 
 
 def flag_states(flag: Flag) -> list[EnvState]:

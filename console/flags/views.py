@@ -84,11 +84,14 @@ def flag_list(request: HttpRequest, app: str) -> HttpResponse:
     q = request.GET.get("q", "").strip()
     kind = request.GET.get("kind", "")
     owner = request.GET.get("owner", "")
-    envs, rows = selectors.flag_rows(application, q=q, kind=kind, owner=owner)
+    envs, rows, page = selectors.flag_rows(
+        application, q=q, kind=kind, owner=owner, page=request.GET.get("page")
+    )
     context = {
         "application": application,
         "environments": envs,
         "rows": rows,
+        "page": page,
         "q": q,
         "kind": kind,
         "owner": owner,

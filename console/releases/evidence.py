@@ -133,6 +133,21 @@ def gather(kind: str, environment, version, live_version) -> Evidence:
     return evidence
 
 
+def failing_since(kind: str, environment, version, since) -> list[str]:
+    """Runs of `version` on the required golden sets that finished after `since` without
+    passing — one cheap query, for the staleness check on every page view."""
+    datasets = required_datasets(environment)
+    if not datasets:
+        return []
+    qs = EvalRun.objects.filter(
+        dataset_version__head__in=datasets,
+        status=EvalRun.Status.COMPLETED,
+        finished_at__gt=since,
+    ).exclude(verdict=EvalRun.Verdict.PASSED)
+    qs = qs.filter(prompt_version=version) if kind == "prompt" else qs.filter(model_version=version)
+    return [f"run #{r.pk} {r.verdict}" for r in qs.order_by("-finished_at")[:5]]
+
+
 def _cost_per_1k(run: EvalRun) -> float:
     items = run.metrics.get("items") or 0
     return (run.metrics.get("cost_model", 0) or 0) * 1000 / items if items else 0.0

@@ -169,9 +169,11 @@ def staleness(request: PromotionRequest) -> str:
         now = f"v{live_number}" if live_number else "nothing"
         return f"{request.environment.name} changed from {was} to {now} since this was opened"
     if request.eval_gate_required and request.kind != "flag_rules":
-        current = evidence_mod.gather(request.kind, request.environment, version, live)
-        if not current.ok:
-            return "new evidence: " + "; ".join(current.missing)
+        failing = evidence_mod.failing_since(
+            request.kind, request.environment, version, request.updated_at
+        )
+        if failing:
+            return "new evidence: " + "; ".join(failing)
     return ""
 
 

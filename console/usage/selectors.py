@@ -19,8 +19,11 @@ BREAKDOWNS = {
     "model": "model",
     "prompt": "prompt_version",
     "feature": "feature",
-    "environment": "environment__key",
+    "environment": "environment_id",  # grouped without a join; labelled with keys after
 }
+# The latency KPI reads the last week of the range: percentiles of recent traffic, and a
+# bounded scan whatever the range.
+LATENCY_WINDOW = timedelta(days=7)
 ANOMALY_FACTOR = 3
 ANOMALY_MIN_SPEND = Decimal("1.00")
 
@@ -190,6 +193,10 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
             .annotate(cost=Sum("cost"), requests=Sum("requests"), **extra)
             .order_by("-cost")[:limit]
         )
+        if name == "environment":
+            keys = dict(application.environments.values_list("pk", "key"))
+            for r in rows:
+                r[column] = keys.get(r[column], "")
         board.breakdowns[name] = [
             {
                 "label": r[column] or "(none)",
@@ -210,7 +217,7 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
                 }
                 for r in rows[:10]
             ]
-    buckets = latency_buckets(qs)
+    buckets = latency_buckets(qs.filter(hour__gte=f.end - LATENCY_WINDOW))
     board.latency = {
         "p50": percentile_from_buckets(buckets, 50),
         "p95": percentile_from_buckets(buckets, 95),
@@ -329,8 +336,10 @@ def top_spenders(application, f: UsageFilters, limit: int = 10) -> list[dict]:
     return [{"user": r["user_hash"][:12], "cost": r["cost"]} for r in rows]
 
 
-def filter_options(application) -> dict[str, list[str]]:
-    recent = UsageHourly.objects.filter(application=application)
+def filter_options(application, since: datetime | None = None) -> dict[str, list[str]]:
+    """Choices for the filters: models and features seen in the last 90 days (a bounded scan)."""
+    since = since or datetime.now(UTC) - timedelta(days=90)
+    recent = UsageHourly.objects.filter(application=application, hour__gte=since)
     return {
         "models": sorted(set(recent.values_list("model", flat=True).distinct()[:50])),
         "features": sorted(
