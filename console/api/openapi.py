@@ -386,7 +386,12 @@ USAGE_EVENT = {
     "type": "object",
     "required": ["event_id", "time", "model"],
     "properties": {
-        "event_id": {"type": "string", "maxLength": 100, "description": "Unique per application"},
+        "event_id": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "description": "Unique per application",
+        },
         "time": {"type": "string", "format": "date-time", "description": "ISO 8601 with a zone"},
         "model": {
             "type": "string",
@@ -412,7 +417,9 @@ def _schemas() -> dict[str, Any]:
         "usageBatch": {
             "type": "object",
             "required": ["events"],
-            "properties": {"events": {"type": "array", "maxItems": 1000, "items": USAGE_EVENT}},
+            "properties": {
+                "events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": USAGE_EVENT}
+            },
         },
         "usageAccepted": {
             "type": "object",

@@ -28,6 +28,7 @@ from console.api.snapshot import (
 from console.flags.evaluation import (
     FLAG_NOT_FOUND,
     GENERAL,
+    INVALID_CONTEXT,
     PARSE_ERROR,
     EvaluationError,
     check_context,
@@ -116,6 +117,8 @@ def _context(request: HttpRequest) -> dict[str, Any]:
         raise EvaluationError(PARSE_ERROR, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise EvaluationError(PARSE_ERROR, 'request body must be a JSON object: {"context": {}}')
+    if "context" in body and body["context"] is None:
+        raise EvaluationError(INVALID_CONTEXT, "context must be a JSON object (omit it, not null)")
     return check_context(body.get("context"))
 
 

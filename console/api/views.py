@@ -6,10 +6,12 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from kombu import Connection
 
 
+@csrf_exempt  # so an unknown method gets 405 from require_GET, not a CSRF 403
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
@@ -34,6 +36,7 @@ def _check_broker() -> None:
 CHECKS = {"database": _check_database, "broker": _check_broker}
 
 
+@csrf_exempt
 @never_cache
 @require_GET
 def ready(request: HttpRequest) -> JsonResponse:
@@ -60,6 +63,7 @@ def ready(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=503 if failing else 200)
 
 
+@csrf_exempt
 @require_GET
 def openapi(request: HttpRequest) -> JsonResponse:
     """The OpenAPI document of the runtime API (public: it describes, it holds no data)."""

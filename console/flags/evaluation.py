@@ -514,7 +514,7 @@ def check_context(context: Any) -> dict[str, Any]:
         return {}
     if not isinstance(context, dict):
         raise EvaluationError(INVALID_CONTEXT, "context must be a JSON object")
-    key = context.get(TARGETING_KEY)
-    if key is not None and not isinstance(key, str):
+    if TARGETING_KEY in context and not isinstance(context[TARGETING_KEY], str):
+        # Absent is fine (no split needed); present must be a string — null included.
         raise EvaluationError(INVALID_CONTEXT, "context.targetingKey must be a string")
     return context

@@ -80,7 +80,11 @@ def _parse_time(raw: Any):
     try:
         return datetime.fromisoformat(raw)  # fast path; accepts "Z" on Python 3.11+
     except ValueError:
+        pass
+    try:
         return parse_datetime(raw)
+    except ValueError:  # well formed but impossible, e.g. minute 60
+        return None
 
 
 def anonymise(user_id: str) -> str:
@@ -166,7 +170,7 @@ def validate_batch(application, environment, events: Any) -> list[UsageEvent]:
                 {"index": index, "field": "latency_ms", "message": "must be a number ≥ 0"}
             )
         status = event.get("status", "ok")
-        if status not in STATUSES:
+        if not isinstance(status, str) or status not in STATUSES:
             errors.append(
                 {"index": index, "field": "status", "message": "must be ok, error or timeout"}
             )
@@ -176,7 +180,12 @@ def validate_batch(application, environment, events: Any) -> list[UsageEvent]:
                 {"index": index, "field": "cache_hit", "message": "must be true or false"}
             )
         feedback = event.get("feedback")
-        if feedback not in FEEDBACK:
+        # Only scalars can be looked up: a list or object here is a wrong type, not a crash.
+        if (
+            not isinstance(feedback, str | int | type(None))
+            or isinstance(feedback, bool)
+            or (feedback not in FEEDBACK)
+        ):
             errors.append(
                 {"index": index, "field": "feedback", "message": "must be up, down or none"}
             )
