@@ -16,6 +16,20 @@ from console.wsgi import application as wsgi_app  # noqa: E402
 schema = schemathesis.openapi.from_dict(document())
 
 
+@pytest.fixture(autouse=True)
+def keep_the_test_connection():
+    """Like Django's test Client: a request through the WSGI app must not close the test's
+    database connection (on PostgreSQL that would end the test transaction)."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
 @pytest.fixture
 def key(live_app, issue):
     _, secret = issue("prod", scopes=["config:read", "usage:write"])
