@@ -115,7 +115,3 @@ def diff_contents(old: dict, new: dict) -> list[FieldDiff]:
             item.rows = line_rows(b or "", a or "")
         diffs.append(item)
     return diffs
-
-
-def changed_paths(old: dict, new: dict) -> list[str]:
-    return [d.path for d in diff_contents(old, new) if d.changed]

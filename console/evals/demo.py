@@ -7,7 +7,6 @@ import socket
 
 from console.datasets.models import Dataset
 from console.evals import services
-from console.evals.models import EvalRun
 from console.evals.simulator import serve_in_thread
 from console.registry import services as registry
 from console.registry.kinds import PROMPT
@@ -102,7 +101,3 @@ def seed_evals(application, engineer) -> None:
         if server is not None:
             server.shutdown()
             server.server_close()
-
-
-def latest_runs(application) -> list[EvalRun]:
-    return list(application.eval_runs.order_by("-created_at")[:2])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import urllib.error
 import urllib.request
@@ -151,7 +150,3 @@ def mark_read(user, ids: list[int] | None = None) -> int:
     if ids is not None:
         qs = qs.filter(pk__in=ids)
     return qs.update(read_at=timezone.now())
-
-
-def json_payload(delivery: WebhookDelivery) -> str:
-    return json.dumps(delivery.payload, indent=2)

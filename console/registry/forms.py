@@ -9,8 +9,6 @@ import re
 from django import forms
 from django.core.exceptions import ValidationError
 
-from console.registry.validation import MODEL_NUMBERS
-
 SPLIT = re.compile(r"[\s,]+")
 
 
@@ -110,7 +108,6 @@ class ModelConfigContentForm(forms.Form):
 
 
 CONTENT_FORMS = {"prompts": PromptContentForm, "models": ModelConfigContentForm}
-NUMERIC_FIELDS = set(MODEL_NUMBERS)
 
 
 class BindForm(forms.Form):
