@@ -51,7 +51,7 @@ class Config:
     def local_folders(self) -> list[Path]:
         """Folders the embedded default needs on disk (SQLite file, filesystem broker queue)."""
         folders = [self.data_dir]
-        for key in ("data_folder_in", "processed_folder"):
+        for key in ("data_folder_in", "processed_folder", "control_folder"):
             if key in self.broker_transport_options:
                 folders.append(Path(self.broker_transport_options[key]))
         return folders
@@ -151,6 +151,8 @@ def load(env: Mapping[str, str]) -> Config:
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # Exchange tables; kombu's default is ./control in whatever folder the process runs.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
 
