@@ -172,16 +172,34 @@ def authenticate(request: HttpRequest, scope: str) -> Caller:
     return caller
 
 
+def _shared_cache_down(what: str, exc: Exception) -> None:
+    """The shared cache (Redis) is unreachable. Rate limits and last-used stamps are bookkeeping,
+    not the answer: the call goes on, and the outage is logged at most every few seconds."""
+    now = time.monotonic()
+    if now >= _cache_warned.get("next", 0.0):
+        _cache_warned["next"] = now + 5.0
+        log.warning("shared cache unavailable (%s skipped): %s", what, exc)
+
+
+_cache_warned: dict[str, float] = {}
+
+
 def _check_rate(caller: Caller) -> None:
-    """Fixed one-minute windows per key in the shared cache (Redis in production)."""
+    """Fixed one-minute windows per key in the shared cache (Redis in production). While the
+    cache is down the limit is not enforced (fail open): refusing every flag read because the
+    counter is unreachable would turn a Redis blip into an outage of every application."""
     cache = caches["default"]
     now = time.time()
     window = int(now // RATE_WINDOW_SECONDS)
     slot = f"airlock:rate:{caller.key_id}:{window}"
     try:
-        count = cache.incr(slot)
-    except ValueError:
-        count = 1 if cache.add(slot, 1, RATE_WINDOW_SECONDS + 5) else cache.incr(slot)
+        try:
+            count = cache.incr(slot)
+        except ValueError:
+            count = 1 if cache.add(slot, 1, RATE_WINDOW_SECONDS + 5) else cache.incr(slot)
+    except Exception as exc:  # redis.ConnectionError, TimeoutError, ...: the backend's own
+        _shared_cache_down("rate limit", exc)
+        return
     if count > caller.rate_limit_per_minute:
         retry_after = max(1, math.ceil((window + 1) * RATE_WINDOW_SECONDS - now))
         raise ApiError(
@@ -202,7 +220,14 @@ def _note_used(caller: Caller) -> None:
     if _last_used_noted.get(caller.key_id, 0.0) > now:
         return
     _last_used_noted[caller.key_id] = now + LAST_USED_EVERY_SECONDS
-    if not caches["default"].add(f"airlock:key-used:{caller.key_id}", 1, LAST_USED_EVERY_SECONDS):
+    try:
+        first = caches["default"].add(
+            f"airlock:key-used:{caller.key_id}", 1, LAST_USED_EVERY_SECONDS
+        )
+    except Exception as exc:  # the shared cache is down: skip this stamp, try next minute
+        _shared_cache_down("last-used stamp", exc)
+        return
+    if not first:
         return
     from console.accounts.tasks import record_key_use
 

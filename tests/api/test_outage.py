@@ -3,6 +3,8 @@ keys it saw recently) for a bounded time, /ready reports it, and then it answers
 
 from __future__ import annotations
 
+import socket
+
 from django.db import OperationalError
 
 from console.api import auth, snapshot
@@ -47,3 +49,26 @@ def test_an_unknown_key_is_not_let_in_during_an_outage(client, live_app, monkeyp
     monkeypatch.setattr(auth, "_fetch", database_down)
     response = client.get(CONFIG, **bearer("alk_never-seen-before"))
     assert response.status_code == 503
+
+
+def test_flags_are_still_served_when_the_shared_cache_is_down(
+    client, live_app, issue, settings, caplog
+):
+    """Rate limits and last-used stamps live in Redis; with Redis unreachable the read goes on
+    (fail open) and the outage is logged, rather than every application's flags failing."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    _, secret = issue("prod", rate=1)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed}/0",
+        }
+    }
+    auth._last_used_noted.clear()
+    auth._cache_warned.clear()
+    responses = [client.get(CONFIG, **bearer(secret)) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]  # the limit of 1 is not enforced
+    assert "shared cache unavailable (rate limit skipped)" in caplog.text
+    assert caplog.text.count("shared cache unavailable") == 1  # logged once, not per request
