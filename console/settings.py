@@ -7,7 +7,7 @@ from pathlib import Path
 import plotly
 from csp.constants import NONE, SELF
 
-from console.config import BASE_DIR, ConfigError, load
+from console.config import BASE_DIR, TRUE, ConfigError, load
 
 try:
     CONFIG = load(os.environ)
@@ -27,6 +27,9 @@ AIRLOCK_REQUIRE_SERVICES = CONFIG.require_services
 AIRLOCK_DATA_DIR = CONFIG.data_dir
 METRICS_TOKEN = CONFIG.metrics_token
 USAGE_RETENTION_DAYS = CONFIG.usage_retention_days
+# Outgoing webhooks must use https with DEBUG off, unless this is set (receivers on a private
+# network without TLS). See console.notifications.services.validate_webhook_url.
+AIRLOCK_WEBHOOK_ALLOW_HTTP = os.environ.get("AIRLOCK_WEBHOOK_ALLOW_HTTP", "").lower() in TRUE
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -173,6 +176,7 @@ CELERY_BEAT_SCHEDULE = {
     "usage-rollup": {"task": "console.usage.tasks.rollup_usage", "schedule": 30.0},
     "release-rollouts": {"task": "console.releases.tasks.advance_rollouts", "schedule": 60.0},
     "usage-budgets": {"task": "console.usage.tasks.check_budgets", "schedule": 60.0},
+    "evals-requeue-stalled": {"task": "console.evals.tasks.requeue_stalled_runs", "schedule": 60.0},
     "usage-retention": {
         "task": "console.usage.tasks.purge_usage",
         "schedule": 24 * 3600.0,

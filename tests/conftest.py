@@ -34,6 +34,15 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty shared cache: rate-limit counters, login throttles and
+    once-per-period markers from an earlier test (or run) must not leak into the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def postgres(db):
     need(connection.vendor == "postgresql", "needs PostgreSQL (set DATABASE_URL=postgres://...)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -303,6 +303,11 @@ def execute_run(run_id: int, owner: str | None = None) -> Outcome:
         EvalRun.objects.filter(pk=run.pk, started_at__isnull=True).update(started_at=timezone.now())
     try:
         stop_reason = _execute(run, owner)
+    except (OperationalError, InterfaceError):
+        # The database went away (a restart, a failover): not the run's fault. Stored items are
+        # kept; the task retries and resumes once the lease it holds runs out.
+        log.warning("eval run %s lost its database connection; it will resume", run_id)
+        raise
     except Exception:
         log.exception("eval run %s crashed", run_id)
         EvalRun.objects.filter(pk=run.pk).update(
@@ -313,6 +318,36 @@ def execute_run(run_id: int, owner: str | None = None) -> Outcome:
         )
         raise
     return Outcome(_finalize(run, stop_reason))
+
+
+# A run whose lease ran out this long ago, or that has waited queued this long without a worker
+# taking it, has lost its task message (a broker restarted without persistence, a purge).
+STALLED_AFTER = timedelta(minutes=2)
+REQUEUE_EVERY = timedelta(minutes=5)
+
+
+def requeue_stalled(now=None) -> list[int]:
+    """Publish run_eval again for active runs nobody is working on. Safe when the original
+    message still exists: the lease lets exactly one copy run, the others find it busy or done.
+    A run is requeued at most every REQUEUE_EVERY, so a long queue is not flooded."""
+    from django.core.cache import cache
+
+    from console.evals.tasks import run_eval
+
+    now = now or timezone.now()
+    stalled = EvalRun.objects.filter(status__in=EvalRun.ACTIVE).filter(
+        Q(lease_until__lt=now - STALLED_AFTER)
+        | Q(lease_until__isnull=True, created_at__lt=now - STALLED_AFTER)
+    )
+    requeued = []
+    for run_id in stalled.values_list("pk", flat=True)[:100]:
+        if not cache.add(f"airlock:eval-requeued:{run_id}", 1, REQUEUE_EVERY.total_seconds()):
+            continue
+        run_eval.delay(run_id)
+        requeued.append(run_id)
+    if requeued:
+        log.warning("requeued stalled eval runs %s", requeued)
+    return requeued
 
 
 STORE_EVERY_S = 0.2

@@ -213,3 +213,53 @@ def test_a_second_delivery_of_the_task_to_the_same_worker_is_kept_out(
     assert second.status == "busy"
     assert EvalResult.objects.filter(run=run).count() == 60
     assert faults.stats["requests"] <= 60 + 4
+
+
+def test_a_run_whose_task_message_was_lost_is_requeued_and_completes_once(
+    world, start_worker, redis_url
+):
+    """A broker restart without persistence loses queued messages. The beat sweep gives a run
+    nobody is working on a new message; a worker then runs it, each item stored once."""
+    import redis
+
+    broker = redis.Redis.from_url(dedicated_broker_url(redis_url))
+    run = services.launch_run(**world.launch_kwargs())
+    wait_for(lambda: broker.llen("celery") == 1, 5, "the run's task message")
+    broker.flushdb()  # the restart: the message is gone, the run still says queued
+
+    assert services.requeue_stalled() == []  # just launched: a worker may simply be busy
+    EvalRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(minutes=3))
+    assert services.requeue_stalled() == [run.pk]
+    assert services.requeue_stalled() == []  # once per REQUEUE_EVERY, not every sweep
+    assert broker.llen("celery") == 1
+
+    start_worker("w1")
+    wait_finished(run, timeout=60)
+    ids = result_ids(run)
+    assert run.status == EvalRun.Status.COMPLETED
+    assert len(ids) == len(set(ids)) == 60
+    for key, value in V3_METRICS.items():
+        assert run.metrics[key] == value, key
+
+
+def test_a_running_run_whose_lease_ran_out_long_ago_is_requeued(quiet_broker, world, redis_url):
+    import redis
+
+    broker = redis.Redis.from_url(dedicated_broker_url(redis_url))
+    run = services.launch_run(**world.launch_kwargs())
+    live = services.launch_run(**world.launch_kwargs(prompt=2))
+    wait_for(lambda: broker.llen("celery") == 2, 5, "two task messages")
+    broker.flushdb()
+    now = timezone.now()
+    # One worker died holding a lease three minutes ago; another holds a live lease.
+    EvalRun.objects.filter(pk=run.pk).update(
+        status=EvalRun.Status.RUNNING, lease_owner="gone", lease_until=now - timedelta(minutes=3)
+    )
+    EvalRun.objects.filter(pk=live.pk).update(
+        status=EvalRun.Status.RUNNING,
+        lease_owner="alive",
+        lease_until=now + timedelta(seconds=20),
+        created_at=now - timedelta(hours=1),
+    )
+    assert services.requeue_stalled() == [run.pk]
+    assert broker.llen("celery") == 1
