@@ -15,7 +15,7 @@ from django.utils import timezone
 from console.audit import services as audit
 from console.audit.services import SYSTEM
 from console.notifications.services import notify
-from console.usage.models import Budget, BudgetAlert, UsageEvent, UsageHourly
+from console.usage.models import Budget, BudgetAlert, UsageDaily, UsageEvent
 
 DEFAULT_THRESHOLDS = [50, 80, 100, 120]
 
@@ -32,8 +32,9 @@ def period_end(budget: Budget, start: datetime) -> datetime:
 
 
 def spend(budget: Budget, start: datetime, end: datetime) -> Decimal:
-    qs = UsageHourly.objects.filter(
-        application_id=budget.application_id, hour__gte=start, hour__lt=end
+    """Spend over whole UTC days [start, end) — periods always start and end at midnight UTC."""
+    qs = UsageDaily.objects.filter(
+        application_id=budget.application_id, day__gte=start.date(), day__lt=end.date()
     )
     if budget.environment_id:
         qs = qs.filter(environment_id=budget.environment_id)

@@ -1,5 +1,6 @@
-"""Cost dashboard reads — from hourly rollups only, so they stay fast at tens of millions of
-events (per-user spend is the one panel that reads raw events, over at most a week)."""
+"""Cost dashboard reads — from daily rollups only, so they stay fast at tens of millions of
+events (per-user spend is the one panel that reads raw events, over at most a week). The
+filters are whole UTC days, so days are the finest grain the dashboard needs."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from decimal import Decimal
 
 from django.db import connection
 from django.db.models import QuerySet, Sum
-from django.db.models.functions import TruncDate
 
-from console.usage.models import LATENCY_BUCKETS_MS, Budget, UsageEvent, UsageHourly
+from console.usage.models import LATENCY_BUCKETS_MS, Budget, UsageDaily, UsageEvent
 
 BREAKDOWNS = {
     "model": "model",
@@ -84,7 +84,7 @@ class UsageFilters:
 
 
 def rollups(application, f: UsageFilters) -> QuerySet:
-    qs = UsageHourly.objects.filter(application=application, hour__gte=f.start, hour__lt=f.end)
+    qs = UsageDaily.objects.filter(application=application, day__gte=f.since, day__lte=f.until)
     if f.environment:
         qs = qs.filter(environment__key=f.environment)
     if f.model:
@@ -130,8 +130,7 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
     qs = rollups(application, f)
     board = Dashboard()
     daily = (
-        qs.annotate(day=TruncDate("hour", tzinfo=UTC))
-        .values("day", "source")
+        qs.values("day", "source")
         .annotate(
             cost=Sum("cost"),
             requests=Sum("requests"),
@@ -217,7 +216,7 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
                 }
                 for r in rows[:10]
             ]
-    buckets = latency_buckets(qs.filter(hour__gte=f.end - LATENCY_WINDOW))
+    buckets = latency_buckets(qs.filter(day__gt=f.until - LATENCY_WINDOW))
     board.latency = {
         "p50": percentile_from_buckets(buckets, 50),
         "p95": percentile_from_buckets(buckets, 95),
@@ -234,7 +233,7 @@ def latency_buckets(qs: QuerySet) -> list[int]:
     buckets = [0] * size
     if connection.vendor == "postgresql":
         inner, params = qs.values("id").query.sql_with_params()
-        table = UsageHourly._meta.db_table
+        table = qs.model._meta.db_table
         sql = (
             f"SELECT e.n - 1, SUM(e.v::bigint) FROM {table} h, "
             "jsonb_array_elements_text(h.latency_buckets) WITH ORDINALITY AS e(v, n) "
@@ -339,7 +338,7 @@ def top_spenders(application, f: UsageFilters, limit: int = 10) -> list[dict]:
 def filter_options(application, since: datetime | None = None) -> dict[str, list[str]]:
     """Choices for the filters: models and features seen in the last 90 days (a bounded scan)."""
     since = since or datetime.now(UTC) - timedelta(days=90)
-    recent = UsageHourly.objects.filter(application=application, hour__gte=since)
+    recent = UsageDaily.objects.filter(application=application, day__gte=since.date())
     return {
         "models": sorted(set(recent.values_list("model", flat=True).distinct()[:50])),
         "features": sorted(

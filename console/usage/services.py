@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,10 +21,12 @@ from console.usage.models import (
     LATENCY_BUCKETS_MS,
     PricePoint,
     RollupState,
+    UsageDaily,
     UsageEvent,
     UsageHourly,
 )
 from console.usage.pricing import PriceBook
+from console.usage.rollups import rebuild_days
 
 MAX_BATCH = 1000
 FUTURE_SKEW = timedelta(minutes=5)
@@ -519,7 +521,17 @@ def _recompute(application_id: int, hours: set) -> int:
                 )
             )
     UsageHourly.objects.bulk_create(rows, batch_size=2000)
+    rebuild_daily(application_id, {hour.astimezone(UTC).date() for hour in hours})
     return len(rows)
+
+
+def rebuild_daily(application_id: int, days: set | None = None) -> int:
+    """Refold daily rows from the hourly ones (all days that have hourly rows by default), for
+    rollups written or repaired by hand."""
+    if days is None:
+        hours = UsageHourly.objects.filter(application_id=application_id).values_list("hour")
+        days = {hour.astimezone(UTC).date() for (hour,) in hours.distinct().iterator()}
+    return rebuild_days(UsageHourly, UsageDaily, application_id, days)
 
 
 def rollup(*, max_events: int = 500_000, settle: timedelta = SETTLE) -> dict:

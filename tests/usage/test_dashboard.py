@@ -11,13 +11,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db.models import Sum
 from django.test import Client
 from django.utils import timezone
 
 from console.accounts.roles import Role
 from console.usage import selectors
-from console.usage.models import LATENCY_BUCKETS_MS, UsageHourly
-from console.usage.services import anonymise
+from console.usage.models import LATENCY_BUCKETS_MS, UsageDaily, UsageHourly
+from console.usage.services import anonymise, rebuild_daily
 from tests.factories import make_application, make_member
 from tests.usage.helpers import event, ingest, price, rollup
 
@@ -215,6 +216,7 @@ def make_rollups(application, count: int) -> None:
             )
         )
     UsageHourly.objects.bulk_create(rows, batch_size=1000)
+    rebuild_daily(application.pk)
 
 
 @pytest.mark.parametrize("rows", [100, 2000])
@@ -223,6 +225,7 @@ def test_dashboard_and_exports_run_a_bounded_number_of_queries(
 ):
     make_rollups(application, rows)
     assert UsageHourly.objects.count() == rows
+    assert UsageDaily.objects.aggregate(n=Sum("requests"))["n"] == rows * 10
     with django_assert_max_num_queries(MAX_DASHBOARD_QUERIES):
         page = viewer_client.get(url(application))
     assert page.context["board"].totals["requests"] == rows * 10

@@ -14,7 +14,7 @@ from django.utils import timezone
 from console.accounts.roles import Role
 from console.audit.models import AuditEvent
 from console.registry import services as registry
-from console.usage.models import PricePoint, UsageEvent, UsageHourly
+from console.usage.models import PricePoint, UsageDaily, UsageEvent, UsageHourly
 from tests.factories import MODEL_CONTENT, make_model_config
 from tests.usage.helpers import event, hour_ago, ingest, price, rollup
 
@@ -146,6 +146,9 @@ def test_a_correction_reprices_exactly_its_window_and_the_rollups(application, m
     changed = {h for h in hourly_after if hourly_after[h] != hourly_before.get(h)}
     assert changed == {day(9) + timedelta(hours=3), day(7) + timedelta(hours=5)}
     assert UsageHourly.objects.aggregate(t=Sum("cost"))["t"] == Decimal("16.5")
+    daily = dict(UsageDaily.objects.values_list("day", "cost"))  # the dashboard's rows follow
+    assert (daily[day(9).date()], daily[day(7).date()]) == (Decimal("1.5"), Decimal("4"))
+    assert sum(daily.values()) == Decimal("16.5")
     # One audit event, by the admin, with the before/after totals.
     events = AuditEvent.objects.filter(action="price.record", actor_label="pricer")
     assert events.count() == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_right
 from collections import defaultdict
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import pytest
@@ -14,7 +14,13 @@ from django.db.models import Min, Sum
 from django.utils import timezone
 
 from console.usage import services
-from console.usage.models import LATENCY_BUCKETS_MS, RollupState, UsageEvent, UsageHourly
+from console.usage.models import (
+    LATENCY_BUCKETS_MS,
+    RollupState,
+    UsageDaily,
+    UsageEvent,
+    UsageHourly,
+)
 from tests.usage.helpers import event, hour_ago, ingest, price, rollup
 
 pytestmark = pytest.mark.django_db
@@ -80,6 +86,52 @@ def expected_rollups(application) -> dict[tuple, dict]:
     return dict(rows)
 
 
+def daily_of(hourly: dict[tuple, dict]) -> dict[tuple, dict]:
+    """The expected daily rows: hourly rows summed per UTC day, buckets element-wise."""
+    days: dict[tuple, dict] = {}
+    for (hour, *dims), values in hourly.items():
+        key = (hour.astimezone(UTC).date(), *dims)
+        if key not in days:
+            days[key] = {**values, "latency_buckets": list(values["latency_buckets"])}
+            continue
+        for name, value in values.items():
+            if name == "latency_buckets":
+                days[key][name] = [a + b for a, b in zip(days[key][name], value, strict=True)]
+            else:
+                days[key][name] += value
+    return days
+
+
+def stored_daily(application) -> dict[tuple, dict]:
+    out = {}
+    for r in UsageDaily.objects.filter(application=application):
+        out[(r.day, r.environment_id, r.model, r.prompt_version, r.feature, r.source)] = {
+            name: getattr(r, name) for name in ROLLUP_FIELDS
+        }
+    return out
+
+
+ROLLUP_FIELDS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "cost",
+    "cache_savings",
+    "cache_hits",
+    "thumbs_up",
+    "thumbs_down",
+    "latency_buckets",
+)
+
+
+def assert_rollups_match_events(application) -> None:
+    expected = expected_rollups(application)
+    assert stored_rollups(application) == expected
+    assert stored_daily(application) == daily_of(expected)
+
+
 def stored_rollups(application) -> dict[tuple, dict]:
     out = {}
     for r in UsageHourly.objects.filter(application=application):
@@ -125,6 +177,8 @@ def test_rollups_equal_the_raw_events_they_summarise(priced):
     stored = stored_rollups(priced)
     assert result["rows"] == len(stored) == len(expected)
     assert stored == expected
+    assert stored_daily(priced) == daily_of(expected)
+    assert len(stored_daily(priced)) < len(stored)  # five hours span at most three days
     # A spot check with numbers worked out by hand, independent of the loop above.
     ingest(
         priced,
@@ -172,7 +226,7 @@ def test_late_events_fold_into_hours_already_rolled_up(priced):
     result = rollup()
     assert result["events"] == 2 and result["hours"] == 2
     assert UsageHourly.objects.aggregate(n=Sum("requests"))["n"] == 52
-    assert stored_rollups(priced) == expected_rollups(priced)
+    assert_rollups_match_events(priced)
 
 
 def test_rollup_reruns_are_idempotent(priced):
@@ -198,13 +252,13 @@ def test_rollup_in_slices_catches_up_to_the_same_rows(priced):
     while services.rollup(max_events=25, settle=timedelta(0))["events"]:
         passes += 1
     assert passes == 4
-    assert stored_rollups(priced) == expected_rollups(priced)
+    assert_rollups_match_events(priced)
 
 
 def test_events_still_settling_wait_for_the_next_pass(priced):
     ingest(priced, "prod", [event("fresh", hour_ago(1))])
     assert services.rollup()["events"] == 0  # received < 10 s ago
-    assert not UsageHourly.objects.exists()
+    assert not UsageHourly.objects.exists() and not UsageDaily.objects.exists()
     assert rollup()["events"] == 1
 
 

@@ -31,7 +31,8 @@ from console.datasets.models import Dataset
 from console.flags import services as flags
 from console.flags.models import Flag
 from console.registry.models import Application
-from console.usage.models import LATENCY_BUCKETS_MS, UsageHourly
+from console.usage import services as usage
+from console.usage.models import LATENCY_BUCKETS_MS, UsageDaily, UsageHourly
 
 APP = "support-bot"
 BUDGET_MS = 150
@@ -131,6 +132,8 @@ class Command(BaseCommand):
         """Hourly rollup rows for 60 days that add up to about `events` requests."""
         rollups = UsageHourly.objects.filter(application=application)
         if sum(rollups.values_list("requests", flat=True)) >= events * 0.9:
+            if not UsageDaily.objects.filter(application=application).exists():
+                usage.rebuild_daily(application.pk)
             return
         rng = random.Random(7)
         envs = list(application.environments.values_list("pk", flat=True))
@@ -179,6 +182,7 @@ class Command(BaseCommand):
                 UsageHourly.objects.bulk_create(batch, ignore_conflicts=True)
                 batch = []
         UsageHourly.objects.bulk_create(batch, ignore_conflicts=True)
+        usage.rebuild_daily(application.pk)
 
     # ------------------------------------------------------------------ pages
 

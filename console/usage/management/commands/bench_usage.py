@@ -406,8 +406,10 @@ class Command(BaseCommand):
             )  # fmt: skip
         t0 = time.perf_counter()
         UsageHourly.objects.bulk_create(rows, batch_size=5000)
+        services.rebuild_daily(app.pk)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE usage_usagehourly")
+            cursor.execute("ANALYZE usage_usagedaily")
         log(f"rollups written in {time.perf_counter() - t0:.1f} s")
         events = sum(r.requests for r in rows)
         User = get_user_model()

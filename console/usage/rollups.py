@@ -1,0 +1,78 @@
+"""Folding hourly rollups into daily ones. Takes the model classes as arguments so the data
+migration that backfills UsageDaily can call it with its historical models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+KEYS = ("environment_id", "model", "prompt_version", "feature", "source")
+SUMS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "cost",
+    "cache_savings",
+    "cache_hits",
+    "thumbs_up",
+    "thumbs_down",
+)
+
+
+def fold(hourly: Iterable[dict]) -> dict[tuple, dict]:
+    """Sum hourly rows (dicts with `hour`, KEYS, SUMS and `latency_buckets`) per UTC day and
+    dimensions. Latency histograms are summed bucket by bucket."""
+    days: dict[tuple, dict] = {}
+    for row in hourly:
+        day = row["hour"].astimezone(UTC).date()
+        key = (day, *(row[k] for k in KEYS))
+        entry = days.get(key)
+        if entry is None:
+            entry = days[key] = {"day": day, **{k: row[k] for k in KEYS}}
+            entry.update({k: 0 for k in SUMS})
+            entry["cost"] = entry["cache_savings"] = Decimal(0)
+            entry["latency_buckets"] = []
+        for k in SUMS:
+            entry[k] += row[k] or 0
+        buckets = entry["latency_buckets"]
+        for n, count in enumerate(row["latency_buckets"] or []):
+            if n < len(buckets):
+                buckets[n] += count
+            else:
+                buckets.append(count)
+    return days
+
+
+def rebuild_days(hourly_model, daily_model, application_id: int, days: Iterable[date]) -> int:
+    """Replace the daily rows of these UTC days with the sum of their hourly rows."""
+    days = sorted(set(days))
+    written = 0
+    for start in range(0, len(days), 31):
+        chunk = days[start : start + 31]
+        daily_model.objects.filter(application_id=application_id, day__in=chunk).delete()
+        rows = []
+        for first, last in _runs(chunk):
+            hourly = hourly_model.objects.filter(
+                application_id=application_id,
+                hour__gte=datetime.combine(first, time.min, UTC),
+                hour__lt=datetime.combine(last + timedelta(days=1), time.min, UTC),
+            ).values("hour", *KEYS, *SUMS, "latency_buckets")
+            for entry in fold(hourly.iterator(chunk_size=5000)).values():
+                rows.append(daily_model(application_id=application_id, **entry))
+        daily_model.objects.bulk_create(rows, batch_size=2000)
+        written += len(rows)
+    return written
+
+
+def _runs(days: list[date]) -> list[tuple[date, date]]:
+    """Consecutive stretches of the sorted days, so each stretch is one range scan."""
+    runs: list[tuple[date, date]] = []
+    for day in days:
+        if runs and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
