@@ -1,10 +1,12 @@
-"""The API key admin page: issue a key (shown once), see when each key was last used, revoke."""
+"""The API key admin page: issue a key (shown once), see when each key was last used, rotate
+a key (the new one shown once, the old one retired now or after a grace period), revoke."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -14,55 +16,78 @@ from console.accounts.models import ApiKey, ApiKeyScope
 from console.accounts.roles import ADMIN
 from console.core.permissions import access_application
 
+# What the rotate form offers for the old key: POST value → (grace in seconds, label).
+ROTATION_GRACE = {
+    "now": (0, "stops working now"),
+    "1h": (3600, "keeps working for 1 hour"),
+    "24h": (24 * 3600, "keeps working for 24 hours"),
+}
 
-@login_required
-def api_keys(request: HttpRequest, app: str) -> HttpResponse:
-    """Admins list and create keys. A new key is rendered in this response only, never again."""
-    application = access_application(request, app, ADMIN)
-    environments = list(application.environments.order_by("order", "key"))
-    issued = None
-    errors: dict[str, str] = {}
-    values = {"name": "", "environment": "", "scopes": [ApiKeyScope.CONFIG_READ.value]}
-    if request.method == "POST":
-        values = {
-            "name": request.POST.get("name", "").strip(),
-            "environment": request.POST.get("environment", ""),
-            "scopes": request.POST.getlist("scopes"),
-        }
-        environment = next((e for e in environments if e.key == values["environment"]), None)
-        if environment is None:
-            errors["environment"] = "choose the environment this key reads"
-        else:
-            try:
-                issued = keys.create_api_key(
-                    actor=request.user,
-                    environment=environment,
-                    name=values["name"],
-                    scopes=values["scopes"],
-                )
-            except ValidationError as exc:
-                errors = {k: " ".join(v) for k, v in exc.message_dict.items()}
+
+def _page(
+    request: HttpRequest,
+    application,
+    *,
+    issued: keys.IssuedKey | None = None,
+    rotated: keys.RotatedKey | None = None,
+    errors: dict[str, str] | None = None,
+    values: dict | None = None,
+) -> HttpResponse:
     rows = (
         ApiKey.objects.filter(application=application)
-        .select_related("environment", "created_by", "revoked_by")
-        .order_by("revoked_at", "-created_at")
+        .select_related("environment", "created_by", "revoked_by", "replaced_by")
+        .order_by(F("revoked_at").asc(nulls_first=True), "-created_at")
     )
     response = render(
         request,
         "accounts/keys.html",
         {
             "application": application,
-            "environments": environments,
+            "environments": list(application.environments.order_by("order", "key")),
             "keys": rows,
             "issued": issued,
-            "errors": errors,
-            "values": values if not issued else {"scopes": [ApiKeyScope.CONFIG_READ.value]},
+            "rotated": rotated,
+            "errors": errors or {},
+            "values": values or {"scopes": [ApiKeyScope.CONFIG_READ.value]},
             "scopes": ApiKeyScope.choices,
+            "grace_choices": [(value, label) for value, (_, label) in ROTATION_GRACE.items()],
         },
     )
     # The page may hold a secret: never cache it anywhere.
     response["Cache-Control"] = "no-store"
     return response
+
+
+@login_required
+def api_keys(request: HttpRequest, app: str) -> HttpResponse:
+    """Admins list and create keys. A new key is rendered in this response only, never again."""
+    application = access_application(request, app, ADMIN)
+    if request.method != "POST":
+        return _page(request, application)
+    values = {
+        "name": request.POST.get("name", "").strip(),
+        "environment": request.POST.get("environment", ""),
+        "scopes": request.POST.getlist("scopes"),
+    }
+    environment = application.environments.filter(key=values["environment"]).first()
+    if environment is None:
+        return _page(
+            request,
+            application,
+            errors={"environment": "choose the environment this key reads"},
+            values=values,
+        )
+    try:
+        issued = keys.create_api_key(
+            actor=request.user,
+            environment=environment,
+            name=values["name"],
+            scopes=values["scopes"],
+        )
+    except ValidationError as exc:
+        errors = {k: " ".join(v) for k, v in exc.message_dict.items()}
+        return _page(request, application, errors=errors, values=values)
+    return _page(request, application, issued=issued)
 
 
 @login_required
@@ -75,3 +100,27 @@ def api_key_revoke(request: HttpRequest, app: str, key_id: int) -> HttpResponse:
     keys.revoke_api_key(actor=request.user, api_key=key)
     messages.success(request, f"Revoked {key.name}: it stops working within a second.")
     return redirect("accounts:api_keys", app=app)
+
+
+@login_required
+@require_POST
+def api_key_rotate(request: HttpRequest, app: str, key_id: int) -> HttpResponse:
+    """Issue the replacement (rendered in this response only) and retire the old key."""
+    application = access_application(request, app, ADMIN)
+    key = ApiKey.objects.filter(application=application, pk=key_id).first()
+    if key is None:
+        raise Http404("No such key")
+    choice = ROTATION_GRACE.get(request.POST.get("grace", ""))
+    if choice is None:
+        messages.error(
+            request,
+            f"Rotate {key.name}: grace — choose when the old key stops working "
+            f"({', '.join(ROTATION_GRACE)}).",
+        )
+        return redirect("accounts:api_keys", app=app)
+    try:
+        rotated = keys.rotate_api_key(actor=request.user, api_key=key, grace_seconds=choice[0])
+    except ValidationError as exc:
+        messages.error(request, f"Cannot rotate: {' '.join(exc.messages)}")
+        return redirect("accounts:api_keys", app=app)
+    return _page(request, application, issued=rotated.issued, rotated=rotated)

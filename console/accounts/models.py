@@ -70,6 +70,13 @@ class ApiKey(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Set when the key was rotated with a grace period: the runtime API honours the key until
+    # then, and treats it as unknown (401) from then on, exactly like a revoked key.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # The key that took over when this one was rotated.
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -79,4 +86,9 @@ class ApiKey(models.Model):
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        """Accepted by the runtime API right now: not revoked and not past its expiry."""
+        return self.revoked_at is None and not self.expired
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()

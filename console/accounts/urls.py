@@ -14,4 +14,9 @@ urlpatterns = [
         key_views.api_key_revoke,
         name="api_key_revoke",
     ),
+    path(
+        "apps/<slug:app>/keys/<int:key_id>/rotate/",
+        key_views.api_key_rotate,
+        name="api_key_rotate",
+    ),
 ]

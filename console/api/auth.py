@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from django.core.cache import caches
 from django.db import DatabaseError
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -90,6 +91,8 @@ STALE_KEY_SECONDS = 300.0
 def _fetch(digest: str):
     return (
         ApiKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
+        # A rotated key works until the end of its grace period, then is unknown (401).
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
         .select_related("application", "environment")
         .only(
             "pk",

@@ -1201,6 +1201,16 @@ ENDPOINTS: list[Endpoint] = [
         data=lambda world: {},
         audit_action="api_key.revoke",
     ),
+    # Rotation renders the page with the new key (shown once): 200, not a redirect.
+    Endpoint(
+        "api key rotate POST",
+        "accounts:api_key_rotate",
+        "post",
+        perm=ADMIN,
+        params=lambda world: {"key_id": world.api_key.pk},
+        data=lambda world: {"grace": "1h"},
+        audit_action="api_key.rotate",
+    ),
     Endpoint(
         "members POST",
         "accounts:members",
@@ -1318,7 +1328,9 @@ def _fingerprint(world: World) -> dict:
         ImportJob.objects.filter(dataset__application=world.app).values_list("pk", "status")
     )
     api_keys = sorted(
-        ApiKey.objects.filter(application=world.app).values_list("name", "revoked_at")
+        ApiKey.objects.filter(application=world.app).values_list(
+            "name", "prefix", "revoked_at", "expires_at"
+        )
     )
     return {
         "heads": heads,
@@ -1493,6 +1505,8 @@ def test_expectations_for_flags_evals_releases_and_usage():
     assert row("eval estimate POST") == [403, 403, 200, 403, 200]
     # Prices: admin only.
     assert row("prices POST") == [403, 403, 403, 403, 302]
+    # API keys: admin only.
+    assert row("api key rotate POST") == [403, 403, 403, 403, 200]
     # Decisions redirect everyone back; only approvers and admins get through.
     assert row("approve POST") == [302] * 5
     assert outcomes("approve POST") == ["forbidden"] * 3 + ["allowed"] * 2
@@ -1672,7 +1686,7 @@ def test_same_golden_set_key_in_two_applications_resolves_to_the_callers_own(cli
     [
         "", "environments/", "prompts/", "models/", "prompts/new/", "members/", "flags/",
         "flags/new/", "evals/", "evals/new/", "releases/", "releases/history/prod/", "usage/",
-        "usage/export.csv", "usage/budgets/", "usage/prices/",
+        "usage/export.csv", "usage/budgets/", "usage/prices/", "keys/",
     ],
 )  # fmt: skip
 def test_pages_of_another_application_are_not_found(client, world, path):
