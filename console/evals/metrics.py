@@ -180,11 +180,12 @@ def paired_bootstrap(
         return 0.0, 0.0, 0.0
     diffs = [c - b for b, c in zip(base, candidate, strict=True)]
     mean = sum(diffs) / n
+    if min(diffs) == max(diffs):  # every resample has the same mean: nothing to estimate
+        return mean, mean, mean
     rng = random.Random(seed)
-    means = []
-    for _ in range(iterations):
-        sample = [diffs[rng.randrange(n)] for _ in range(n)]
-        means.append(sum(sample) / n)
+    # choices() draws with replacement ~3x faster than a randrange() per item; the compare page
+    # runs this for every metric on every view.
+    means = [sum(rng.choices(diffs, k=n)) / n for _ in range(iterations)]
     alpha = (1 - confidence) / 2 * 100
     return mean, percentile(means, alpha) or 0.0, percentile(means, 100 - alpha) or 0.0
 
