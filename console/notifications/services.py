@@ -1,19 +1,30 @@
-"""notify(): one call tells the right people in-app, by email and through webhooks."""
+"""notify(): one call tells the right people in-app, by email and through webhooks.
+
+Also the webhook admin writes (create, enable/disable, delete), each with its audit event.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
+import re
+import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from console.audit import services as audit
 from console.core.canonical import canonical_json
 from console.notifications.models import Notification, Webhook, WebhookDelivery
 
@@ -97,6 +108,12 @@ def deliver(delivery_id: int) -> WebhookDelivery:
     delivery = WebhookDelivery.objects.select_related("webhook").get(pk=delivery_id)
     if delivery.status != WebhookDelivery.Status.PENDING:
         return delivery
+    if not delivery.webhook.active:
+        # Disabled after this delivery was queued: an admin turned it off, so send nothing.
+        delivery.status = WebhookDelivery.Status.FAILED
+        delivery.last_error = "webhook disabled before delivery"
+        delivery.save(update_fields=["status", "last_error"])
+        return delivery
     body = canonical_json(delivery.payload).encode()
     request = urllib.request.Request(
         delivery.webhook.url,
@@ -150,3 +167,214 @@ def mark_read(user, ids: list[int] | None = None) -> int:
     if ids is not None:
         qs = qs.filter(pk__in=ids)
     return qs.update(read_at=timezone.now())
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhook administration
+# ---------------------------------------------------------------------------------------------
+
+SECRET_PREFIX = "whsec_"
+MAX_WEBHOOKS_PER_APPLICATION = 20
+MAX_EVENT_PREFIXES = 20
+# The families of event kinds Airlock sends (the part before the first dot of `kind`).
+EVENT_FAMILIES = ("promotion", "rollout", "flag", "budget", "usage")
+_EVENT_PREFIX = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]*)*$")
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Names that can never receive a delivery: RFC 2606/6761 reserved names.
+_UNDELIVERABLE_SUFFIXES = (".invalid", ".example", ".test")
+_DOCUMENTATION_HOSTS = ("example.com", "example.net", "example.org")
+_LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass(frozen=True)
+class CreatedWebhook:
+    webhook: Webhook
+    secret: str  # the signing secret: shown to the admin once, never logged or audited
+
+
+def _url_error(message: str) -> ValidationError:
+    return ValidationError({"url": message})
+
+
+def validate_webhook_url(raw: str) -> str:
+    """The URL a webhook may POST to, or ValidationError naming `url`.
+
+    - http or https only, with a host name; no user name or password in the URL (the payload is
+      authenticated by its signature, and credentials in a URL end up in logs);
+    - no host that obviously cannot receive a delivery: reserved names (*.invalid, *.example,
+      *.test, example.com/.net/.org), a name without a dot, the unspecified address 0.0.0.0 / ::,
+      multicast or broadcast addresses;
+    - this machine (localhost, 127.0.0.0/8, ::1) only while DEBUG is on, for a local receiver;
+    - in production (DEBUG off) https is required, unless the deployment sets
+      AIRLOCK_WEBHOOK_ALLOW_HTTP (e.g. receivers inside a private network without TLS).
+    """
+    url = (raw or "").strip()
+    if not url:
+        raise _url_error("enter the URL Airlock should POST events to")
+    if len(url) > Webhook._meta.get_field("url").max_length:
+        raise _url_error("at most 500 characters")
+    if any(c.isspace() for c in url):
+        raise _url_error("a URL cannot contain spaces")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise _url_error("this is not a valid URL (check the host and port)") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise _url_error("use an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise _url_error(
+            "remove the user name/password from the URL: receivers verify the "
+            "X-Airlock-Signature header instead"
+        )
+    if port == 0:
+        raise _url_error("port 0 cannot receive anything")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise _url_error("the URL needs a host name, e.g. https://hooks.example.org/airlock")
+    if parts.fragment:
+        raise _url_error("remove the #fragment: it is never sent to the receiver")
+    _check_host(host)
+    if scheme == "http" and https_required():
+        raise _url_error(
+            "use https:// — plain http is refused in production unless "
+            "AIRLOCK_WEBHOOK_ALLOW_HTTP is set"
+        )
+    return url
+
+
+def https_required() -> bool:
+    """Production (DEBUG off) requires https, unless AIRLOCK_WEBHOOK_ALLOW_HTTP is set."""
+    return not settings.DEBUG and not getattr(settings, "AIRLOCK_WEBHOOK_ALLOW_HTTP", False)
+
+
+def _check_host(host: str) -> None:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        if address.is_unspecified or address.is_multicast or str(address) == "255.255.255.255":
+            raise _url_error(f"{host} is not an address a request can be sent to")
+        if address.is_loopback and not settings.DEBUG:
+            raise _url_error(f"{host} is this server itself: use the receiver's address")
+        return
+    try:
+        name = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise _url_error(f"{host} is not a valid host name") from None
+    labels = name.split(".")
+    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise _url_error(f"{host} is not a valid host name")
+    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+        if not settings.DEBUG:
+            raise _url_error(f"{host} is this server itself: use the receiver's address")
+        return
+    if len(labels) < 2:
+        raise _url_error(f"{host} is not a full host name (e.g. hooks.{host}.com)")
+    if name.endswith(_UNDELIVERABLE_SUFFIXES) or any(
+        name == d or name.endswith("." + d) for d in _DOCUMENTATION_HOSTS
+    ):
+        raise _url_error(f"{host} is a reserved example name that no server answers")
+
+
+def parse_event_prefixes(raw: str | Iterable[str]) -> list[str]:
+    """Event-kind prefixes from text (comma, space or newline separated) or a list; [] means
+    every kind. ValidationError naming `events` for anything Airlock never sends."""
+    items = raw.replace(",", " ").split() if isinstance(raw, str) else [str(x) for x in raw]
+    prefixes: list[str] = []
+    for item in (i.strip() for i in items):
+        if not item or item in prefixes:
+            continue
+        if len(item) > 60 or not _EVENT_PREFIX.match(item):
+            raise ValidationError(
+                {"events": f"“{item[:60]}” is not an event kind prefix (lower case, e.g. budget.)"}
+            )
+        if item.split(".", 1)[0] not in EVENT_FAMILIES:
+            raise ValidationError(
+                {"events": f"Airlock sends no “{item}” events: use a prefix of "
+                 + ", ".join(f"{f}." for f in EVENT_FAMILIES)}
+            )  # fmt: skip
+        prefixes.append(item)
+    if len(prefixes) > MAX_EVENT_PREFIXES:
+        raise ValidationError({"events": f"at most {MAX_EVENT_PREFIXES} prefixes"})
+    return prefixes
+
+
+def _describe(hook: Webhook) -> dict:
+    return {"url": hook.url, "events": list(hook.events), "active": hook.active}
+
+
+def create_webhook(
+    *, actor: Any, application, url: str, events: str | Iterable[str] = ()
+) -> CreatedWebhook:
+    """Add an outgoing webhook with a fresh signing secret (returned once, never audited)."""
+    url = validate_webhook_url(url)
+    prefixes = parse_event_prefixes(events)
+    with transaction.atomic():
+        existing = list(
+            Webhook.objects.select_for_update().filter(application=application).only("url")
+        )
+        if any(hook.url == url for hook in existing):
+            raise _url_error("this application already has a webhook for this URL")
+        if len(existing) >= MAX_WEBHOOKS_PER_APPLICATION:
+            raise _url_error(
+                f"an application can have at most {MAX_WEBHOOKS_PER_APPLICATION} webhooks: "
+                "delete one first"
+            )
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        hook = Webhook.objects.create(
+            application=application, url=url, secret=secret, events=prefixes, active=True
+        )
+        audit.record(
+            actor=actor,
+            action="webhook.create",
+            obj=hook,
+            object_label=url,
+            application=application,
+            after=_describe(hook),
+        )
+    return CreatedWebhook(hook, secret)
+
+
+def set_webhook_active(*, actor: Any, webhook: Webhook, active: bool) -> bool:
+    """Enable or disable a webhook. Returns False (and records nothing) when it already was.
+
+    A disabled webhook gets no new deliveries, and deliveries still waiting for a retry are
+    dropped (marked failed) instead of being sent."""
+    with transaction.atomic():
+        hook = Webhook.objects.select_for_update().get(pk=webhook.pk)
+        if hook.active == active:
+            return False
+        before = _describe(hook)
+        hook.active = active
+        hook.save(update_fields=["active"])
+        audit.record(
+            actor=actor,
+            action="webhook.enable" if active else "webhook.disable",
+            obj=hook,
+            object_label=hook.url,
+            application=hook.application_id,
+            before=before,
+            after=_describe(hook),
+        )
+    webhook.active = active
+    return True
+
+
+def delete_webhook(*, actor: Any, webhook: Webhook) -> None:
+    """Delete a webhook and its delivery history; queued deliveries are dropped."""
+    with transaction.atomic():
+        hook = Webhook.objects.select_for_update().filter(pk=webhook.pk).first()
+        if hook is None:
+            return
+        audit.record(
+            actor=actor,
+            action="webhook.delete",
+            obj=hook,
+            object_label=hook.url,
+            application=hook.application_id,
+            before=_describe(hook) | {"deliveries": hook.deliveries.count()},
+        )
+        hook.delete()

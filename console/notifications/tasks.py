@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from console.notifications import services
+from console.notifications.models import WebhookDelivery
 
 
 @shared_task(
@@ -12,4 +13,7 @@ from console.notifications import services
     max_retries=services.MAX_ATTEMPTS,
 )
 def deliver_webhook(delivery_id: int) -> str:
-    return services.deliver(delivery_id).status
+    try:
+        return services.deliver(delivery_id).status
+    except WebhookDelivery.DoesNotExist:
+        return "deleted"  # its webhook was deleted while the delivery waited

@@ -60,7 +60,9 @@ from console.evals.simulator import serve_in_thread
 from console.flags import services as flags
 from console.flags import urls as flags_urls
 from console.flags.models import Flag, FlagKind, FlagRules, FlagType
-from console.notifications.models import Notification
+from console.notifications import services as notifications
+from console.notifications import urls as notifications_urls
+from console.notifications.models import Notification, Webhook
 from console.registry import services as registry
 from console.registry import urls as registry_urls
 from console.registry.kinds import KINDS, MODEL_CONFIG, PROMPT
@@ -105,6 +107,8 @@ class World:
     job: object = None  # an import into it, validated and waiting to be applied
     other_datasets: dict = field(default_factory=dict)  # key → golden set in B
     api_key: object = None  # a live runtime API key of A's dev environment
+    webhook: object = None  # an active webhook of A
+    disabled_webhook: object = None  # a disabled webhook of A
     # Flags: "checkout" in A, on in dev (rules v2), killed in staging; B has its own "checkout"
     # and a "b-only-flag".
     flag: object = None
@@ -184,6 +188,13 @@ def build_world(base_url: str) -> World:
     world.dataset, world.job = make_golden_set(app, owner)
     dev = Environment.objects.get(application=app, key="dev")
     world.api_key = keys.create_api_key(actor=owner, environment=dev, name="world-key").api_key
+    world.webhook = notifications.create_webhook(
+        actor=owner, application=app, url="https://hooks.app-a.net/airlock"
+    ).webhook
+    world.disabled_webhook = notifications.create_webhook(
+        actor=owner, application=app, url="https://hooks.app-a.net/old", events="budget."
+    ).webhook
+    notifications.set_webhook_active(actor=owner, webhook=world.disabled_webhook, active=False)
     world.other_datasets = {
         key: make_golden_set(other, other_owner, key, secret=True)[0]
         for key in ("golden", "b-only-set")
@@ -1211,6 +1222,46 @@ ENDPOINTS: list[Endpoint] = [
         data=lambda world: {"grace": "1h"},
         audit_action="api_key.rotate",
     ),
+    Endpoint("webhooks", "notifications:webhooks", perm=ADMIN),
+    # Adding one renders the page with its signing secret (shown once): 200.
+    Endpoint(
+        "webhooks POST",
+        "notifications:webhooks",
+        "post",
+        perm=ADMIN,
+        data=lambda world: {"url": "https://hooks.matrix.net/new", "events": "promotion."},
+        audit_action="webhook.create",
+    ),
+    Endpoint(
+        "webhook disable POST",
+        "notifications:webhook_disable",
+        "post",
+        perm=ADMIN,
+        ok=302,
+        params=lambda world: {"hook_id": world.webhook.pk},
+        data=lambda world: {},
+        audit_action="webhook.disable",
+    ),
+    Endpoint(
+        "webhook enable POST",
+        "notifications:webhook_enable",
+        "post",
+        perm=ADMIN,
+        ok=302,
+        params=lambda world: {"hook_id": world.disabled_webhook.pk},
+        data=lambda world: {},
+        audit_action="webhook.enable",
+    ),
+    Endpoint(
+        "webhook delete POST",
+        "notifications:webhook_delete",
+        "post",
+        perm=ADMIN,
+        ok=302,
+        params=lambda world: {"hook_id": world.webhook.pk},
+        data=lambda world: {},
+        audit_action="webhook.delete",
+    ),
     Endpoint(
         "members POST",
         "accounts:members",
@@ -1332,6 +1383,9 @@ def _fingerprint(world: World) -> dict:
             "name", "prefix", "revoked_at", "expires_at"
         )
     )
+    webhooks = sorted(
+        Webhook.objects.filter(application=world.app).values_list("pk", "url", "events", "active")
+    )
     return {
         "heads": heads,
         "bindings": bindings,
@@ -1341,6 +1395,7 @@ def _fingerprint(world: World) -> dict:
         "draft_items": draft_items,
         "import_jobs": import_jobs,
         "api_keys": api_keys,
+        "webhooks": webhooks,
         **_release_fingerprint(),
     }
 
@@ -1430,7 +1485,7 @@ def _route_names(module) -> set[str]:
 
 URL_MODULES = (
     registry_urls, accounts_urls, audit_urls, datasets_urls, flags_urls, evals_urls, usage_urls,
-    releases_urls,
+    releases_urls, notifications_urls,
 )  # fmt: skip
 
 
@@ -1439,6 +1494,7 @@ def test_matrix_covers_every_named_route():
     routes = set().union(*(_route_names(m) for m in URL_MODULES))
     assert {r.split(":")[0] for r in routes} == {
         "registry", "accounts", "audit", "datasets", "flags", "evals", "usage", "releases",
+        "notifications",
     }  # fmt: skip
     # Excluded on purpose (see RUNTIME_API_ROUTES): the exclusion names real routes only.
     assert routes >= RUNTIME_API_ROUTES
@@ -1505,8 +1561,12 @@ def test_expectations_for_flags_evals_releases_and_usage():
     assert row("eval estimate POST") == [403, 403, 200, 403, 200]
     # Prices: admin only.
     assert row("prices POST") == [403, 403, 403, 403, 302]
-    # API keys: admin only.
+    # API keys and webhooks: admin only.
     assert row("api key rotate POST") == [403, 403, 403, 403, 200]
+    assert row("webhooks") == [403, 403, 403, 403, 200]
+    for label in ("webhook disable POST", "webhook enable POST", "webhook delete POST"):
+        assert row(label) == [403, 403, 403, 403, 302]
+        assert expected_status(by_label[label], OUTSIDER) == 404
     # Decisions redirect everyone back; only approvers and admins get through.
     assert row("approve POST") == [302] * 5
     assert outcomes("approve POST") == ["forbidden"] * 3 + ["allowed"] * 2
@@ -1686,7 +1746,7 @@ def test_same_golden_set_key_in_two_applications_resolves_to_the_callers_own(cli
     [
         "", "environments/", "prompts/", "models/", "prompts/new/", "members/", "flags/",
         "flags/new/", "evals/", "evals/new/", "releases/", "releases/history/prod/", "usage/",
-        "usage/export.csv", "usage/budgets/", "usage/prices/", "keys/",
+        "usage/export.csv", "usage/budgets/", "usage/prices/", "keys/", "webhooks/",
     ],
 )  # fmt: skip
 def test_pages_of_another_application_are_not_found(client, world, path):
