@@ -7,6 +7,7 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from console.datasets.models import DatasetVersion
 from console.evals import services
@@ -101,11 +102,18 @@ class Command(BaseCommand):
             return
         deadline = time.monotonic() + o["timeout"]
         while True:
-            run.refresh_from_db()
-            if not run.active:
-                break
             if time.monotonic() > deadline:
                 raise CommandError(f"run #{run.pk} still {run.status} after {o['timeout']:g}s")
+            try:
+                run.refresh_from_db()
+            except (OperationalError, InterfaceError) as exc:
+                # A database restart while a CI job waits is not the run's verdict: keep waiting.
+                self.stderr.write(f"database unavailable ({exc.__class__.__name__}); still waiting")
+                close_old_connections()
+                time.sleep(1)
+                continue
+            if not run.active:
+                break
             time.sleep(1)
         self.stdout.write(
             f"{run.status}: {run.verdict or '-'} — {run.verdict_detail.get('reason', '')}"
