@@ -246,7 +246,7 @@ print(json.dumps({{
 
 @contextlib.contextmanager
 def deployment(
-    name: str, simulator_latency_ms: int = 0, web_workers: int = 2
+    name: str, simulator_latency_ms: int = 0, web_workers: int = 2, **extra_env: str
 ) -> Iterator[Deployment]:
     """Build, start and (always) tear down a private deployment; its logs are kept under
     test-artifacts/<name>-logs/."""
@@ -271,6 +271,7 @@ def deployment(
             "GUNICORN_WORKERS": str(web_workers),
             "AIRLOCK_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
+            **extra_env,
         }
     )
     d = Deployment(root, postgres, redis, web_port, simulator_port, env)

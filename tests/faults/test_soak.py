@@ -51,7 +51,8 @@ def percentile(values: list[float], p: float) -> float:
 def test_the_runtime_api_holds_steady_under_load(tmp_path):
     if missing := missing_tools():
         pytest.skip(f"the soak needs {', '.join(missing)}")
-    with deployment("soak") as d:
+    # Workers are not recycled (GUNICORN_MAX_REQUESTS=0): recycling would hide a leak.
+    with deployment("soak", GUNICORN_MAX_REQUESTS="0") as d:
         pgid = os.getpgid(d.procs["web"].pid)
         samples: list[tuple[float, float, int | str]] = []  # (start, seconds, status)
         lock = threading.Lock()
