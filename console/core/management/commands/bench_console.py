@@ -225,6 +225,7 @@ class Command(BaseCommand):
             "prices": u("usage:prices"),
             "members": u("accounts:members"),
             "api keys": u("accounts:api_keys"),
+            "webhooks": u("notifications:webhooks"),
             "audit log (1M)": reverse("audit:log"),
             "audit log, this app": reverse("audit:log") + f"?application={app}",
         }
