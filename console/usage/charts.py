@@ -81,15 +81,19 @@ def figures(board: Dashboard) -> dict:
                     "labels": [r["label"] for r in rows],
                     "values": [_f(r["cost"]) for r in rows],
                     "textinfo": "percent",
+                    # Inside the slice, hidden where it does not fit: outside labels of thin
+                    # slices collided with the legend in the narrow cards.
+                    "textposition": "inside",
                     "sort": False,
                 }
             ],
             "layout": {
                 **LAYOUT,
-                "height": 260,
+                "height": 300,
                 "title": {"text": f"By {name}"},
                 "showlegend": True,
-                "legend": {"orientation": "v", "x": 1, "y": 0.5},
+                "uniformtext": {"minsize": 10, "mode": "hide"},
+                "legend": {"orientation": "h", "x": 0, "y": -0.05},
             },
         }
     savings = {
