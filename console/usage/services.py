@@ -93,8 +93,9 @@ def anonymise(user_id: str) -> str:
     return hashlib.sha256(f"airlock-user:{user_id}".encode()).hexdigest()[:32] if user_id else ""
 
 
-def validate_batch(application, environment, events: Any) -> list[UsageEvent]:
-    """Every problem in the batch, or the events ready to store (with server-side cost)."""
+def validate_batch(application, environment, events: Any) -> list[dict]:
+    """Every problem in the batch, or the events ready to store (with server-side cost), as
+    column values by attribute name."""
     if not isinstance(events, list):
         raise BatchRejected([{"index": None, "field": "events", "message": "must be a list"}])
     if not events:
@@ -197,31 +198,32 @@ def validate_batch(application, environment, events: Any) -> list[UsageEvent]:
             models_cache[model_ref] = _resolve_model(application, model_ref)
         model, config_ref = models_cache[model_ref]
         rows.append(
-            UsageEvent(
-                application=application,
-                environment=environment,
-                event_id=event_id,
-                at=at,
-                model=model,
-                model_config=config_ref,
-                prompt_version=event.get("prompt_version") or "",
-                feature=event.get("feature") or "",
-                variant=event.get("variant") or "",
-                latency_ms=latency,
-                status=status,
-                cache_hit=cache_hit,
-                feedback=FEEDBACK[feedback],
-                user_hash=anonymise(event.get("user_id") or ""),
-                cost=book.cost(
+            {
+                "application_id": application.pk,
+                "environment_id": environment.pk if environment else None,
+                "event_id": event_id,
+                "at": at,
+                "received_at": now,
+                "model": model,
+                "model_config": config_ref,
+                "prompt_version": event.get("prompt_version") or "",
+                "feature": event.get("feature") or "",
+                "variant": event.get("variant") or "",
+                "latency_ms": None if latency is None else float(latency),
+                "status": status,
+                "cache_hit": cache_hit,
+                "feedback": FEEDBACK[feedback],
+                "user_hash": anonymise(event.get("user_id") or ""),
+                "cost": book.cost(
                     model,
                     at,
                     tokens["input_tokens"],
                     tokens["cached_tokens"],
                     tokens["output_tokens"],
                 ),
-                savings=book.savings(model, at, tokens["cached_tokens"]),
+                "savings": book.savings(model, at, tokens["cached_tokens"]),
                 **tokens,
-            )
+            }
         )
     if errors:
         raise BatchRejected(errors)
@@ -235,22 +237,40 @@ def ingest(
     so a retried batch never double-counts."""
     rows = validate_batch(application, environment, events)
     for row in rows:
-        row.source = source
-    ids = [r.event_id for r in rows]
+        row["source"] = source
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            # Clients retry a batch until it is acknowledged and ids make retries idempotent,
-            # so a crash losing the last milliseconds of commits loses nothing: skip the flush.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        existing = set(
-            UsageEvent.objects.filter(application=application, event_id__in=ids).values_list(
-                "event_id", flat=True
+            accepted = _insert_new_events(rows)
+        else:
+            ids = [r["event_id"] for r in rows]
+            existing = set(
+                UsageEvent.objects.filter(application=application, event_id__in=ids).values_list(
+                    "event_id", flat=True
+                )
             )
+            fresh = [UsageEvent(**r) for r in rows if r["event_id"] not in existing]
+            UsageEvent.objects.bulk_create(fresh, batch_size=MAX_BATCH, ignore_conflicts=True)
+            accepted = len(fresh)
+    return IngestResult(accepted=accepted, duplicates=len(rows) - accepted)
+
+
+def _insert_new_events(rows: list[dict]) -> int:
+    """PostgreSQL: the whole batch in one statement — one array per column, unnested — skipping
+    event ids already stored (ON CONFLICT on the unique constraint, so concurrent retries of the
+    same batch cannot both count it). Returns how many were new. No model instances: at 500
+    events a batch, building and preparing them cost more than the insert itself."""
+    fields = [f for f in UsageEvent._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+    table = connection.ops.quote_name(UsageEvent._meta.db_table)
+    params = [[row[f.attname] for row in rows] for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT (application_id, event_id) DO NOTHING",
+            params,
         )
-        fresh = [r for r in rows if r.event_id not in existing]
-        UsageEvent.objects.bulk_create(fresh, batch_size=MAX_BATCH, ignore_conflicts=True)
-    return IngestResult(accepted=len(fresh), duplicates=len(rows) - len(fresh))
+        return cursor.rowcount
 
 
 def record_eval_usage(run) -> int:
