@@ -21,10 +21,13 @@ import io
 import json
 import pstats
 import socket
+import subprocess
+import sys
 import threading
 import time
 from unittest import mock
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
@@ -93,6 +96,38 @@ def model_content(port: int, concurrency: int) -> dict:
     }
 
 
+class ExternalSimulator:
+    """`manage.py llm_simulator` in a child process, with the in-process server's stop calls."""
+
+    def __init__(self, port: int, latency_ms: float):
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "llm_simulator", "--port", str(port),
+             "--latency-ms", str(latency_ms)],
+            cwd=settings.BASE_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise CommandError(f"simulator exited: {self.process.stderr.read().decode()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.shutdown()
+        raise CommandError(f"simulator did not listen on port {port}")
+
+    def shutdown(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def server_close(self) -> None:
+        pass
+
+
 class Command(BaseCommand):
     help = "Benchmark eval execution against an in-process simulator; prints one JSON line."
 
@@ -112,6 +147,14 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument(
+            "--external-simulator",
+            action="store_true",
+            help=(
+                "serve the simulator from its own process (manage.py llm_simulator), as a real "
+                "provider would be: the run's CPU is then Airlock's alone"
+            ),
+        )
+        parser.add_argument(
             "--profile", action="store_true", help="cProfile the run's own thread to stderr"
         )
 
@@ -128,16 +171,20 @@ class Command(BaseCommand):
         version = self._golden_set(user, application, items)
         prompt, model = self._targets(user, application, o["port"], concurrency)
 
-        try:
-            server = make_server("127.0.0.1", o["port"], Faults(latency_ms=latency_ms))
-        except OSError as exc:
-            raise CommandError(f"port {o['port']} is not free ({exc}); pass --port") from None
-        if o["tuned_simulator"]:
+        if o["external_simulator"]:
+            server = ExternalSimulator(o["port"], latency_ms)
+        else:
+            try:
+                server = make_server("127.0.0.1", o["port"], Faults(latency_ms=latency_ms))
+            except OSError as exc:
+                raise CommandError(f"port {o['port']} is not free ({exc}); pass --port") from None
+        if o["tuned_simulator"] and not o["external_simulator"]:
             # make_server() sets request_queue_size after the socket is already listening
             # (backlog 5), and the handler writes headers and body separately with Nagle on.
             server.socket.listen(256)
             server.RequestHandlerClass.disable_nagle_algorithm = True  # this server's class only
-        threading.Thread(target=server.serve_forever, daemon=True, name="bench-sim").start()
+        if not o["external_simulator"]:
+            threading.Thread(target=server.serve_forever, daemon=True, name="bench-sim").start()
         try:
             run = self._launch(user, application, version, prompt, model, concurrency)
             self.log(f"run #{run.pk}: {items} items, {latency_ms:g} ms, concurrency {concurrency}")
@@ -150,7 +197,8 @@ class Command(BaseCommand):
             if profiler:
                 profiler.disable()
             wall = time.perf_counter() - started
-            cpu = time.process_time() - cpu_started  # every thread here, simulator included
+            # Every thread of this process: the simulator's too, unless it runs on its own.
+            cpu = time.process_time() - cpu_started
         finally:
             server.shutdown()
             server.server_close()
@@ -182,6 +230,7 @@ class Command(BaseCommand):
                     "call_p99_ms": run.metrics.get("latency_p99_ms"),
                     "process_cpu_s": round(cpu, 2),
                     "tuned_simulator": o["tuned_simulator"],
+                    "simulator": "own process" if o["external_simulator"] else "in process",
                 }
             )
         )
