@@ -1,0 +1,56 @@
+"""The bench commands at a small scale: each runs end to end and prints one JSON line whose
+figures add up (the real sizes are for `manage.py bench_*` by hand; these keep them working)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+
+from tests.deploy.test_processes import free_port
+
+pytestmark = pytest.mark.services
+
+
+def run(name: str, **options) -> dict:
+    out = io.StringIO()
+    call_command(name, stdout=out, stderr=io.StringIO(), **options)
+    lines = out.getvalue().strip().splitlines()
+    assert len(lines) == 1, lines
+    return json.loads(lines[0])
+
+
+def test_bench_console_times_every_page_with_a_200(postgres_tx):
+    result = run("bench_console", items=40, flags=5, audit_events=200, usage_events=20_000, runs=1)
+    assert result["db"] == "postgresql"
+    assert result["sizes"]["dataset_items"] == 40
+    assert result["sizes"]["usage_events_in_rollups"] >= 18_000
+    assert len(result["pages"]) >= 29 and "webhooks" in result["pages"]
+    assert all(page["ms"] > 0 and page["queries"] > 0 for page in result["pages"].values())
+    assert result["slowest"]["ms"] == max(p["ms"] for p in result["pages"].values())
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_bench_evals_runs_a_real_eval_against_the_simulator(postgres_tx, external):
+    result = run(
+        "bench_evals",
+        items=12,
+        latency_ms=20,
+        concurrency=4,
+        port=free_port(),
+        external_simulator=external,
+    )
+    assert (result["items"], result["errors"]) == (12, 0)
+    assert result["simulator"] == ("own process" if external else "in process")
+    assert result["ideal_s"] == pytest.approx(12 * 0.020 / 4)
+    assert result["ratio"] == pytest.approx(result["wall_s"] / result["ideal_s"], rel=0.01)
+    assert result["ratio"] >= 1  # nothing beats the simulator's own latency
+
+
+def test_bench_usage_dashboard_reads_the_rollups_it_wrote(postgres_tx):
+    result = run("bench_usage", dashboard_events=500_000, runs=1, skip=["ingest", "rollup"])
+    board = result["dashboard"]
+    assert board["events_represented"] == pytest.approx(500_000, rel=0.05)
+    assert board["all_60_days"]["queries"] > 0
