@@ -42,6 +42,7 @@ class Config:
     log_format: str = "json"
     metrics_token: str = ""
     require_services: bool = False
+    webhook_allow_http: bool = False
     data_dir: Path = BASE_DIR / "var"
 
     @property
@@ -187,5 +188,6 @@ def load(env: Mapping[str, str]) -> Config:
         broker_transport_options=transport_options,
         csrf_trusted_origins=_list(env, "CSRF_TRUSTED_ORIGINS", []),
         require_services=_bool(env, "AIRLOCK_REQUIRE_SERVICES", default=False),
+        webhook_allow_http=_bool(env, "AIRLOCK_WEBHOOK_ALLOW_HTTP", default=False),
         data_dir=data_dir,
     )

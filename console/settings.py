@@ -7,7 +7,7 @@ from pathlib import Path
 import plotly
 from csp.constants import NONE, SELF
 
-from console.config import BASE_DIR, TRUE, ConfigError, load
+from console.config import BASE_DIR, ConfigError, load
 
 try:
     CONFIG = load(os.environ)
@@ -29,7 +29,7 @@ METRICS_TOKEN = CONFIG.metrics_token
 USAGE_RETENTION_DAYS = CONFIG.usage_retention_days
 # Outgoing webhooks must use https with DEBUG off, unless this is set (receivers on a private
 # network without TLS). See console.notifications.services.validate_webhook_url.
-AIRLOCK_WEBHOOK_ALLOW_HTTP = os.environ.get("AIRLOCK_WEBHOOK_ALLOW_HTTP", "").lower() in TRUE
+AIRLOCK_WEBHOOK_ALLOW_HTTP = CONFIG.webhook_allow_http
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -86,3 +86,10 @@ def test_deploy_checks_are_clean_in_production_settings():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no issues" in proc.stdout
+
+
+def test_webhook_http_switch_is_validated_like_every_other_setting():
+    assert load({**GOOD_PROD, "AIRLOCK_WEBHOOK_ALLOW_HTTP": "1"}).webhook_allow_http is True
+    assert load(GOOD_PROD).webhook_allow_http is False
+    with pytest.raises(ConfigError, match="AIRLOCK_WEBHOOK_ALLOW_HTTP"):
+        load({**GOOD_PROD, "AIRLOCK_WEBHOOK_ALLOW_HTTP": "perhaps"})
