@@ -103,15 +103,14 @@ class PricePoint(models.Model):
         super().save(*args, **kwargs)
 
 
-class UsageHourly(models.Model):
-    """Hourly aggregate per application × environment × model × prompt version × feature ×
-    source. Dashboards read only these."""
+class UsageRollup(models.Model):
+    """What an hourly or daily rollup row holds: the dimensions (application × environment ×
+    model × prompt version × feature × source) and the sums over that period."""
 
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="+")
     environment = models.ForeignKey(
         Environment, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
-    hour = models.DateTimeField()
     model = models.CharField(max_length=200)
     prompt_version = models.CharField(max_length=120, blank=True)
     feature = models.CharField(max_length=120, blank=True)
@@ -129,67 +128,46 @@ class UsageHourly(models.Model):
     latency_buckets = models.JSONField(default=list)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=[
-                    "application",
-                    "environment",
-                    "hour",
-                    "model",
-                    "prompt_version",
-                    "feature",
-                    "source",
-                ],
-                name="usagehourly_unique",
-            )
-        ]
+        abstract = True
+
+
+def _unique_per(period: str, name: str) -> models.UniqueConstraint:
+    return models.UniqueConstraint(
+        fields=[
+            "application",
+            "environment",
+            period,
+            "model",
+            "prompt_version",
+            "feature",
+            "source",
+        ],
+        name=name,
+    )
+
+
+class UsageHourly(UsageRollup):
+    """Hourly rollups, folded from raw events; the source of the daily ones."""
+
+    hour = models.DateTimeField()
+
+    class Meta:
+        constraints = [_unique_per("hour", "usagehourly_unique")]
         indexes = [models.Index(fields=["application", "hour"], name="usagehourly_app_hour")]
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H}:00 {self.model}"
 
 
-class UsageDaily(models.Model):
-    """The hourly rollups folded into UTC days, same dimensions. The cost dashboard and budgets
-    read whole days, so they scan 24 times fewer rows. Rebuilt from UsageHourly whenever an
-    hour of the day is recomputed (services._recompute), so the two never disagree."""
+class UsageDaily(UsageRollup):
+    """The hourly rollups folded into UTC days. The cost dashboard and budgets read whole days,
+    so they scan 24 times fewer rows. Rebuilt from UsageHourly whenever an hour of the day is
+    recomputed (services._recompute), so the two never disagree."""
 
-    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="+")
-    environment = models.ForeignKey(
-        Environment, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
-    )
     day = models.DateField()
-    model = models.CharField(max_length=200)
-    prompt_version = models.CharField(max_length=120, blank=True)
-    feature = models.CharField(max_length=120, blank=True)
-    source = models.CharField(max_length=8, default=UsageEvent.Source.RUNTIME)
-    requests = models.PositiveIntegerField(default=0)
-    errors = models.PositiveIntegerField(default=0)
-    input_tokens = models.BigIntegerField(default=0)
-    cached_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    cost = models.DecimalField(max_digits=16, decimal_places=8, default=0)
-    cache_savings = models.DecimalField(max_digits=16, decimal_places=8, default=0)
-    cache_hits = models.PositiveIntegerField(default=0)
-    thumbs_up = models.PositiveIntegerField(default=0)
-    thumbs_down = models.PositiveIntegerField(default=0)
-    latency_buckets = models.JSONField(default=list)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=[
-                    "application",
-                    "environment",
-                    "day",
-                    "model",
-                    "prompt_version",
-                    "feature",
-                    "source",
-                ],
-                name="usagedaily_unique",
-            )
-        ]
+        constraints = [_unique_per("day", "usagedaily_unique")]
         indexes = [models.Index(fields=["application", "day"], name="usagedaily_app_day")]
 
     def __str__(self) -> str:

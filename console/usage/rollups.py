@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-KEYS = ("environment_id", "model", "prompt_version", "feature", "source")
+DIMENSIONS = ("environment_id", "model", "prompt_version", "feature", "source")
 SUMS = (
     "requests",
     "errors",
@@ -23,15 +23,15 @@ SUMS = (
 
 
 def fold(hourly: Iterable[dict]) -> dict[tuple, dict]:
-    """Sum hourly rows (dicts with `hour`, KEYS, SUMS and `latency_buckets`) per UTC day and
+    """Sum hourly rows (dicts with `hour`, DIMENSIONS, SUMS and `latency_buckets`) per UTC day and
     dimensions. Latency histograms are summed bucket by bucket."""
     days: dict[tuple, dict] = {}
     for row in hourly:
         day = row["hour"].astimezone(UTC).date()
-        key = (day, *(row[k] for k in KEYS))
+        key = (day, *(row[k] for k in DIMENSIONS))
         entry = days.get(key)
         if entry is None:
-            entry = days[key] = {"day": day, **{k: row[k] for k in KEYS}}
+            entry = days[key] = {"day": day, **{k: row[k] for k in DIMENSIONS}}
             entry.update({k: 0 for k in SUMS})
             entry["cost"] = entry["cache_savings"] = Decimal(0)
             entry["latency_buckets"] = []
@@ -59,7 +59,7 @@ def rebuild_days(hourly_model, daily_model, application_id: int, days: Iterable[
                 application_id=application_id,
                 hour__gte=datetime.combine(first, time.min, UTC),
                 hour__lt=datetime.combine(last + timedelta(days=1), time.min, UTC),
-            ).values("hour", *KEYS, *SUMS, "latency_buckets")
+            ).values("hour", *DIMENSIONS, *SUMS, "latency_buckets")
             for entry in fold(hourly.iterator(chunk_size=5000)).values():
                 rows.append(daily_model(application_id=application_id, **entry))
         daily_model.objects.bulk_create(rows, batch_size=2000)

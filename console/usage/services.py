@@ -3,6 +3,7 @@ hourly rollups, and budget checks with their circuit-breaker actions."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from console.usage.models import (
     UsageHourly,
 )
 from console.usage.pricing import PriceBook
-from console.usage.rollups import rebuild_days
+from console.usage.rollups import DIMENSIONS, rebuild_days
 
 MAX_BATCH = 1000
 FUTURE_SKEW = timedelta(minutes=5)
@@ -259,18 +260,25 @@ def _insert_new_events(rows: list[dict]) -> int:
     event ids already stored (ON CONFLICT on the unique constraint, so concurrent retries of the
     same batch cannot both count it). Returns how many were new. No model instances: at 500
     events a batch, building and preparing them cost more than the insert itself."""
+    sql, attnames = _insert_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [[row[name] for row in rows] for name in attnames])
+        return cursor.rowcount
+
+
+@functools.cache
+def _insert_sql() -> tuple[str, tuple[str, ...]]:
+    """The unnest INSERT (built once per process: it only depends on the model) and the
+    attribute names of its array parameters, in order."""
     fields = [f for f in UsageEvent._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
-    params = [[row[f.attname] for row in rows] for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "
-            "ON CONFLICT (application_id, event_id) DO NOTHING",
-            params,
-        )
-        return cursor.rowcount
+    sql = (
+        f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT (application_id, event_id) DO NOTHING"
+    )
+    return sql, tuple(f.attname for f in fields)
 
 
 def record_eval_usage(run) -> int:
@@ -478,9 +486,6 @@ def _bucket_counts() -> dict:
         lower = upper
     counts[f"b{len(LATENCY_BUCKETS_MS)}"] = Count("id", filter=Q(latency_ms__gte=lower))
     return counts
-
-
-DIMENSIONS = ("environment_id", "model", "prompt_version", "feature", "source")
 
 
 def _recompute(application_id: int, hours: set) -> int:

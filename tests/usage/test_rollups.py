@@ -103,12 +103,7 @@ def daily_of(hourly: dict[tuple, dict]) -> dict[tuple, dict]:
 
 
 def stored_daily(application) -> dict[tuple, dict]:
-    out = {}
-    for r in UsageDaily.objects.filter(application=application):
-        out[(r.day, r.environment_id, r.model, r.prompt_version, r.feature, r.source)] = {
-            name: getattr(r, name) for name in ROLLUP_FIELDS
-        }
-    return out
+    return _stored(UsageDaily.objects.filter(application=application), "day")
 
 
 ROLLUP_FIELDS = (
@@ -133,22 +128,16 @@ def assert_rollups_match_events(application) -> None:
 
 
 def stored_rollups(application) -> dict[tuple, dict]:
-    out = {}
-    for r in UsageHourly.objects.filter(application=application):
-        out[(r.hour, r.environment_id, r.model, r.prompt_version, r.feature, r.source)] = {
-            "requests": r.requests,
-            "errors": r.errors,
-            "input_tokens": r.input_tokens,
-            "cached_tokens": r.cached_tokens,
-            "output_tokens": r.output_tokens,
-            "cost": r.cost,
-            "cache_savings": r.cache_savings,
-            "cache_hits": r.cache_hits,
-            "thumbs_up": r.thumbs_up,
-            "thumbs_down": r.thumbs_down,
-            "latency_buckets": r.latency_buckets,
+    return _stored(UsageHourly.objects.filter(application=application), "hour")
+
+
+def _stored(rows, period: str) -> dict[tuple, dict]:
+    return {
+        (getattr(r, period), r.environment_id, r.model, r.prompt_version, r.feature, r.source): {
+            name: getattr(r, name) for name in ROLLUP_FIELDS
         }
-    return out
+        for r in rows
+    }
 
 
 @pytest.fixture
