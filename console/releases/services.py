@@ -76,10 +76,6 @@ def _label(version, environment) -> str:
     return f"{version.head.key}@{version.number} → {environment.key}"
 
 
-def gather_evidence(kind: str, environment, version) -> evidence_mod.Evidence:
-    return evidence_mod.gather(kind, environment, version, live_version(kind, version, environment))
-
-
 def open_request(
     *, actor, environment, version, justification: str, staged: bool = False
 ) -> PromotionRequest:
@@ -420,19 +416,25 @@ def previously_live(kind: str, head, environment) -> list[int]:
     tamper-evident audit log)."""
     if kind == "flag_rules":
         return list(head.versions.order_by("-number").values_list("number", flat=True))
+    return live_history(kind, environment, head._meta.model_name, head).get(head.pk, [])
+
+
+def live_history(kind: str, environment, object_type: str, head=None) -> dict[int, list[int]]:
+    """Head id → version numbers once live in `environment`, newest first, for every head of a
+    prompt or model config kind (or just `head`) — one audit query."""
     action = "prompt.bind" if kind == "prompt" else "model_config.bind"
     events = AuditEvent.objects.filter(
-        action=action,
-        environment=environment,
-        object_type=head._meta.model_name,
-        object_id=str(head.pk),
-    ).order_by("-seq")
-    numbers = []
-    for after in events.values_list("after", flat=True):
+        action=action, environment=environment, object_type=object_type
+    )
+    if head is not None:
+        events = events.filter(object_id=str(head.pk))
+    history: dict[int, list[int]] = {}
+    for object_id, after in events.order_by("-seq").values_list("object_id", "after"):
         number = (after or {}).get("version")
+        numbers = history.setdefault(int(object_id), [])
         if number is not None and number not in numbers:
             numbers.append(number)
-    return numbers
+    return history
 
 
 def rollback(*, actor, environment, version, reason: str) -> Any:

@@ -11,8 +11,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from console.accounts.roles import APPROVE, ENGINEER
+from console.core.diff import diff_contents
 from console.core.permissions import access_application
+from console.registry.kinds import MODEL_CONFIG, PROMPT
 from console.registry.models import ModelConfigVersion, PromptVersion
+from console.registry.selectors import heads_with_bindings
+from console.releases import evidence as evidence_mod
 from console.releases import rollouts, selectors, services
 from console.releases.models import PromotionRequest, Rollout, ShadowDeployment
 
@@ -76,12 +80,7 @@ def new(request: HttpRequest, app: str) -> HttpResponse:
     kind = params.get("kind", "prompt")
     version = _version(application, kind, params.get("key", ""), params.get("version"))
     environment = _environment(application, params.get("environment", ""))
-    evidence = services.gather_evidence(kind, environment, version)
-    live = services.live_version(kind, version, environment)
-    from console.core.diff import diff_contents
-
-    changes = [c for c in diff_contents(live.content if live else {}, version.content) if c.changed]
-    missing = evidence.missing if environment.eval_gate_required else []
+    missing = None
     if request.method == "POST":
         try:
             promotion = services.open_request(
@@ -99,6 +98,12 @@ def new(request: HttpRequest, app: str) -> HttpResponse:
         else:
             messages.success(request, f"Requested #{promotion.pk}; approvers have been notified.")
             return redirect("releases:detail", app=app, pk=promotion.pk)
+    # Only for the page: a successful submission gathers its own evidence in open_request.
+    live = services.live_version(kind, version, environment)
+    evidence = evidence_mod.gather(kind, environment, version, live)
+    changes = [c for c in diff_contents(live.content if live else {}, version.content) if c.changed]
+    if missing is None:
+        missing = evidence.missing if environment.eval_gate_required else []
     return render(
         request,
         "releases/new.html",
@@ -259,18 +264,15 @@ def history(request: HttpRequest, app: str, env: str) -> HttpResponse:
             messages.error(request, " ".join(exc.messages))
         return redirect("releases:history", app=app, env=env)
     heads = []
-    for kind, qs in (
-        ("prompt", application.prompts.all()),
-        ("model_config", application.model_configs.all()),
-    ):
-        for head in qs:
-            live = head.bindings.filter(environment=environment).select_related("version").first()
+    for kind in (PROMPT, MODEL_CONFIG):  # four queries, whatever the number of heads
+        history = services.live_history(kind.action, environment, kind.head._meta.model_name)
+        for head in heads_with_bindings(kind, application):
             heads.append(
                 {
-                    "kind": kind,
+                    "kind": kind.action,
                     "head": head,
-                    "live": live.version.number if live else None,
-                    "previous": services.previously_live(kind, head, environment),
+                    "live": head.live.get(environment.pk),
+                    "previous": history.get(head.pk, []),
                 }
             )
     return render(
