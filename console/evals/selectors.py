@@ -91,14 +91,17 @@ class Comparison:
     charts: dict
 
 
-def compare_runs(base: EvalRun, candidate: EvalRun) -> Comparison:
+def compare_runs(base: EvalRun, candidate: EvalRun, *, charts: bool = True) -> Comparison:
+    """Paired comparison of two runs; `charts=False` skips the Plotly specs (promotion evidence
+    reads only the verdict and deltas)."""
     b_rows, c_rows = result_rows(base), result_rows(candidate)
+    b_names = _score_names(b_rows)
     names = [
         "pass_rate",
         *[
             m
             for m in eval_metrics.METRICS
-            if m in base.metrics and m in candidate.metrics and m in _score_names(b_rows)
+            if m in base.metrics and m in candidate.metrics and m in b_names
         ],
         "latency_ms",
     ]
@@ -127,7 +130,7 @@ def compare_runs(base: EvalRun, candidate: EvalRun) -> Comparison:
         both_fail,
         len(common),
         verdict,
-        charts=_charts(base, candidate, b_rows, c_rows),
+        charts=_charts(base, candidate, b_rows, c_rows) if charts else {},
     )
 
 

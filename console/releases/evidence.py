@@ -38,10 +38,11 @@ def required_datasets(environment) -> list[Dataset]:
     return []
 
 
-def _runs_of(kind: str, version, dataset_version) -> list[EvalRun]:
+def _latest_run(kind: str, version, dataset_version) -> EvalRun | None:
+    """The newest completed run of `version` on `dataset_version`."""
     qs = EvalRun.objects.filter(dataset_version=dataset_version, status=EvalRun.Status.COMPLETED)
     qs = qs.filter(prompt_version=version) if kind == "prompt" else qs.filter(model_version=version)
-    return list(qs.order_by("-finished_at").select_related("dataset_version__head"))
+    return qs.order_by("-finished_at").first()
 
 
 def gather(kind: str, environment, version, live_version) -> Evidence:
@@ -70,13 +71,12 @@ def gather(kind: str, environment, version, live_version) -> Evidence:
             "gates": [],
             "comparison": None,
         }
-        runs = _runs_of(kind, version, dataset_version)
-        if not runs:
+        run = _latest_run(kind, version, dataset_version)
+        if run is None:
             ref = f"{version.head.key}@{version.number}"
             evidence.missing.append(f"no completed eval of {ref} on {entry['dataset']}: launch one")
             evidence.datasets.append(entry)
             continue
-        run = runs[0]
         entry.update(
             run=run.pk,
             verdict=run.verdict,
@@ -89,14 +89,14 @@ def gather(kind: str, environment, version, live_version) -> Evidence:
                 f"run #{run.pk} on {entry['dataset']} did not pass its gates ({run.verdict})"
             )
         if live_version is not None and live_version.pk != version.pk:
-            baseline = next(iter(_runs_of(kind, live_version, dataset_version)), None)
+            baseline = _latest_run(kind, live_version, dataset_version)
             if baseline is None:
                 entry["comparison"] = {
                     "note": f"no run of the live version {live_version.head.key}@"
                     f"{live_version.number} on {entry['dataset']} to compare with"
                 }
             else:
-                cmp = compare_runs(baseline, run)
+                cmp = compare_runs(baseline, run, charts=False)
                 gate_metrics = {g["metric"] for g in run.gates} | {"pass_rate"}
                 worse = [
                     d.metric
