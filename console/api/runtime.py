@@ -25,6 +25,7 @@ from console.api.snapshot import (
     ofrep_answer,
     snapshot_for,
 )
+from console.core.canonical import loads
 from console.flags.evaluation import (
     FLAG_NOT_FOUND,
     GENERAL,
@@ -112,7 +113,7 @@ def _context(request: HttpRequest) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EvaluationError(PARSE_ERROR, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -120,10 +121,6 @@ def _context(request: HttpRequest) -> dict[str, Any]:
     if "context" in body and body["context"] is None:
         raise EvaluationError(INVALID_CONTEXT, "context must be a JSON object (omit it, not null)")
     return check_context(body.get("context"))
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed in JSON")
 
 
 @runtime_endpoint("POST")

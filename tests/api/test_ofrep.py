@@ -194,3 +194,10 @@ def test_openapi_document_describes_only_what_exists(client):
     assert {"200", "304", "400", "401", "403", "429"} <= set(bulk)
     reasons = doc["components"]["schemas"]["evaluationSuccess"]["properties"]["reason"]["enum"]
     assert reasons == ["STATIC", "TARGETING_MATCH", "SPLIT", "DISABLED", "UNKNOWN"]
+
+
+def test_absurdly_nested_body_is_parse_error_400_not_500(client, secret):
+    nested = '{"context": ' + "[" * 30_000 + "]" * 30_000 + "}"  # under the 64 KB body limit
+    for url in (SINGLE + "answers-enabled", BULK):
+        response = post(client, url, nested, secret)
+        assert response.status_code == 400 and response.json()["errorCode"] == "PARSE_ERROR"
