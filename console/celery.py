@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
@@ -11,6 +12,12 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 import console.core.celery_context  # noqa: E402,F401  (connects the request-id signals)
-from console.core import broker  # noqa: E402
 
-broker.install()  # workers survive a Redis restart (see console/core/broker.py)
+
+@worker_init.connect
+def _survive_broker_restarts(**kwargs) -> None:
+    """Only workers consume and acknowledge messages, so only they pay for importing the Redis
+    transport to patch it (see console/core/broker.py)."""
+    from console.core import broker
+
+    broker.install()
