@@ -145,10 +145,6 @@ def snapshot_for(environment_id: int) -> Snapshot:
     return fresh
 
 
-def staleness(snapshot: Snapshot) -> float:
-    return max(0.0, time.monotonic() - snapshot.built_at)
-
-
 def strong_etag(data: bytes | str) -> str:
     raw = data.encode() if isinstance(data, str) else data
     return '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'

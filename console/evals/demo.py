@@ -7,6 +7,7 @@ import socket
 
 from console.datasets.models import Dataset
 from console.evals import services
+from console.evals.scorers import DEFAULT_SCORERS, JUDGED
 from console.evals.simulator import serve_in_thread
 from console.registry import services as registry
 from console.registry.kinds import PROMPT
@@ -37,15 +38,7 @@ GATES = [
     {"metric": "hallucination_rate", "op": "<=", "threshold": 0.05},
     {"metric": "latency_p99_ms", "op": "<=", "threshold": 5000},
 ]
-SCORERS = [
-    "contains_all",
-    "contains_none",
-    "refusal",
-    "recall_at_5",
-    "mrr",
-    "faithfulness",
-    "relevance",
-]
+SCORERS = [*DEFAULT_SCORERS, *JUDGED]
 
 
 def _port_free(port: int) -> bool:

@@ -8,7 +8,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from console.evals.metrics import METRICS, OPS
-from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS
+from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS, JUDGED
 
 GATE_LINE = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=)\s*([-+]?[0-9]*\.?[0-9]+)\s*$")
 SCORER_LABELS = {
@@ -105,7 +105,7 @@ class LaunchForm(forms.Form):
             for name in ("prompt_version", "model_version"):
                 if not data.get(name):
                     self.add_error(name, "required for a prompt × model eval")
-        judged = {"faithfulness", "relevance"} & set(data.get("scorers") or [])
+        judged = set(JUDGED) & set(data.get("scorers") or [])
         if judged and not data.get("judge_model_version"):
             self.add_error("judge_model_version", "LLM-as-judge scorers need a judge model")
         for metric in judged:

@@ -17,7 +17,7 @@ from console.evals import selectors, services
 from console.evals.forms import LaunchForm, gates_to_text
 from console.evals.metrics import METRICS
 from console.evals.models import EvalRun
-from console.evals.scorers import DEFAULT_SCORERS
+from console.evals.scorers import DEFAULT_SCORERS, JUDGED
 from console.registry.models import ModelConfigVersion, PromptVersion
 
 
@@ -81,7 +81,7 @@ def _initial(application, choices) -> dict:
     }
     # With a judge preselected, measure what the judge is for (the default gates need it).
     if initial["judge_model_version"]:
-        initial["scorers"] = [*DEFAULT_SCORERS, "faithfulness", "relevance"]
+        initial["scorers"] = [*DEFAULT_SCORERS, *JUDGED]
     return initial
 
 
@@ -95,7 +95,7 @@ def run_new(request: HttpRequest, app: str) -> HttpResponse:
         http = data["target_type"] == "http"
         judge_prompts = {
             metric: _pick(PromptVersion, application, data[f"judge_{metric}"])
-            for metric in ("faithfulness", "relevance")
+            for metric in JUDGED
             if data.get(f"judge_{metric}")
         }
         try:

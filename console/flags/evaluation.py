@@ -49,7 +49,6 @@ GENERAL = "GENERAL"
 TARGETING_KEY = "targetingKey"
 BUCKET_SCALE = 16**15
 
-STRING_OPERATORS = {"equals", "not_equals", "contains", "starts_with", "ends_with"}
 LIST_OPERATORS = {"in", "not_in"}
 SEMVER_OPERATORS = {"semver_eq", "semver_gt", "semver_gte", "semver_lt", "semver_lte"}
 NUMBER_OPERATORS = {"gt", "gte", "lt", "lte"}
@@ -184,13 +183,6 @@ class Condition:
             values=values,
             test=_compile(operator, attribute, value, values, flag_key, salt),
         )
-
-    def describe(self) -> str:
-        label = OPERATORS.get(self.operator, self.operator)
-        if self.operator == "percentage":
-            return f"{self.value}% of {self.attribute or TARGETING_KEY}"
-        shown = ", ".join(map(str, self.values)) if self.operator in LIST_OPERATORS else self.value
-        return f"{self.attribute} {label} {shown}"
 
 
 @dataclass(frozen=True)
@@ -441,11 +433,6 @@ def _compile(
         raise EvaluationError(GENERAL, f"flag {flag_key!r} uses unknown operator {op!r}")
 
     return unknown
-
-
-def matches(flag: FlagDefinition, condition: Condition, context: Mapping[str, Any]) -> bool:
-    """Does one condition hold for this context?"""
-    return condition.test(context)
 
 
 KILLED_RULE = 0  # the rule index `decide` reports when the kill switch decided

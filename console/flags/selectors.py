@@ -14,6 +14,7 @@ from django.utils import timezone
 from console.flags.evaluation import FlagDefinition
 from console.flags.models import Flag, FlagKind, FlagRules, FlagRulesVersion
 from console.registry.models import Application, Environment
+from console.registry.selectors import environments
 
 STALE_AFTER = timedelta(days=30)
 # Release and experiment flags are meant to be removed once decided; operational flags and
@@ -80,10 +81,6 @@ class FlagRow:
     @property
     def killed_anywhere(self) -> bool:
         return any(s.killed for s in self.states)
-
-
-def environments(application: Application) -> list[Environment]:
-    return list(application.environments.order_by("order", "key"))
 
 
 def latest_rules(flags: QuerySet | list[Flag]) -> dict[tuple[int, int], tuple[FlagRules, Any]]:

@@ -81,7 +81,7 @@ def create_flag(
     The first rule sets serve the off variant everywhere, protected environments included:
     creating a flag changes what no environment serves until someone switches it on.
     """
-    author = _author(actor)
+    author = version_author(actor)
     if kind not in FlagKind.values:
         raise ValidationError({"kind": f"must be one of {', '.join(FlagKind.values)}"})
     if variants is None:
@@ -126,12 +126,6 @@ def create_flag(
         )
         _changed([e.pk for e in environments])
     return flag
-
-
-def _author(actor: Any):
-    """Rule versions are recorded under a user: the acting one, or the system account for
-    budget circuit breakers and rollout halts (see core.versioning.version_author)."""
-    return version_author(actor)
 
 
 def update_flag(
@@ -224,9 +218,7 @@ def save_rules(
     cleaned = validation.clean_rules(content, flag.variant_keys)
     with transaction.atomic():
         head = rules_head(flag, environment)
-        result = save_version(
-            head, cleaned, author=_author(actor), message=message, base_number=base_number
-        )
+        result = save_version(head, cleaned, author=actor, message=message, base_number=base_number)
         if result.created:
             version = result.version
             audit.record(

@@ -11,8 +11,8 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 
 from console.datasets.models import DatasetVersion
 from console.evals import services
-from console.evals.demo import SCORERS
 from console.evals.models import EvalRun
+from console.evals.scorers import DEFAULT_SCORERS, JUDGED
 from console.registry.models import Application, ModelConfigVersion, PromptVersion
 
 
@@ -67,14 +67,14 @@ class Command(BaseCommand):
         dataset = version(DatasetVersion, o["dataset"], "dataset")
         judge = version(ModelConfigVersion, o["judge"], "judge") if o["judge"] else None
         judge_prompts = {}
-        scorers = ["contains_all", "contains_none", "refusal", "recall_at_5", "mrr"]
+        scorers = list(DEFAULT_SCORERS)
         if judge is not None:
-            for metric in ("faithfulness", "relevance"):
+            for metric in JUDGED:
                 head = application.prompts.filter(key=f"judge-{metric}").first()
                 if head is None:
                     raise CommandError(f"--judge needs a prompt judge-{metric} in {app}")
                 judge_prompts[metric] = head.versions.get(number=head.latest_number)
-            scorers = SCORERS
+            scorers = [*DEFAULT_SCORERS, *JUDGED]
         user = self._user(application, o["as_user"])
         try:
             run = services.launch_run(
