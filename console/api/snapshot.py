@@ -225,9 +225,10 @@ def _shadows(environment: Environment) -> dict[str, dict]:
 def _referenced(model, environment: Environment, wanted: set[tuple[str, int]], shape) -> dict:
     if not wanted:
         return {}
-    keys = {key for key, _ in wanted}
     rows = model.objects.filter(
-        head__application_id=environment.application_id, head__key__in=keys
+        head__application_id=environment.application_id,
+        head__key__in={key for key, _ in wanted},
+        number__in={number for _, number in wanted},  # not every version of those heads
     ).select_related("head")
     return {f"{v.head.key}@{v.number}": shape(v) for v in rows if (v.head.key, v.number) in wanted}
 
