@@ -291,7 +291,13 @@ def _complete(actor, rollout: Rollout, now: datetime) -> str:
         # Someone promoted something else meanwhile: do not overwrite it.
         halt(rollout, reason=f"{request.environment.name} changed during the rollout; re-confirm")
         return "halted"
-    _make_live(actor, request, reason=f"promotion #{request.pk} (rollout complete)")
+    _make_live(
+        actor,
+        request.kind,
+        request.version,
+        request.environment,
+        reason=f"promotion #{request.pk} (rollout complete)",
+    )
     rollout.status = Rollout.Status.COMPLETED
     rollout.finished_at = now
     rollout.save(update_fields=["status", "finished_at", "last_check"])

@@ -60,7 +60,12 @@ def live_version(kind: str, version, environment):
 
 
 def is_live(kind: str, version, environment) -> bool:
-    live = live_version(kind, version, environment)
+    return _same(kind, live_version(kind, version, environment), version)
+
+
+def _same(kind: str, live, version) -> bool:
+    """Is `live` (the version live now, or None) `version`? Rules versions count as the same
+    when their content is: each environment has its own rules head."""
     if live is None:
         return False
     return (
@@ -331,16 +336,17 @@ def withdraw(*, actor, request: PromotionRequest) -> PromotionRequest:
     return request
 
 
-def _make_live(actor, request: PromotionRequest, reason: str) -> None:
-    version = request.version
-    if request.kind == "flag_rules":
+def _make_live(actor, kind: str, version, environment, reason: str) -> None:
+    """Put `version` live in `environment` — a binding, or the flag's rules there — on behalf
+    of a promotion, a finished rollout or a rollback."""
+    if kind == "flag_rules":
         from console.flags import services as flags
 
-        target = target_head(request.kind, version, request.environment)
+        target = target_head(kind, version, environment)
         flags.save_rules(
             actor=actor,
             flag=target.flag,
-            environment=request.environment,
+            environment=environment,
             content=version.content,
             base_number=target.latest_number,
             message=reason,
@@ -349,7 +355,7 @@ def _make_live(actor, request: PromotionRequest, reason: str) -> None:
     else:
         registry.bind_version(
             actor=actor,
-            environment=request.environment,
+            environment=environment,
             version=version,
             reason=reason,
             via_promotion=True,
@@ -384,7 +390,13 @@ def apply(*, actor, request: PromotionRequest) -> PromotionRequest:
                 raise ValidationError("The staged rollout of this request has already started.")
             rollouts.start(actor=actor, request=request)
             return request
-        _make_live(actor, request, reason=f"promotion #{request.pk}")
+        _make_live(
+            actor,
+            request.kind,
+            request.version,
+            request.environment,
+            reason=f"promotion #{request.pk}",
+        )
         request.status = PromotionRequest.Status.APPLIED
         request.applied_at = timezone.now()
         request.applied_by = actor
@@ -449,30 +461,11 @@ def rollback(*, actor, environment, version, reason: str) -> Any:
     if version.number not in previously_live(kind, head, environment):
         never = f"v{version.number} was never live in {environment.name}: request a promotion"
         raise ValidationError({"version": never})
-    if is_live(kind, version, environment):
-        raise ValidationError({"version": f"v{version.number} is already live"})
     live = live_version(kind, version, environment)
+    if _same(kind, live, version):
+        raise ValidationError({"version": f"v{version.number} is already live"})
     with transaction.atomic():
-        if kind == "flag_rules":
-            from console.flags import services as flags
-
-            flags.save_rules(
-                actor=actor,
-                flag=head.flag,
-                environment=environment,
-                content=version.content,
-                base_number=head.latest_number,
-                message=f"rollback: {reason}",
-                via_promotion=True,
-            )
-        else:
-            registry.bind_version(
-                actor=actor,
-                environment=environment,
-                version=version,
-                reason=f"rollback: {reason}",
-                via_promotion=True,
-            )
+        _make_live(actor, kind, version, environment, reason=f"rollback: {reason}")
         audit.record(
             actor=actor,
             action="promotion.rollback",
