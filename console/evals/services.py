@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import F, Q
 from django.utils import timezone
 
 from console.audit import services as audit
@@ -361,18 +361,20 @@ def _execute(run: EvalRun, owner: str) -> str:
         {**item, "position": n}
         for n, item in enumerate(version_items(run.dataset_version), start=1)
     ]
-    stored = EvalResult.objects.filter(run=run)
-    done_ids = set(stored.values_list("item_id", flat=True))
-    totals = stored.aggregate(cost=Sum("cost"), judge=Sum("judge_cost"))
-    spent = (totals["cost"] or 0.0) + (totals["judge"] or 0.0)
-    counts = {
-        "done": len(done_ids),
-        "errors": stored.filter(status=EvalResult.Status.ERROR).count(),
-        "passed": stored.filter(passed=True).count(),
-    }
+    # What a resumed run already stored, in one pass: ids to skip, counts, spend so far.
     budget = CostGuard(run.cost_cap, run.metrics.get("estimate", {}).get("per_item", 0.0))
-    for cost in stored.values_list("cost", "judge_cost"):
-        budget.seen(sum(cost))
+    done_ids: set[str] = set()
+    counts = {"done": 0, "errors": 0, "passed": 0}
+    spent = 0.0
+    for item_id, status, passed, cost, judge_cost in EvalResult.objects.filter(run=run).values_list(
+        "item_id", "status", "passed", "cost", "judge_cost"
+    ):
+        done_ids.add(item_id)
+        counts["errors"] += status == EvalResult.Status.ERROR
+        counts["passed"] += passed is True
+        spent += cost + judge_cost
+        budget.seen(cost + judge_cost)
+    counts["done"] = len(done_ids)
     pending = iter([i for i in items if i["id"] not in done_ids])
     EvalRun.objects.filter(pk=run.pk).update(total_items=len(items))
     stop_reason = ""
