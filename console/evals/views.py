@@ -206,11 +206,10 @@ def run_detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
 def run_cancel(request: HttpRequest, app: str, pk: int) -> HttpResponse:
     application = access_application(request, app, ENGINEER)
     try:
-        services.cancel_run(actor=request.user, run=_run(application, pk))
+        run = services.cancel_run(actor=request.user, run=_run(application, pk))
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        run = _run(application, pk)
         messages.success(
             request,
             f"Run #{pk} cancelled."

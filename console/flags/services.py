@@ -185,13 +185,11 @@ def update_flag(
 
 def rules_head(flag: Flag, environment: Environment) -> FlagRules:
     """The rule set of `flag` in `environment`, created empty for an environment added later."""
-    head = FlagRules.objects.filter(flag=flag, environment=environment).first()
-    if head is None:
-        head, _ = FlagRules.objects.get_or_create(
-            flag=flag,
-            environment=environment,
-            defaults={"key": flag.key, "name": f"{flag.key} in {environment.key}"},
-        )
+    head, _ = FlagRules.objects.get_or_create(
+        flag=flag,
+        environment=environment,
+        defaults={"key": flag.key, "name": f"{flag.key} in {environment.key}"},
+    )
     return head
 
 

@@ -89,11 +89,6 @@ class PromotionRequest(models.Model):
         return self.prompt_version or self.model_version or self.flag_version
 
     @property
-    def head(self):
-        version = self.version
-        return version.head if version is not None else None
-
-    @property
     def label(self) -> str:
         version = self.version
         if version is None:
