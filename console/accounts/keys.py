@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from console.accounts.models import ApiKey, ApiKeyScope
 from console.audit import services as audit
+from console.core.versioning import acting_user
 from console.registry.models import Environment
 
 KEY_PREFIX = "alk_"
@@ -108,7 +109,7 @@ def _new_key(
         prefix=secret[:SHOWN_PREFIX_LENGTH],
         key_hash=hash_key(secret),
         scopes=scopes,
-        created_by=actor if getattr(actor, "_meta", None) else None,
+        created_by=acting_user(actor),
     )
     if rate_limit_per_minute is not None:
         key.rate_limit_per_minute = rate_limit_per_minute
@@ -123,7 +124,7 @@ def revoke_api_key(*, actor: Any, api_key: ApiKey) -> ApiKey:
         if key.revoked_at is not None:
             return key
         key.revoked_at = timezone.now()
-        key.revoked_by = actor if getattr(actor, "_meta", None) else None
+        key.revoked_by = acting_user(actor)
         key.save(update_fields=["revoked_at", "revoked_by"])
         audit.record(
             actor=actor,
@@ -185,7 +186,7 @@ def rotate_api_key(*, actor: Any, api_key: ApiKey, grace_seconds: int = 0) -> Ro
         fields = ["replaced_by"]
         if grace_seconds == 0:
             old.revoked_at = now
-            old.revoked_by = actor if getattr(actor, "_meta", None) else None
+            old.revoked_by = acting_user(actor)
             fields += ["revoked_at", "revoked_by"]
         else:
             old.expires_at = now + timedelta(seconds=grace_seconds)

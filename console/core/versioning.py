@@ -137,6 +137,11 @@ class SaveResult(Generic[V]):
 SYSTEM_USERNAME = "airlock-system"
 
 
+def acting_user(actor: Any):
+    """The user behind an action, or None when the system or a script acts (an Actor)."""
+    return actor if isinstance(actor, get_user_model()) else None
+
+
 def version_author(actor: Any):
     """The user a version is recorded under: the acting user, or for system actions (budget
     breakers, rollout halts, scripts) a dedicated inactive account that cannot sign in."""

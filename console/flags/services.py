@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from console.audit import services as audit
-from console.core.versioning import SaveResult, save_version, version_author
+from console.core.versioning import SaveResult, acting_user, save_version, version_author
 from console.flags import validation
 from console.flags.models import Flag, FlagKind, FlagRules, FlagType
 from console.flags.signals import flag_rules_changed
@@ -23,10 +22,6 @@ from console.registry.models import Application, Environment
 from console.registry.services import PromotionRequired
 
 MAX_REASON = 1000
-
-
-def _user_or_none(actor: Any):
-    return actor if isinstance(actor, get_user_model()) else None
 
 
 def _ref_resolver(application: Application):
@@ -258,7 +253,7 @@ def _set_killed(
         who = audit.Actor.of(actor)
         head.killed = killed
         head.killed_at = timezone.now()
-        head.killed_by = _user_or_none(actor)
+        head.killed_by = acting_user(actor)
         head.killed_by_label = who.label
         head.kill_reason = reason
         head.save(
