@@ -193,31 +193,37 @@ def environment_flags(environment: Environment) -> EnvironmentFlags:
         content = versions.get(head.pk) if head else None
         killed = bool(head and head.killed)
         number = head.latest_number if head else 0
+        served = (content or {}).get("definition") or {
+            "kind": flag.kind,
+            "variants": flag.variants,
+            "off_variant": flag.off_variant,
+        }
+        variants, off_variant = served["variants"], served["off_variant"]
         definitions[flag.key] = FlagDefinition.from_content(
             key=flag.key,
             flag_type=flag.flag_type,
             salt=flag.salt,
-            variants=flag.variants,
-            off_variant=flag.off_variant,
+            variants=variants,
+            off_variant=off_variant,
             rules_content=content,
             killed=killed,
             version=number,
-            kind=flag.kind,
+            kind=served["kind"],
         )
-        for variant in flag.variants:
+        for variant in variants:
             ref = variant.get("ref")
             if ref:
                 references.add((ref["kind"], ref["key"], ref["version"]))
         documents[flag.key] = {
             "type": flag.flag_type,
-            "kind": flag.kind,
+            "kind": served["kind"],
             "salt": flag.salt,
-            "variants": flag.variants,
-            "off_variant": flag.off_variant,
+            "variants": variants,
+            "off_variant": off_variant,
             "rules_version": number,
             "killed": killed,
             "enabled": bool(content and content.get("enabled")),
             "rules": (content or {}).get("rules", []),
-            "default": (content or {}).get("default", {"variant": flag.off_variant}),
+            "default": (content or {}).get("default", {"variant": off_variant}),
         }
     return EnvironmentFlags(definitions, documents, references)

@@ -52,6 +52,22 @@ def _definition(flag: Flag) -> dict:
     }
 
 
+def served_definition(flag: Flag) -> dict:
+    """The part of a flag's definition an environment serves. Each rules version carries a
+    copy, so a protected environment keeps serving the definition it was promoted with while
+    the flag is edited for the others."""
+    return {"kind": flag.kind, "variants": flag.variants, "off_variant": flag.off_variant}
+
+
+def definition_in(content: dict | None, flag: Flag) -> dict:
+    """The definition a rules version serves (versions older than the copy serve the flag's)."""
+    return (content or {}).get("definition") or served_definition(flag)
+
+
+def _with_definition(content: dict, definition: dict) -> dict:
+    return {**content, "definition": definition}
+
+
 def _changed(environment_ids: list[int]) -> None:
     transaction.on_commit(
         lambda: flag_rules_changed.send(sender=Flag, environment_ids=environment_ids)
@@ -105,7 +121,7 @@ def create_flag(
         except IntegrityError:
             raise ValidationError({"key": f"flag {key!r} already exists"}) from None
         environments = list(application.environments.order_by("order", "key"))
-        first = validation.empty_rules(off_variant)
+        first = _with_definition(validation.empty_rules(off_variant), served_definition(flag))
         for env in environments:
             head = FlagRules.objects.create(
                 flag=flag, environment=env, key=flag.key, name=f"{flag.key} in {env.key}"
@@ -145,7 +161,12 @@ def update_flag(
         locked = Flag.objects.select_for_update().get(pk=flag.pk)
         before = _definition(locked)
         kept = {v["key"] for v in cleaned}
-        for head in FlagRules.objects.filter(flag=locked).select_related("environment"):
+        followers = [
+            head
+            for head in FlagRules.objects.filter(flag=locked).select_related("environment")
+            if not head.environment.protected
+        ]
+        for head in followers:
             latest = head.latest_version
             missing = validation.referenced_variants(latest.content) - kept if latest else set()
             if missing:
@@ -165,6 +186,26 @@ def update_flag(
             return locked
         locked.updated_at = timezone.now()
         locked.save()
+        # Unprotected environments follow the definition at once; protected ones keep serving
+        # the copy in their rules until a promotion brings the new one.
+        definition = served_definition(locked)
+        followed = []
+        for head in followers:
+            latest = head.latest_version
+            content = _with_definition(
+                {k: v for k, v in (latest.content if latest else {}).items() if k != "definition"}
+                or validation.empty_rules(locked.off_variant),
+                definition,
+            )
+            result = save_version(
+                head,
+                content,
+                author=version_author(actor),
+                message="Definition changed",
+                base_number=head.latest_number,
+            )
+            if result.created:
+                followed.append(head.environment)
         audit.record(
             actor=actor,
             action="flag.update",
@@ -172,19 +213,30 @@ def update_flag(
             object_label=locked.key,
             application=locked.application_id,
             before=before,
-            after=after,
+            after={**after, "served_in": [e.key for e in followed]},
         )
-        _changed(list(locked.rule_sets.values_list("environment_id", flat=True)))
+        _changed([e.pk for e in followed])
     return locked
 
 
 def rules_head(flag: Flag, environment: Environment) -> FlagRules:
-    """The rule set of `flag` in `environment`, created empty for an environment added later."""
-    head, _ = FlagRules.objects.get_or_create(
+    """The rule set of `flag` in `environment`, created (switched off, v1) for an environment
+    added later."""
+    head, created = FlagRules.objects.get_or_create(
         flag=flag,
         environment=environment,
         defaults={"key": flag.key, "name": f"{flag.key} in {environment.key}"},
     )
+    if created:
+        with transaction.atomic():
+            first = validation.empty_rules(flag.off_variant)
+            save_version(
+                head,
+                _with_definition(first, served_definition(flag)),
+                author=version_author(None),
+                message="Created",
+                base_number=0,
+            )
     return head
 
 
@@ -208,9 +260,19 @@ def save_rules(
         raise ValidationError("The flag and the environment belong to different applications.")
     if environment.protected and not via_promotion:
         raise PromotionRequired(environment)
-    cleaned = validation.clean_rules(content, flag.variant_keys)
     with transaction.atomic():
         head = rules_head(flag, environment)
+        if environment.protected:
+            # A promoted version brings the definition it was reviewed with; one without a
+            # copy (older versions) keeps the definition served there now.
+            latest = head.latest_version
+            definition = content.get("definition") or definition_in(
+                latest.content if latest else None, flag
+            )
+        else:
+            definition = served_definition(flag)
+        keys = [v["key"] for v in definition["variants"]]
+        cleaned = _with_definition(validation.clean_rules(content, keys), definition)
         result = save_version(head, cleaned, author=actor, message=message, base_number=base_number)
         if result.created:
             version = result.version

@@ -40,6 +40,7 @@ def test_create_flag_makes_a_switched_off_rule_set_in_every_environment(applicat
             "enabled": False,
             "rules": [],
             "default": {"variant": "off"},
+            "definition": {"kind": "release", "variants": flag.variants, "off_variant": "off"},
         }
     assert flag.variants == [
         {"key": "on", "value": True, "description": ""},
