@@ -58,6 +58,9 @@ def update_environment_policy(
     required_approvals: int,
     eval_gate_required: bool,
 ) -> Environment:
+    """Set an environment's protection directly — for setting up applications (scripts, the
+    demo, tests). No console route calls it: people change policies through the releases
+    policy service, where loosening a protected environment needs another admin's approval."""
     if required_approvals < 0 or required_approvals > 10:
         raise ValidationError({"required_approvals": "must be between 0 and 10"})
     with transaction.atomic():
@@ -80,6 +83,21 @@ def update_environment_policy(
             after=_policy(env),
         )
     return env
+
+
+def mirror_environment_policy(
+    environment: Environment, *, protected: bool, required_approvals: int, eval_gate_required: bool
+) -> None:
+    """Copy the release policy in force onto the environment's own fields. Called only by the
+    releases policy service, inside the transaction that saves and audits the policy version."""
+    Environment.objects.filter(pk=environment.pk).update(
+        protected=protected,
+        required_approvals=required_approvals,
+        eval_gate_required=eval_gate_required,
+    )
+    environment.protected = protected
+    environment.required_approvals = required_approvals
+    environment.eval_gate_required = eval_gate_required
 
 
 def _policy(env: Environment) -> dict:

@@ -340,32 +340,10 @@ def bind(request: HttpRequest, app: str, kind: str, key: str) -> HttpResponse:
 
 
 @login_required
+@require_GET
 def environments(request: HttpRequest, app: str) -> HttpResponse:
-    """Environments and their promotion policy; admins change the policy here."""
-    from console.accounts.roles import ADMIN
-
+    """Environments and a summary of their release policies (changed on the policy pages)."""
     application = access_application(request, app)
-    if request.method == "POST":
-        access_application(request, app, ADMIN)
-        env = application.environments.filter(key=request.POST.get("environment", "")).first()
-        if env is None:
-            raise Http404("No such environment")
-        try:
-            approvals = int(request.POST.get("required_approvals") or 0)
-            services.update_environment_policy(
-                actor=request.user,
-                environment=env,
-                protected=request.POST.get("protected") == "on",
-                required_approvals=approvals,
-                eval_gate_required=request.POST.get("eval_gate_required") == "on",
-            )
-        except (ValueError, ValidationError) as exc:
-            messages.error(
-                request, f"{env.name}: required approvals must be a number from 0 to 10 ({exc})"
-            )
-        else:
-            messages.success(request, f"Saved the policy of {env.name}.")
-        return redirect("registry:environments", app=app)
     return render(
         request,
         "registry/environments.html",

@@ -5,19 +5,35 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from console.core.versioning import Version, VersionedHead
 from console.registry.models import Application, Environment
 
 
-class ReleasePolicy(models.Model):
-    """Which golden sets an environment's eval gate requires evidence on."""
+class ReleasePolicy(VersionedHead):
+    """An environment's release policy, versioned: its newest version is in force.
+
+    content: {"protected": bool, "required_approvals": int, "eval_gate": bool,
+    "datasets": [golden-set keys], "gates": [{"metric", "op", "threshold"}],
+    "max_error_rate": float, "breakers": ["<flag>:<variant>", ...]}
+
+    In a protected environment tightening takes effect at once; any loosening is a promotion
+    request another admin approves. `Environment.protected` and friends mirror the version in
+    force, for the many places that only ask "is this protected?".
+    """
 
     environment = models.OneToOneField(
         Environment, on_delete=models.CASCADE, related_name="release_policy"
     )
-    datasets = models.ManyToManyField("datasets.Dataset", blank=True, related_name="+")
 
     def __str__(self) -> str:
         return f"release policy of {self.environment}"
+
+
+class ReleasePolicyVersion(Version):
+    head = models.ForeignKey(ReleasePolicy, on_delete=models.PROTECT, related_name="versions")
+
+    class Meta(Version.Meta):
+        pass
 
 
 class PromotionRequest(models.Model):
@@ -25,6 +41,7 @@ class PromotionRequest(models.Model):
         PROMPT = "prompt", "Prompt"
         MODEL_CONFIG = "model_config", "Model config"
         FLAG_RULES = "flag_rules", "Flag rules"
+        POLICY = "policy", "Release policy"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Awaiting approval"
@@ -65,6 +82,17 @@ class PromotionRequest(models.Model):
     evidence = models.JSONField(default=dict, blank=True)
     revision = models.PositiveIntegerField(default=1)  # bumped by edits; approvals name theirs
     staged = models.BooleanField(default=False)
+    # Start the version as a shadow (called alongside the live one) instead of making it live.
+    shadow = models.BooleanField(default=False)
+    # A release policy change: the proposed policy content, and the version it would replace.
+    proposal = models.JSONField(default=dict, blank=True)
+    # What the request changes, one open request each per environment: "prompt:<id>",
+    # "model_config:<id>", "flag:<id>", "shadow:prompt:<id>", "policy".
+    subject = models.CharField(max_length=80, blank=True)
+    # The release policy version the evidence was checked against.
+    policy_version = models.PositiveIntegerField(null=True, blank=True)
+    # After apply: what changed, from → to, as it was then (the page keeps showing it).
+    applied_change = models.JSONField(default=dict, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
@@ -80,20 +108,52 @@ class PromotionRequest(models.Model):
         indexes = [
             models.Index(fields=["application", "status", "-created_at"], name="promotion_inbox")
         ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "subject"],
+                condition=models.Q(status__in=["pending", "approved"]) & ~models.Q(subject=""),
+                name="promotion_one_open_per_subject",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.label}"
 
     @property
     def version(self):
-        return self.prompt_version or self.model_version or self.flag_version
+        """The version this request is about (the other half of a bundle is `paired`)."""
+        return {
+            self.Kind.PROMPT: self.prompt_version,
+            self.Kind.MODEL_CONFIG: self.model_version,
+            self.Kind.FLAG_RULES: self.flag_version,
+        }.get(self.kind)
+
+    @property
+    def paired(self):
+        """The version the prompt or model config is evaluated and served with."""
+        if self.kind == self.Kind.PROMPT:
+            return self.model_version
+        if self.kind == self.Kind.MODEL_CONFIG:
+            return self.prompt_version
+        return None
+
+    @property
+    def bundle_label(self) -> str:
+        """`prompt@N × model@M` — exactly what will be live together after apply."""
+        if self.prompt_version_id and self.model_version_id:
+            p, m = self.prompt_version, self.model_version
+            return f"{p.head.key}@{p.number} × {m.head.key}@{m.number}"
+        return ""
 
     @property
     def label(self) -> str:
+        if self.kind == self.Kind.POLICY:
+            return f"release policy → {self.environment.key}"
         version = self.version
         if version is None:
             return "(nothing)"
-        return f"{version.head.key}@{version.number} → {self.environment.key}"
+        shadow = " (shadow)" if self.shadow else ""
+        return f"{version.head.key}@{version.number}{shadow} → {self.environment.key}"
 
     @property
     def is_open(self) -> bool:

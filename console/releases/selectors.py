@@ -95,3 +95,67 @@ def active_rollouts(application) -> list[Rollout]:
         )
         .order_by("-created_at")[:50]
     )
+
+
+def choices(application) -> dict:
+    """What can be requested where: protected environments, and the newest versions of
+    prompts, model configs and flag rule sets to pick from (a handful of queries)."""
+    from console.flags.models import FlagRules
+    from console.registry.models import ModelConfig, Prompt
+
+    protected = list(application.environments.filter(protected=True).order_by("order"))
+    rule_sets = (
+        FlagRules.objects.filter(flag__application=application, environment__protected=False)
+        .select_related("flag", "environment")
+        .order_by("flag__key", "environment__order")
+    )
+    return {
+        "protected": protected,
+        "prompts": list(Prompt.objects.filter(application=application).order_by("key")),
+        "models": list(ModelConfig.objects.filter(application=application).order_by("key")),
+        "rule_sets": list(rule_sets),
+    }
+
+
+def paired_choices(application, kind: str) -> list[str]:
+    """`key@N` of every version that can be the other half of a bundle (newest first)."""
+    from console.registry.models import ModelConfigVersion, PromptVersion
+
+    if kind not in ("prompt", "model_config"):
+        return []
+    model = ModelConfigVersion if kind == "prompt" else PromptVersion
+    rows = (
+        model.objects.filter(head__application=application)
+        .order_by("head__key", "-number")
+        .values_list("head__key", "number")[:200]
+    )
+    return [f"{key}@{number}" for key, number in rows]
+
+
+def rules_change(live, version) -> dict:
+    """Flag rules before and after, as rules (not JSON), and the rules that disappear."""
+    before = (live.content if live else {}) or {}
+    after = version.content or {}
+    names_after = {r.get("name") for r in after.get("rules", [])}
+    return {
+        "before": before,
+        "after": after,
+        "removed": [r for r in before.get("rules", []) if r.get("name") not in names_after],
+        "definition_changed": before.get("definition") != after.get("definition"),
+    }
+
+
+def policy_versions(environment, limit: int = 20) -> list:
+    from console.releases.models import ReleasePolicyVersion
+
+    return list(
+        ReleasePolicyVersion.objects.filter(head__environment=environment)
+        .select_related("author")
+        .order_by("-number")[:limit]
+    )
+
+
+def open_policy_request(environment) -> PromotionRequest | None:
+    return PromotionRequest.objects.filter(
+        environment=environment, subject="policy", status__in=PromotionRequest.OPEN
+    ).first()

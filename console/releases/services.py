@@ -7,18 +7,22 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from console.accounts.roles import APPROVE, ENGINEER
+from console.accounts.roles import ADMIN, APPROVE, ENGINEER
 from console.audit import services as audit
 from console.audit.models import AuditEvent
+from console.core.diff import diff_contents
 from console.core.permissions import application_perms
+from console.core.versioning import version_author
 from console.notifications.services import notify
 from console.registry import services as registry
 from console.registry.models import ModelConfigVersion, PromptVersion
 from console.releases import evidence as evidence_mod
+from console.releases import policies
+from console.releases.evidence import Bundle
 from console.releases.models import Approval, PromotionRequest
 
 KINDS = {PromptVersion: "prompt", ModelConfigVersion: "model_config"}
@@ -81,11 +85,120 @@ def _label(version, environment) -> str:
     return f"{version.head.key}@{version.number} → {environment.key}"
 
 
+def live_bundle(environment, bundle: Bundle) -> Bundle:
+    """What `environment` serves now in place of `bundle`: the live versions of its heads, or,
+    for a head not live there (a switch to another model config), the one that is."""
+    from console.registry.models import ModelConfigBinding, PromptBinding
+
+    def live(kind: str, version, binding_model):
+        found = live_version(kind, version, environment) if version is not None else None
+        if found is None:
+            bindings = list(
+                binding_model.objects.filter(environment=environment).select_related(
+                    "version__head"
+                )[:2]
+            )
+            found = bindings[0].version if len(bindings) == 1 else None
+        return found
+
+    return Bundle(
+        prompt=live("prompt", bundle.prompt, PromptBinding),
+        model=live("model_config", bundle.model, ModelConfigBinding),
+    )
+
+
+def _only_bound(binding_model, environment, label: str):
+    bindings = list(binding_model.objects.filter(environment=environment).select_related("version"))
+    if len(bindings) == 1:
+        return bindings[0].version
+    if not bindings:
+        raise ValidationError(
+            {"paired": f"nothing is live in {environment.name} to pair with: choose a {label}"}
+        )
+    raise ValidationError(
+        {"paired": f"{environment.name} serves several {label}s: choose the one this runs with"}
+    )
+
+
+def bundle_for(kind: str, version, environment, paired=None) -> Bundle:
+    """The prompt × model versions that will be live together after the request applies: the
+    version itself and `paired` (by default the other half live in `environment` now)."""
+    from console.registry.models import ModelConfigBinding, PromptBinding
+
+    if kind == "prompt":
+        if paired is not None and not isinstance(paired, ModelConfigVersion):
+            raise ValidationError({"paired": "pair a prompt with a model config version"})
+        model = paired or _only_bound(ModelConfigBinding, environment, "model config")
+        bundle = Bundle(prompt=version, model=model)
+    elif kind == "model_config":
+        if paired is not None and not isinstance(paired, PromptVersion):
+            raise ValidationError({"paired": "pair a model config with a prompt version"})
+        prompt = paired or _only_bound(PromptBinding, environment, "prompt")
+        bundle = Bundle(prompt=prompt, model=version)
+    else:
+        return Bundle(prompt=None, model=None)
+    for half in (bundle.prompt, bundle.model):
+        if half.head.application_id != environment.application_id:
+            raise ValidationError({"paired": "belongs to another application"})
+    return bundle
+
+
+def request_bundle(request: PromotionRequest) -> Bundle:
+    return Bundle(prompt=request.prompt_version, model=request.model_version)
+
+
+def subject_of(kind: str, version, shadow: bool = False) -> str:
+    if kind == "flag_rules":
+        return f"flag:{version.head.flag_id}"
+    return f"{'shadow:' if shadow else ''}{kind}:{version.head_id}"
+
+
+def _open_one(environment, subject: str) -> PromotionRequest | None:
+    return PromotionRequest.objects.filter(
+        environment=environment, subject=subject, status__in=PromotionRequest.OPEN
+    ).first()
+
+
+def _refuse_second(existing: PromotionRequest) -> ValidationError:
+    return ValidationError(
+        {
+            "version": f"request #{existing.pk} ({existing.label}) is still open for this in "
+            f"{existing.environment.name}: follow it at {_url(existing)}, or withdraw it first"
+        }
+    )
+
+
+def _create(fields: dict, subject: str, environment) -> PromotionRequest:
+    """Create the request; the database keeps it to one open request per thing and
+    environment even when two people submit at once."""
+    existing = _open_one(environment, subject)
+    if existing is not None:
+        raise _refuse_second(existing)
+    try:
+        with transaction.atomic():
+            return PromotionRequest.objects.create(subject=subject, **fields)
+    except IntegrityError:
+        existing = _open_one(environment, subject)
+        if existing is None:
+            raise
+        raise _refuse_second(existing) from None
+
+
 def open_request(
-    *, actor, environment, version, justification: str, staged: bool = False
+    *,
+    actor,
+    environment,
+    version,
+    justification: str,
+    staged: bool = False,
+    shadow: bool = False,
+    paired=None,
 ) -> PromotionRequest:
-    """Ask to make `version` live in a protected environment. With the eval gate required,
-    submission is refused until passing evidence exists (EvidenceMissing names what is missing)."""
+    """Ask to make `version` live (or run it as a shadow) in a protected environment. Prompts
+    and model configs travel as a bundle with the other half they will run with; with the eval
+    gate required, submission is refused until evidence meeting the policy exists
+    (EvidenceMissing names what is missing). A missing baseline is launched here and the
+    request waits for it."""
     kind = kind_of(version)
     head = version.head
     application = environment.application
@@ -99,31 +212,52 @@ def open_request(
         errors["justification"] = "say why this should go live"
     if staged and kind == "flag_rules":
         errors["staged"] = "staged rollouts apply to prompt and model config versions"
+    if shadow and (kind == "flag_rules" or staged):
+        errors["shadow"] = "a shadow is a prompt or model config version, not staged"
     if errors:
         raise ValidationError(errors)
     live = live_version(kind, version, environment)
-    if live is not None and live.pk == version.pk:
-        raise ValidationError(
-            {"version": f"v{version.number} is already live in {environment.name}"}
+    if kind == "flag_rules":
+        if _same(kind, live, version):
+            raise ValidationError(
+                {"version": f"these rules are already live in {environment.name}"}
+            )
+        evidence = evidence_mod.no_eval_evidence(
+            environment, "flag rule changes carry no eval evidence: approvers judge the rules"
         )
-    evidence = evidence_mod.gather(kind, environment, version, live)
-    if environment.eval_gate_required and not evidence.ok:
-        raise EvidenceMissing(evidence.missing)
+        bundle = Bundle(prompt=None, model=None)
+    else:
+        bundle = bundle_for(kind, version, environment, paired)
+        current = live_bundle(environment, bundle)
+        if not shadow and _bundle_pks(current) == _bundle_pks(bundle):
+            raise ValidationError(
+                {"version": f"{bundle.label} is already live in {environment.name}"}
+            )
+        evidence = evidence_mod.gather(environment, bundle, current)
+        if environment.eval_gate_required and not evidence.ok:
+            raise EvidenceMissing(evidence.missing)
+    subject = subject_of(kind, version, shadow)
     with transaction.atomic():
-        request = PromotionRequest.objects.create(
-            application=application,
-            environment=environment,
-            kind=kind,
-            prompt_version=version if kind == "prompt" else None,
-            model_version=version if kind == "model_config" else None,
-            flag_version=version if kind == "flag_rules" else None,
-            base_live_version=live.number if live else None,
-            justification=justification.strip(),
-            required_approvals=max(environment.required_approvals, 1),
-            eval_gate_required=environment.eval_gate_required,
-            evidence=evidence.as_dict(),
-            staged=staged,
-            requested_by=actor,
+        request = _create(
+            {
+                "application": application,
+                "environment": environment,
+                "kind": kind,
+                "prompt_version": bundle.prompt,
+                "model_version": bundle.model,
+                "flag_version": version if kind == "flag_rules" else None,
+                "base_live_version": live.number if live else None,
+                "justification": justification.strip(),
+                "required_approvals": max(environment.required_approvals, 1),
+                "eval_gate_required": environment.eval_gate_required,
+                "evidence": {**evidence.as_dict(), "base_live": _live_numbers(environment, bundle)},
+                "policy_version": evidence.policy_version,
+                "staged": staged,
+                "shadow": shadow,
+                "requested_by": actor,
+            },
+            subject,
+            environment,
         )
         audit.record(
             actor=actor,
@@ -134,21 +268,120 @@ def open_request(
             environment=environment,
             after={
                 "version": version.number,
+                "bundle": bundle.label or None,
                 "live": request.base_live_version,
                 "staged": staged,
+                "shadow": shadow,
+                "policy_version": evidence.policy_version,
                 "evidence_ok": evidence.ok,
             },
             reason=request.justification,
         )
-        notify(
-            application=application,
-            kind="promotion.requested",
-            title=f"Approval requested: {request.label}",
-            body=request.justification,
-            url=_url(request),
-            roles=("approver", "admin"),
-            data={"request": request.pk},
+        _notify_requested(request)
+        _launch_baselines(evidence, environment)
+    return request
+
+
+def _notify_requested(request: PromotionRequest) -> None:
+    notify(
+        application=request.application,
+        kind="promotion.requested",
+        title=f"Approval requested: {request.label}",
+        body=request.justification,
+        url=_url(request),
+        roles=("admin",) if request.kind == PromotionRequest.Kind.POLICY else ("approver", "admin"),
+        data={"request": request.pk},
+    )
+
+
+def _bundle_pks(bundle: Bundle) -> tuple:
+    return (getattr(bundle.prompt, "pk", None), getattr(bundle.model, "pk", None))
+
+
+def _live_numbers(environment, bundle: Bundle) -> dict:
+    if not bundle.complete:
+        return {}
+    live = live_bundle(environment, bundle)
+    return {
+        "prompt": live.prompt.number if live.prompt else None,
+        "model": live.model.number if live.model else None,
+    }
+
+
+def _launch_baselines(evidence, environment) -> None:
+    """Launch the runs of what is live that non-inferiority needs, with the scorers and judge
+    of the candidate's run, under the policy's gates — as the system, after commit."""
+    if not evidence.baselines_needed:
+        return
+    from console.evals import services as evals
+    from console.evals.models import EvalRun
+
+    policy, _ = policies.current(environment)
+    system = version_author(None)
+    for live, dataset_version in evidence.baselines_needed:
+        candidate_run = EvalRun.objects.filter(pk__in=[d.get("run") for d in evidence.datasets])
+        candidate = candidate_run.filter(dataset_version=dataset_version).first()
+        try:
+            evals.launch_run(
+                actor=system,
+                application=environment.application,
+                dataset_version=dataset_version,
+                prompt_version=live.prompt,
+                model_version=live.model,
+                judge_model_version=candidate.judge_model_version if candidate else None,
+                scorers=candidate.scorers if candidate else None,
+                scorer_options=candidate.scorer_options if candidate else None,
+                gates=policy.get("gates", []),
+                max_error_rate=policy["max_error_rate"],
+            )
+        except (evals.DuplicateRun, ValidationError):
+            continue  # already running, or not launchable: the request page says it waits
+
+
+def open_policy_request(
+    *,
+    actor,
+    environment,
+    proposal: dict,
+    base_number: int,
+    justification: str,
+    loosenings: list[str],
+) -> PromotionRequest:
+    """A change that loosens a protected environment's policy waits for another admin."""
+    with transaction.atomic():
+        request = _create(
+            {
+                "application": environment.application,
+                "environment": environment,
+                "kind": PromotionRequest.Kind.POLICY,
+                "proposal": proposal,
+                "policy_version": base_number,
+                "justification": justification.strip() or "; ".join(loosenings),
+                "required_approvals": 1,
+                "eval_gate_required": False,
+                "evidence": {
+                    **evidence_mod.no_eval_evidence(
+                        environment, "a policy change carries no eval evidence"
+                    ).as_dict(),
+                    "loosenings": loosenings,
+                },
+                "requested_by": actor,
+            },
+            "policy",
+            environment,
         )
+        audit.record(
+            actor=actor,
+            action="promotion.request",
+            obj=request,
+            object_label=f"#{request.pk} {request.label}",
+            application=environment.application,
+            environment=environment,
+            before={"policy_version": base_number},
+            after={"proposal": proposal, "loosenings": loosenings},
+            reason=request.justification,
+        )
+        _notify_requested(request)
     return request
 
 
@@ -162,19 +395,56 @@ def _locked(request: PromotionRequest) -> PromotionRequest:
 
 def staleness(request: PromotionRequest) -> str:
     """Why the request must be re-confirmed, or '' if it is current."""
+    environment = request.environment
+    if request.kind == PromotionRequest.Kind.POLICY:
+        _, number = policies.current(environment)
+        if number != request.policy_version:
+            return (
+                f"the policy of {environment.name} changed from v{request.policy_version} to "
+                f"v{number} since this was proposed"
+            )
+        return ""
     version = request.version
-    live = live_version(request.kind, version, request.environment)
+    live = live_version(request.kind, version, environment)
     live_number = live.number if live else None
     if live_number != request.base_live_version:
         was = f"v{request.base_live_version}" if request.base_live_version else "nothing"
         now = f"v{live_number}" if live_number else "nothing"
-        return f"{request.environment.name} changed from {was} to {now} since this was opened"
-    if request.eval_gate_required and request.kind != "flag_rules":
-        failing = evidence_mod.failing_since(
-            request.kind, request.environment, version, request.updated_at
-        )
+        return f"{environment.name} changed from {was} to {now} since this was opened"
+    bundle = request_bundle(request)
+    base_live = (request.evidence or {}).get("base_live")
+    if (
+        bundle.complete
+        and base_live is not None
+        and _live_numbers(environment, bundle) != base_live
+    ):
+        return f"what {environment.name} serves alongside it changed since this was opened"
+    if request.eval_gate_required and bundle.complete:
+        failing = evidence_mod.failing_since(environment, bundle, request.updated_at)
         if failing:
             return "new evidence: " + "; ".join(failing)
+    return ""
+
+
+def fresh_evidence(request: PromotionRequest):
+    """The evidence for the request judged now, under the policy in force now."""
+    environment = request.environment
+    bundle = request_bundle(request)
+    if not bundle.complete:
+        return None
+    return evidence_mod.gather(environment, bundle, live_bundle(environment, bundle))
+
+
+def _evidence_blocks(request: PromotionRequest) -> str:
+    """Why the evidence does not let the request through now (policy tightened, a newer run
+    failed, the baseline is still running), or ''."""
+    evidence = fresh_evidence(request)
+    if evidence is None or not request.environment.eval_gate_required:
+        return ""
+    problems = evidence.missing + evidence.waiting
+    if problems:
+        _, number = policies.current(request.environment)
+        return f"under the policy in force (v{number}): " + "; ".join(problems)
     return ""
 
 
@@ -193,7 +463,10 @@ def decide(
         raise ValidationError({"decision": "approve or reject"})
     with transaction.atomic():
         request = _locked(request)
-        if APPROVE not in application_perms(actor, request.application):
+        perms = application_perms(actor, request.application)
+        if request.kind == PromotionRequest.Kind.POLICY and ADMIN not in perms:
+            raise PermissionDenied("Only another admin can decide on a release policy change.")
+        if APPROVE not in perms:
             raise PermissionDenied("Only approvers can decide on promotions.")
         if request.requested_by_id == actor.pk:
             raise ValidationError("You cannot approve or reject your own request.")
@@ -208,6 +481,9 @@ def decide(
             raise ValidationError(
                 f"This request is stale ({stale}); the requester must re-confirm it."
             )
+        blocked = _evidence_blocks(request) if decision == Approval.Decision.APPROVE else ""
+        if blocked:
+            raise ValidationError(f"The evidence does not meet the policy yet: {blocked}.")
         Approval.objects.create(
             request=request,
             approver=actor,
@@ -289,19 +565,38 @@ def reconfirm(*, actor, request: PromotionRequest) -> PromotionRequest:
             raise PermissionDenied("Only the requester can re-confirm a request.")
         if not request.is_open:
             raise ValidationError(f"This request is {request.get_status_display().lower()}.")
+        if request.kind == PromotionRequest.Kind.POLICY:
+            raise ValidationError("The policy changed: withdraw this and propose the change again.")
         version = request.version
-        live = live_version(request.kind, version, request.environment)
-        evidence = evidence_mod.gather(request.kind, request.environment, version, live)
+        environment = request.environment
+        live = live_version(request.kind, version, environment)
+        evidence = fresh_evidence(request)
+        if evidence is None:
+            evidence = evidence_mod.no_eval_evidence(
+                environment, "flag rule changes carry no eval evidence: approvers judge the rules"
+            )
         if request.eval_gate_required and not evidence.ok:
             raise EvidenceMissing(evidence.missing)
+        _launch_baselines(evidence, environment)
         before = {"base_live_version": request.base_live_version, "revision": request.revision}
         request.base_live_version = live.number if live else None
-        request.evidence = evidence.as_dict()
+        request.policy_version = evidence.policy_version
+        request.evidence = {
+            **evidence.as_dict(),
+            "base_live": _live_numbers(environment, request_bundle(request)),
+        }
         request.revision += 1
         request.status = PromotionRequest.Status.PENDING
         request.updated_at = timezone.now()
         request.save(
-            update_fields=["base_live_version", "evidence", "revision", "status", "updated_at"]
+            update_fields=[
+                "base_live_version",
+                "policy_version",
+                "evidence",
+                "revision",
+                "status",
+                "updated_at",
+            ]
         )
         audit.record(
             actor=actor,
@@ -363,14 +658,19 @@ def _make_live(actor, kind: str, version, environment, reason: str) -> None:
 
 
 def apply(*, actor, request: PromotionRequest) -> PromotionRequest:
-    """Make an approved request live — the binding, the request's status and the audit event
-    change together or not at all. A staged request starts its rollout instead."""
+    """Make an approved request live — the bindings, the request's status and the audit event
+    change together or not at all. The evidence is judged again under the policy in force now:
+    a tightened policy or a newer failing run blocks apply with the reason. A staged request
+    starts its rollout instead; a shadow request starts the shadow."""
     with transaction.atomic():
         request = _locked(request)
         perms = application_perms(actor, request.application)
-        may_apply = APPROVE in perms or (
-            request.requested_by_id == actor.pk and ENGINEER in perms  # still an engineer
-        )
+        if request.kind == PromotionRequest.Kind.POLICY:
+            may_apply = ADMIN in perms
+        else:
+            may_apply = APPROVE in perms or (
+                request.requested_by_id == actor.pk and ENGINEER in perms  # still an engineer
+            )
         if not may_apply:
             raise PermissionDenied("The requester or an approver applies a request.")
         if request.status != PromotionRequest.Status.APPROVED:
@@ -382,34 +682,66 @@ def apply(*, actor, request: PromotionRequest) -> PromotionRequest:
         stale = staleness(request)
         if stale:
             raise ValidationError(f"This request is stale ({stale}); re-confirm it first.")
-        if request.staged:
-            from console.releases import rollouts
-            from console.releases.models import Rollout
+        blocked = _evidence_blocks(request)
+        if blocked:
+            raise ValidationError(f"The evidence no longer meets the policy: {blocked}.")
+        environment = request.environment
+        reason = f"promotion #{request.pk}"
+        if request.kind == PromotionRequest.Kind.POLICY:
+            old, number = policies.current(environment)
+            policies.apply_content(
+                actor=actor,
+                environment=environment,
+                content=request.proposal,
+                message=reason,
+                number=number,
+            )
+            change = _change(old, request.proposal, "policy")
+        else:
+            change = _applied_change(request)
+            if request.staged:
+                from console.releases import rollouts
+                from console.releases.models import Rollout
 
-            if Rollout.objects.filter(request=request).exists():
-                raise ValidationError("The staged rollout of this request has already started.")
-            rollouts.start(actor=actor, request=request)
-            return request
-        _make_live(
-            actor,
-            request.kind,
-            request.version,
-            request.environment,
-            reason=f"promotion #{request.pk}",
-        )
+                if Rollout.objects.filter(request=request).exists():
+                    raise ValidationError("The staged rollout of this request has already started.")
+                rollouts.start(actor=actor, request=request)
+                request.applied_change = change
+                request.save(update_fields=["applied_change"])
+                return request
+            if request.shadow:
+                start_shadow(
+                    actor=actor, environment=environment, version=request.version,
+                    via_promotion=True,
+                )  # fmt: skip
+            elif request.kind == PromotionRequest.Kind.FLAG_RULES:
+                _make_live(actor, request.kind, request.version, environment, reason=reason)
+            else:
+                # The bundle goes live together: the paired half too, if it is not live yet.
+                for kind, version in (
+                    ("model_config", request.model_version),
+                    ("prompt", request.prompt_version),
+                ):
+                    _make_live(actor, kind, version, environment, reason=reason)
         request.status = PromotionRequest.Status.APPLIED
         request.applied_at = timezone.now()
         request.applied_by = actor
-        request.save(update_fields=["status", "applied_at", "applied_by"])
+        request.applied_change = change
+        request.save(update_fields=["status", "applied_at", "applied_by", "applied_change"])
         audit.record(
             actor=actor,
             action="promotion.apply",
             obj=request,
             object_label=f"#{request.pk} {request.label}",
             application=request.application,
-            environment=request.environment,
+            environment=environment,
             before={"live": request.base_live_version},
-            after={"live": request.version.number},
+            after={
+                "live": request.version.number if request.version else None,
+                "bundle": request.bundle_label or None,
+                "shadow": request.shadow,
+                "policy_version": request.policy_version,
+            },
         )
         notify(
             application=request.application,
@@ -421,6 +753,46 @@ def apply(*, actor, request: PromotionRequest) -> PromotionRequest:
             data={"request": request.pk},
         )
     return request
+
+
+def _change(before: dict | None, after: dict | None, what: str) -> dict:
+    """From → to as it stood at apply, kept on the request like a merged pull request."""
+    return {
+        "what": what,
+        "fields": [
+            {"path": d.path, "status": d.status, "before": d.before, "after": d.after}
+            for d in diff_contents(before or {}, after or {})
+            if d.changed
+        ],
+    }
+
+
+def _applied_change(request: PromotionRequest) -> dict:
+    environment = request.environment
+    if request.kind == PromotionRequest.Kind.FLAG_RULES:
+        live = live_version(request.kind, request.version, environment)
+        change = _change(live.content if live else None, request.version.content, "flag rules")
+        change["from"] = f"rules v{live.number}" if live else "nothing"
+        change["to"] = f"rules of {request.version.head.environment.key} v{request.version.number}"
+        return change
+    bundle = request_bundle(request)
+    live = live_bundle(environment, bundle)
+    parts = []
+    for name, old, new in (
+        ("prompt", live.prompt, bundle.prompt),
+        ("model", live.model, bundle.model),
+    ):
+        if old is None or old.pk != new.pk:
+            part = _change(old.content if old else None, new.content, name)
+            part["from"] = f"{old.head.key}@{old.number}" if old else "nothing"
+            part["to"] = f"{new.head.key}@{new.number}"
+            parts.append(part)
+    return {
+        "what": "shadow" if request.shadow else "bundle",
+        "from": live.label or "nothing",
+        "to": bundle.label,
+        "parts": parts,
+    }
 
 
 def previously_live(kind: str, head, environment) -> list[int]:
@@ -480,11 +852,15 @@ def rollback(*, actor, environment, version, reason: str) -> Any:
     return version
 
 
-def start_shadow(*, actor, environment, version) -> Any:
+def start_shadow(*, actor, environment, version, via_promotion: bool = False) -> Any:
     """Mark a version as shadow in an environment: clients call it alongside the live one and
-    report both, without serving its answers."""
+    report both, without serving its answers. Shadows run on live traffic, so a protected
+    environment starts one only through an approved request (`via_promotion=True`)."""
+    from console.registry.services import PromotionRequired
     from console.releases.models import ShadowDeployment
 
+    if environment.protected and not via_promotion:
+        raise PromotionRequired(environment)
     kind = kind_of(version)
     if kind == "flag_rules":
         raise ValidationError("Shadow mode is for prompt and model config versions.")

@@ -10,4 +10,5 @@ urlpatterns = [
     path(f"{base}<int:pk>/", views.detail, name="detail"),
     path(f"{base}<int:pk>/act/", views.act, name="act"),
     path(f"{base}history/<slug:env>/", views.history, name="history"),
+    path(f"{base}policy/<slug:env>/", views.policy, name="policy"),
 ]

@@ -8,16 +8,19 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from console.accounts.roles import APPROVE, ENGINEER
+from console.accounts.roles import ADMIN, APPROVE, ENGINEER
 from console.core.diff import diff_contents
 from console.core.permissions import access_application
 from console.registry.kinds import MODEL_CONFIG, PROMPT
 from console.registry.models import ModelConfigVersion, PromptVersion
 from console.registry.selectors import heads_with_bindings
+from console.registry.services import PromotionRequired
 from console.releases import evidence as evidence_mod
-from console.releases import rollouts, selectors, services
+from console.releases import policies, rollouts, selectors, services
+from console.releases.forms import PolicyForm
 from console.releases.models import PromotionRequest, Rollout, ShadowDeployment
 
 
@@ -73,14 +76,34 @@ def inbox(request: HttpRequest, app: str) -> HttpResponse:
     )
 
 
+def _paired(application, kind: str, raw: str):
+    """`key@N` of the other half of a bundle, or None for "what is live there now"."""
+    key, _, number = (raw or "").strip().partition("@")
+    if not key:
+        return None
+    return _version(application, "model_config" if kind == "prompt" else "prompt", key, number)
+
+
 @login_required
 def new(request: HttpRequest, app: str) -> HttpResponse:
     application = access_application(request, app, ENGINEER)
     params = request.POST if request.method == "POST" else request.GET
+    if not params.get("key"):
+        return render(
+            request,
+            "releases/choose.html",
+            {"application": application, **selectors.choices(application)},
+        )
     kind = params.get("kind", "prompt")
     version = _version(application, kind, params.get("key", ""), params.get("version"))
     environment = _environment(application, params.get("environment", ""))
+    shadow = params.get("shadow") in {"on", "1"}
     missing = None
+    paired = None
+    try:
+        paired = _paired(application, kind, params.get("paired", ""))
+    except Http404:
+        messages.error(request, f"No version {params.get('paired')} to pair with.")
     if request.method == "POST":
         try:
             promotion = services.open_request(
@@ -89,6 +112,8 @@ def new(request: HttpRequest, app: str) -> HttpResponse:
                 version=version,
                 justification=request.POST.get("justification", ""),
                 staged=request.POST.get("staged") == "on",
+                shadow=shadow,
+                paired=paired,
             )
         except services.EvidenceMissing as exc:
             missing = exc.missing
@@ -100,7 +125,22 @@ def new(request: HttpRequest, app: str) -> HttpResponse:
             return redirect("releases:detail", app=app, pk=promotion.pk)
     # Only for the page: a successful submission gathers its own evidence in open_request.
     live = services.live_version(kind, version, environment)
-    evidence = evidence_mod.gather(kind, environment, version, live)
+    if kind == "flag_rules":
+        evidence = evidence_mod.no_eval_evidence(
+            environment, "flag rule changes carry no eval evidence: approvers judge the rules"
+        )
+        bundle = None
+    else:
+        try:
+            bundle = services.bundle_for(kind, version, environment, paired)
+        except ValidationError as exc:
+            bundle = None
+            missing = (missing or []) + exc.messages
+            evidence = evidence_mod.Evidence(required=environment.eval_gate_required)
+        else:
+            evidence = evidence_mod.gather(
+                environment, bundle, services.live_bundle(environment, bundle)
+            )
     changes = [c for c in diff_contents(live.content if live else {}, version.content) if c.changed]
     if missing is None:
         missing = evidence.missing if environment.eval_gate_required else []
@@ -116,7 +156,12 @@ def new(request: HttpRequest, app: str) -> HttpResponse:
             "old": live,
             "new": version,
             "changes": changes,
+            "rules": selectors.rules_change(live, version) if kind == "flag_rules" else None,
             "evidence": evidence.as_dict(),
+            "bundle": bundle,
+            "paired_choices": selectors.paired_choices(application, kind),
+            "paired": params.get("paired", ""),
+            "shadow": shadow,
             "missing": missing,
             "key": params.get("key", ""),
             "justification": request.POST.get("justification", ""),
@@ -129,27 +174,56 @@ def new(request: HttpRequest, app: str) -> HttpResponse:
 def detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
     application = access_application(request, app)
     promotion = _request(application, pk)
-    live, changes = selectors.version_diff(promotion)
     stale = services.staleness(promotion) if promotion.is_open else ""
     approvals = list(promotion.approvals.select_related("approver"))
     rollout = Rollout.objects.filter(request=promotion).select_related("flag").first()
     user = request.user
+    is_policy = promotion.kind == PromotionRequest.Kind.POLICY
+    live, changes, rules, policy_change = None, [], None, None
+    if promotion.status == PromotionRequest.Status.APPLIED and promotion.applied_change:
+        pass  # the page shows the record kept at apply
+    elif is_policy:
+        current, number = policies.current(promotion.environment)
+        policy_change = {
+            "number": number,
+            "changes": [c for c in diff_contents(current, promotion.proposal) if c.changed],
+            "loosenings": promotion.evidence.get("loosenings", []),
+        }
+    else:
+        live, all_changes = selectors.version_diff(promotion)
+        changes = [c for c in all_changes if c.changed]
+        if promotion.kind == PromotionRequest.Kind.FLAG_RULES:
+            rules = selectors.rules_change(live, promotion.version)
+    evidence = promotion.evidence
+    if promotion.is_open and promotion.kind in (
+        PromotionRequest.Kind.PROMPT,
+        PromotionRequest.Kind.MODEL_CONFIG,
+    ):
+        fresh = services.fresh_evidence(promotion)
+        if fresh is not None:
+            evidence = fresh.as_dict()
+    perms = request.app_perms
+    decider = ADMIN if is_policy else APPROVE
     return render(
         request,
         "releases/detail.html",
         {
             "application": application,
+            "environment": promotion.environment,
             "promotion": promotion,
             "live": live,
             "old": live,
             "new": promotion.version,
-            "changes": [c for c in changes if c.changed],
+            "changes": changes,
+            "rules": rules,
+            "policy_change": policy_change,
+            "evidence": evidence,
             "stale": stale,
             "approvals": approvals,
             "approval_count": services.approvals_count(promotion),
             "timeline": selectors.timeline(promotion),
             "rollout": rollout,
-            "can_decide": APPROVE in request.app_perms
+            "can_decide": decider in perms
             and promotion.requested_by_id != user.pk
             and promotion.is_open
             and not any(
@@ -158,8 +232,69 @@ def detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
             "is_requester": promotion.requested_by_id == user.pk,
             "can_apply": promotion.status == PromotionRequest.Status.APPROVED
             and rollout is None
-            and (promotion.requested_by_id == user.pk or APPROVE in request.app_perms),
-            "can_control": ENGINEER in request.app_perms,
+            and (
+                ADMIN in perms
+                if is_policy
+                else (promotion.requested_by_id == user.pk or APPROVE in perms)
+            ),
+            "can_control": ENGINEER in perms,
+        },
+    )
+
+
+@login_required
+def policy(request: HttpRequest, app: str, env: str) -> HttpResponse:
+    """An environment's release policy: everyone reads it, admins change it (a loosening of a
+    protected environment becomes a request another admin approves)."""
+    application = access_application(request, app)
+    environment = _environment(application, env)
+    content, number = policies.current(environment)
+    form = None
+    if request.method == "POST":
+        access_application(request, app, ADMIN)
+        form = PolicyForm(request.POST)
+        if form.is_valid():
+            try:
+                outcome, result = policies.change(
+                    actor=request.user,
+                    environment=environment,
+                    content=form.content(),
+                    base_number=form.cleaned_data["base"],
+                    message=form.cleaned_data["message"],
+                )
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    for error in errors:
+                        form.add_error(field if field in form.fields else None, error)
+            except PermissionDenied as exc:
+                messages.error(request, str(exc))
+            else:
+                if outcome == "requested":
+                    messages.warning(
+                        request,
+                        f"This loosens a protected environment's policy: request #{result.pk} "
+                        "waits for another admin's approval.",
+                    )
+                    return redirect("releases:detail", app=app, pk=result.pk)
+                if outcome == "applied":
+                    messages.success(request, f"Policy v{result.number} is in force.")
+                else:
+                    messages.info(request, "Nothing changed.")
+                return redirect("releases:policy", app=app, env=env)
+    if form is None:
+        form = PolicyForm(initial=PolicyForm.initial_from(content, number))
+    return render(
+        request,
+        "releases/policy.html",
+        {
+            "application": application,
+            "environment": environment,
+            "policy": content,
+            "number": number,
+            "form": form,
+            "versions": selectors.policy_versions(environment),
+            "open_request": selectors.open_policy_request(environment),
+            "datasets": application.datasets.order_by("key").values_list("key", flat=True),
         },
     )
 
@@ -245,7 +380,16 @@ def history(request: HttpRequest, app: str, env: str) -> HttpResponse:
                     request.POST.get("key", ""),
                     request.POST.get("version"),
                 )
-                services.start_shadow(actor=request.user, environment=environment, version=version)
+                try:
+                    services.start_shadow(
+                        actor=request.user, environment=environment, version=version
+                    )
+                except PromotionRequired:
+                    return redirect(
+                        f"{reverse('releases:new', kwargs={'app': app})}?kind="
+                        f"{request.POST.get('kind', '')}&key={version.head.key}&version="
+                        f"{version.number}&environment={environment.key}&shadow=1"
+                    )
                 messages.success(
                     request, f"{version.head.key}@{version.number} now runs in shadow."
                 )

@@ -144,7 +144,13 @@ def _act(budget: Budget, alert: BudgetAlert) -> dict:
             "environments": [e.key for e in envs],
             "summary": f"killed {flag.key} in {', '.join(e.key for e in envs)}",
         }
+    from console.releases.policies import breaker_allowed
+
     variant = budget.action.get("variant")
+    # A protected environment moves only where its (approved) release policy lets this
+    # breaker fire; elsewhere the alert is all that happens there.
+    refused = [e for e in envs if not breaker_allowed(e, flag.key, variant)]
+    envs = [e for e in envs if e not in refused]
     for env in envs:
         head = flags.rules_head(flag, env)
         content = {"enabled": True, "rules": [], "default": {"variant": variant}}
@@ -157,12 +163,23 @@ def _act(budget: Budget, alert: BudgetAlert) -> dict:
             message=reason,
             via_promotion=True,
         )
+    summary = (
+        f"{flag.key} now serves {variant} in {', '.join(e.key for e in envs)}"
+        if envs
+        else "no action"
+    )
+    if refused:
+        summary += (
+            f"; not in {', '.join(e.key for e in refused)}: its release policy does not allow "
+            f"breaker {flag.key}:{variant}"
+        )
     return {
         "type": "variant",
         "flag": flag.key,
         "variant": variant,
         "environments": [e.key for e in envs],
-        "summary": f"{flag.key} now serves {variant} in {', '.join(e.key for e in envs)}",
+        "refused": [e.key for e in refused],
+        "summary": summary,
     }
 
 
@@ -185,6 +202,24 @@ def _per_user(budget: Budget, now: datetime) -> list[BudgetAlert]:
         if alert is not None:
             alerts.append(alert)
     return alerts
+
+
+def _variant_breaker_errors(application, environment, flag, variant: str) -> dict:
+    """A breaker that moves a flag must name one of its variants, and may only aim at a
+    protected environment whose release policy lists that action."""
+    from console.releases.policies import breaker_allowed
+
+    if variant not in flag.variant_keys:
+        return {"action": f"{flag.key} has no variant {variant!r}"}
+    targets = [environment] if environment is not None else list(application.environments.all())
+    refused = [e.name for e in targets if not breaker_allowed(e, flag.key, variant)]
+    if refused:
+        return {
+            "action": f"{', '.join(refused)} is protected and its release policy does not let "
+            f"breaker {flag.key}:{variant} fire there; an admin can add it to the policy (another "
+            "admin approves), or aim the budget at an unprotected environment"
+        }
+    return {}
 
 
 def create_budget(
@@ -219,8 +254,11 @@ def create_budget(
         errors["action"] = "type must be kill_switch or variant"
     elif action.get("type") == "variant" and not action.get("variant"):
         errors["action"] = "name the cheaper variant to switch to"
-    if action and not application.flags.filter(key=action.get("flag")).exists():
+    flag = application.flags.filter(key=action.get("flag")).first() if action else None
+    if action and flag is None:
         errors["action"] = f"no flag {action.get('flag')!r} in this application"
+    elif action.get("type") == "variant":
+        errors.update(_variant_breaker_errors(application, environment, flag, action["variant"]))
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():

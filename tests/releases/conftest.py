@@ -8,6 +8,7 @@ import itertools
 from dataclasses import dataclass
 
 import pytest
+from django.db import transaction
 from django.core.cache import caches
 from django.utils import timezone
 
@@ -17,7 +18,7 @@ from console.celery import app as celery_app
 from console.datasets.demo import items as demo_items
 from console.evals.models import EvalRun
 from console.registry import services as registry
-from console.releases.models import ReleasePolicy
+from console.releases import policies
 from tests.evals.helpers import publish_items
 from tests.factories import make_model_config, make_prompt
 
@@ -66,7 +67,14 @@ class World:
             status=EvalRun.Status.COMPLETED,
             verdict=verdict,
             verdict_detail={"gates": [], "reason": "all gates met" if verdict == "passed" else ""},
-            metrics={"items": 3, "cost_model": 0.003},
+            metrics={
+                "items": 3,
+                "errors": 0,
+                "error_rate": 0.0,
+                "pass_rate": 1.0 if verdict == EvalRun.Verdict.PASSED else 0.34,
+                "cost_model": 0.003,
+                **extra.pop("metrics", {}),
+            },
             created_by=self.users["engineer"],
             finished_at=timezone.now(),
             **extra,
@@ -123,9 +131,22 @@ def world(application, member) -> World:
     dataset, dataset_version = publish_items(
         application, users["curator"], "golden", demo_items()[:3]
     )
-    policy = ReleasePolicy.objects.create(environment=envs["prod"])
-    policy.datasets.add(dataset)
-    return World(
+    with transaction.atomic():
+        policies.apply_content(
+            actor=users["admin"],
+            environment=envs["prod"],
+            content=policies.clean(
+                envs["prod"],
+                {
+                    **policies.current(envs["prod"])[0],
+                    "datasets": [dataset.key],
+                    "gates": [{"metric": "pass_rate", "op": ">=", "threshold": 0.8}],
+                },
+            ),
+            message="test policy",
+            number=0,
+        )
+    world = World(
         application=application,
         envs=envs,
         users=users,
@@ -135,6 +156,8 @@ def world(application, member) -> World:
         dataset=dataset,
         dataset_version=dataset_version,
     )
+    world.passing_run(1)  # the baseline: what prod serves now, on the policy's golden set
+    return world
 
 
 @pytest.fixture

@@ -104,7 +104,13 @@ def test_apply_binds_the_version_and_audits_it(world):
         f"promotion #{request.pk}",
     )
     apply = AuditEvent.objects.get(action="promotion.apply")
-    assert (apply.before, apply.after, apply.actor_label) == ({"live": 1}, {"live": 2}, "appr")
+    assert (apply.before, apply.actor_label) == ({"live": 1}, "appr")
+    assert apply.after == {
+        "live": 2,
+        "bundle": "answer@2 × main@1",
+        "shadow": False,
+        "policy_version": 1,
+    }
     with pytest.raises(ValidationError, match="applied"):
         services.apply(actor=world.users["engineer"], request=request)
 
@@ -213,10 +219,9 @@ def test_flag_rules_roll_back_to_an_earlier_rules_version(world):
 
 def test_shadow_start_and_end_are_audited(world):
     engineer = world.users["engineer"]
-    first = services.start_shadow(actor=engineer, environment=world.prod, version=world.versions[2])
-    second = services.start_shadow(
-        actor=engineer, environment=world.prod, version=world.versions[3]
-    )
+    staging = world.envs["staging"]
+    first = services.start_shadow(actor=engineer, environment=staging, version=world.versions[2])
+    second = services.start_shadow(actor=engineer, environment=staging, version=world.versions[3])
     first.refresh_from_db()
     assert (first.active, second.active) == (False, True)  # one shadow per prompt and env
     starts = AuditEvent.objects.filter(action="shadow.start").order_by("seq")
@@ -224,14 +229,14 @@ def test_shadow_start_and_end_are_audited(world):
         (None, {"shadow": "v2"}),
         ({"shadow": ["v2"]}, {"shadow": "v3"}),
     ]
-    assert starts[1].object_label == "answer@3 shadow in prod"
+    assert starts[1].object_label == "answer@3 shadow in staging"
     services.end_shadow(actor=engineer, shadow=second)
     end = AuditEvent.objects.get(action="shadow.end")
     assert (end.actor_label, end.before) == ("eng", {"shadow": "v3"})
     assert not ShadowDeployment.objects.filter(active=True).exists()
     with pytest.raises(ValidationError, match="already ended"):
         services.end_shadow(actor=engineer, shadow=second)
-    assert world.live() == 1  # shadows are never served
+    assert world.live("staging") == 1  # shadows are never served
 
 
 def test_the_runtime_config_lists_the_shadow_version(world, client):
@@ -239,9 +244,9 @@ def test_the_runtime_config_lists_the_shadow_version(world, client):
     from console.api import snapshot
 
     shadow = services.start_shadow(
-        actor=world.users["engineer"], environment=world.prod, version=world.versions[3]
+        actor=world.users["engineer"], environment=world.envs["staging"], version=world.versions[3]
     )
-    secret = keys.create_api_key(actor=None, environment=world.prod, name="cfg").secret
+    secret = keys.create_api_key(actor=None, environment=world.envs["staging"], name="cfg").secret
     body = client.get("/api/v1/config", HTTP_AUTHORIZATION=f"Bearer {secret}").json()
     assert body["prompts"]["answer"]["version"] == 1  # still serving v1
     listed = body["shadows"]["prompts"]["answer"]

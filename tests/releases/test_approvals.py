@@ -4,6 +4,7 @@ edits voiding approvals, withdraw, and the notifications each step sends."""
 from __future__ import annotations
 
 import pytest
+from django.db import IntegrityError, transaction
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from console.audit.models import AuditEvent
@@ -12,7 +13,7 @@ from console.evals.models import EvalRun
 from console.notifications.models import Notification
 from console.registry import services as registry
 from console.registry.kinds import MODEL_CONFIG
-from console.releases import services
+from console.releases import policies, services
 from console.releases.models import Approval, PromotionRequest
 from tests.evals.helpers import model_content
 
@@ -57,14 +58,17 @@ def actions(request) -> list[str]:
 
 def test_gate_required_without_evidence_is_refused_naming_what_is_missing(world):
     error = refused(lambda: open_(world, 2), exc=services.EvidenceMissing)
-    assert error.missing == ["no completed eval of answer@2 on golden@1: launch one"]
+    assert error.missing == ["no completed eval of answer@2 × main@1 on golden@1: launch one"]
     assert not PromotionRequest.objects.exists()
     assert not AuditEvent.objects.filter(action="promotion.request").exists()
 
     # A failing run is not evidence either.
     failed = world.passing_run(2, verdict=EvalRun.Verdict.FAILED)
     error = refused(lambda: open_(world, 2), exc=services.EvidenceMissing)
-    assert error.missing == [f"run #{failed.pk} on golden@1 did not pass its gates (failed)"]
+    assert error.missing == [
+        f"run #{failed.pk} on golden@1 does not meet the policy "
+        "(failed: pass_rate 0.34 (needs >= 0.8, off by 0.46))"
+    ]
     # A passing run of *another* version does not count for v2.
     world.passing_run(3)
     refused(lambda: open_(world, 2), exc=services.EvidenceMissing)
@@ -79,7 +83,11 @@ def test_gate_required_without_evidence_is_refused_naming_what_is_missing(world)
 
 
 def test_a_gate_with_no_golden_set_named_says_so(world):
-    world.prod.release_policy.datasets.clear()
+    # The policy cannot be saved that way; a policy that predates the rule still says so.
+    with pytest.raises(ValidationError, match="needs at least one golden set"):
+        policies.clean(world.prod, {**policies.current(world.prod)[0], "datasets": []})
+    world.dataset.key = "renamed"
+    world.dataset.save()
     error = refused(lambda: open_(world, 2), exc=services.EvidenceMissing)
     assert error.missing == [
         "prod requires an eval gate but its release policy names no golden set"
@@ -111,14 +119,17 @@ def test_evidence_from_a_real_eval_run_against_the_simulator(world, simulator_ur
     run.refresh_from_db()
     assert run.verdict == EvalRun.Verdict.PASSED, run.verdict_detail
 
-    request = open_(world, 4)
+    # Evidence on the simulated model says nothing about what prod runs (main@1) ...
+    refused(lambda: open_(world, 4), exc=services.EvidenceMissing)
+    # ... so the request carries the pair, and apply makes both live together.
+    request = open_(world, 4, paired=model)
+    assert request.bundle_label == "answer@4 × sim@1"
     entry = request.evidence["datasets"][0]
     assert (entry["run"], entry["verdict"]) == (run.pk, "passed")
     assert entry["gates"][0]["metric"] == "pass_rate" and entry["gates"][0]["passed"] is True
-    # The live v1 has no run on golden@1: the comparison says so rather than inventing one.
-    assert entry["comparison"] == {
-        "note": "no run of the live version answer@1 on golden@1 to compare with"
-    }
+    # What prod serves now (answer@1 × main@1) has no run on golden@1 in this world's history
+    # but the fixture's: the fixture's baseline exists, so it is compared, not invented.
+    assert entry["comparison"]["baseline"] == "answer@1 × main@1"
 
 
 def test_new_failing_evidence_makes_an_open_request_stale(world):
@@ -243,42 +254,28 @@ def test_editing_after_an_approval_voids_it(world):
     assert sorted(Approval.objects.values_list("revision", flat=True)) == [1, 2]
 
 
-def test_a_request_goes_stale_when_someone_else_promotes_first(world):
+def test_one_open_request_per_thing_and_environment(world):
     world.passing_run(2)
     world.passing_run(3)
     first = open_(world, 2)
-    second = open_(world, 3, who="engineer2")
-    first = decide(world, first, "approver")  # approved while still current
-
-    second = decide(world, second, "approver")
-    services.apply(actor=world.users["engineer2"], request=second)
-    assert world.live() == 3
-
-    expected = "prod changed from v1 to v3 since this was opened"
-    assert services.staleness(first) == expected
-    refused(lambda: services.apply(actor=world.users["engineer"], request=first), expected)
-    refused(lambda: decide(world, first, "approver2"), "the requester must re-confirm it")
-    assert world.live() == 3
-    refused(
-        lambda: services.reconfirm(actor=world.users["engineer2"], request=first),
-        "Only the requester",
-        PermissionDenied,
-    )
-
-    first = services.reconfirm(actor=world.users["engineer"], request=first)
-    assert (first.base_live_version, first.revision, first.status) == (3, 2, "pending")
-    assert services.staleness(first) == ""
-    assert services.approvals_count(first) == 0  # approvals start over
-    first = decide(world, first, "approver")
-    services.apply(actor=world.users["engineer"], request=first)
-    assert world.live() == 2
-    assert actions(first) == [
-        "promotion.request",
-        "promotion.approve",
-        "promotion.reconfirm",
-        "promotion.approve",
-        "promotion.apply",
-    ]
+    error = refused(lambda: open_(world, 3, who="engineer2"), f"request #{first.pk}")
+    assert f"/releases/{first.pk}/" in " ".join(error.messages)  # a link to the open one
+    assert PromotionRequest.objects.count() == 1
+    # The database keeps the rule even when two submissions race past the check.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        PromotionRequest.objects.create(
+            application=world.application,
+            environment=world.prod,
+            kind="prompt",
+            prompt_version=world.versions[3],
+            model_version=world.model.versions.get(number=1),
+            subject=first.subject,
+            justification="racing",
+            requested_by=world.users["engineer2"],
+        )
+    services.withdraw(actor=world.users["engineer"], request=first)
+    second = open_(world, 3, who="engineer2")  # once withdrawn, the way is free
+    assert second.status == PromotionRequest.Status.PENDING
 
 
 def test_a_rollback_also_makes_open_requests_stale(world):
@@ -315,7 +312,7 @@ def test_withdraw_is_for_the_requester_and_closes_the_request(world):
 
 def test_opening_validates_the_target(world):
     world.passing_run(2)
-    refused(lambda: open_(world, 1), "v1 is already live in prod")
+    refused(lambda: open_(world, 1), "answer@1 × main@1 is already live in prod")
     refused(lambda: open_(world, 2, justification="  "), "say why this should go live")
     refused(
         lambda: services.open_request(

@@ -72,7 +72,13 @@ def test_applying_a_staged_request_starts_the_canary_at_5_percent(world):
         ("new", "answer@2"),
     ]
     assert flag.variants[1]["ref"] == {"kind": "prompt", "key": "answer", "version": 2}
-    assert prod_rules(rollout) == {"enabled": True, "rules": [], "default": split(5)}
+    served = prod_rules(rollout)
+    assert {k: v for k, v in served.items() if k != "definition"} == {
+        "enabled": True,
+        "rules": [],
+        "default": split(5),
+    }
+    assert [v["key"] for v in served["definition"]["variants"]] == ["old", "new"]
     start = AuditEvent.objects.get(action="promotion.rollout.start")
     assert start.after["steps"] == [5, 25, 50, 100] and start.actor_label == "eng"
 

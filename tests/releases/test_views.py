@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 
 from console.audit.models import AuditEvent
+from console.registry import services as registry
 from console.releases import services
 from console.releases.models import Approval, PromotionRequest
 
@@ -68,7 +69,9 @@ def test_the_detail_page_shows_the_evidence_and_the_right_controls(world, reques
     html = approver.content.decode()
     assert approver.context["can_decide"] is True and approver.context["can_apply"] is False
     assert 'value="approve"' in html and 'value="reject"' in html
-    assert "golden@1" in html and "eval gate met" in html
+    assert "golden@1" in html and "policy gates met" in html
+    assert "answer@2 × main@1" in html  # the exact bundle that goes live
+    assert "release policy v1" in html
     assert approver.context["timeline"][0].action == "promotion.request"
     requester = client_for(world, "engineer").get(url)
     assert requester.context["can_decide"] is False
@@ -83,7 +86,7 @@ def test_approve_apply_through_the_page(world, request_):
     request_.refresh_from_db()
     assert request_.status == PromotionRequest.Status.APPROVED
     page = client_for(world, "engineer").get(f"{base(world)}{request_.pk}/")
-    assert "Apply: make v2 live in prod" in page.content.decode()
+    assert "Apply: make answer@2 × main@1 live in prod" in page.content.decode()
     response = act(world, "engineer", request_, "apply")
     assert flashes(response) == ["Applied."]
     assert world.live() == 2
@@ -101,14 +104,14 @@ def test_reject_needs_a_comment(world, request_):
 
 def test_reconfirm_and_withdraw_through_the_page(world, request_):
     world.passing_run(3)
-    other = services.open_request(
+    world.passing_run(2)  # re-confirming needs evidence against the new baseline too
+    # What another applied request does (one open request per prompt, so not through one).
+    registry.bind_version(
         actor=world.users["engineer2"],
         environment=world.prod,
         version=world.versions[3],
-        justification="v3",
+        via_promotion=True,
     )
-    services.decide(actor=world.users["approver"], request=other, decision="approve")
-    services.apply(actor=world.users["engineer2"], request=other)
 
     page = client_for(world, "approver").get(f"{base(world)}{request_.pk}/")
     assert "prod changed from v1 to v3 since this was opened" in page.content.decode()
@@ -175,7 +178,7 @@ def test_the_new_request_page_says_what_evidence_is_missing(world):
     page = engineer.get(url)
     html = page.content.decode()
     assert "This request cannot be submitted yet" in html
-    assert "no completed eval of answer@2 on golden@1: launch one" in html
+    assert "no completed eval of answer@2 × main@1 on golden@1: launch one" in html
     assert 'disabled title="Evidence missing"' in html
     form = {"kind": "prompt", "key": "answer", "version": "2", "environment": "prod"}
     refused = engineer.post(f"{base(world)}new/", {**form, "justification": "please"})
@@ -219,8 +222,24 @@ def test_the_history_page_rolls_back_for_engineers(world, request_):
     assert AuditEvent.objects.get(action="promotion.rollback").reason == "v2 regressed"
 
 
-def test_the_history_page_starts_and_ends_a_shadow(world):
+def test_a_shadow_in_a_protected_environment_is_a_request(world):
     url = f"{base(world)}history/prod/"
+    engineer = client_for(world, "engineer")
+    response = engineer.post(
+        url, {"action": "shadow", "kind": "prompt", "key": "answer", "version": "3"}
+    )
+    assert response.status_code == 302
+    assert (
+        "/releases/new/?kind=prompt&key=answer&version=3&environment=prod&shadow=1"
+        in (response["Location"])
+    )
+    assert not AuditEvent.objects.filter(action__startswith="shadow.").exists()
+    page = engineer.get(response["Location"])
+    assert "Shadow answer@3 in prod" in page.content.decode()
+
+
+def test_the_history_page_starts_and_ends_a_shadow(world):
+    url = f"{base(world)}history/staging/"
     engineer = client_for(world, "engineer")
     engineer.post(url, {"action": "shadow", "kind": "prompt", "key": "answer", "version": "3"})
     page = engineer.get(url)

@@ -1,0 +1,82 @@
+"""The release policy form: plain fields for people, one content dict for the service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from console.evals import metrics as eval_metrics
+
+
+class PolicyForm(forms.Form):
+    base = forms.IntegerField(widget=forms.HiddenInput, min_value=0)
+    protected = forms.BooleanField(required=False)
+    required_approvals = forms.IntegerField(min_value=0, max_value=10, initial=0)
+    eval_gate = forms.BooleanField(required=False, label="Eval gate")
+    datasets = forms.CharField(
+        required=False,
+        label="Golden sets",
+        help_text="Keys of the golden sets evidence must come from, one per line.",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    gates = forms.CharField(
+        required=False,
+        help_text="One gate per line: metric, operator (>= or <=), threshold — e.g. "
+        "“pass_rate >= 0.8”. Metrics: " + ", ".join(eval_metrics.METRICS) + ".",
+        widget=forms.Textarea(attrs={"rows": 4}),
+    )
+    max_error_rate = forms.FloatField(
+        min_value=0, max_value=1, initial=0.1, label="Max error rate (0–1)"
+    )
+    breakers = forms.CharField(
+        required=False,
+        label="Breaker actions allowed here",
+        help_text="One <flag>:<variant> per line: a budget breaker may move that flag to that "
+        "variant here. Kill switches to a flag's off variant are always allowed.",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    message = forms.CharField(
+        required=False, max_length=500, label="Why (kept with the version and the audit event)"
+    )
+
+    @staticmethod
+    def initial_from(content: dict[str, Any], number: int) -> dict[str, Any]:
+        return {
+            "base": number,
+            "protected": content.get("protected"),
+            "required_approvals": content.get("required_approvals", 0),
+            "eval_gate": content.get("eval_gate"),
+            "datasets": "\n".join(content.get("datasets", [])),
+            "gates": "\n".join(
+                f"{g['metric']} {g['op']} {g['threshold']:g}" for g in content.get("gates", [])
+            ),
+            "max_error_rate": content.get("max_error_rate", 0.1),
+            "breakers": "\n".join(content.get("breakers", [])),
+        }
+
+    def clean_gates(self) -> list[dict[str, Any]]:
+        gates = []
+        for n, line in enumerate(self.cleaned_data["gates"].splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3:
+                raise forms.ValidationError(
+                    f"line {n}: “{line.strip()}” — write metric, operator and threshold, "
+                    "e.g. “pass_rate >= 0.8”"
+                )
+            gates.append({"metric": parts[0], "op": parts[1], "threshold": parts[2]})
+        return gates
+
+    def content(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "protected": data["protected"],
+            "required_approvals": data["required_approvals"],
+            "eval_gate": data["eval_gate"],
+            "datasets": data["datasets"].split(),
+            "gates": data["gates"],
+            "max_error_rate": data["max_error_rate"],
+            "breakers": data["breakers"].split(),
+        }
