@@ -8,8 +8,8 @@ import itertools
 from dataclasses import dataclass
 
 import pytest
-from django.db import transaction
 from django.core.cache import caches
+from django.db import transaction
 from django.utils import timezone
 
 from console.accounts.roles import Role

@@ -4,8 +4,8 @@ edits voiding approvals, withdraw, and the notifications each step sends."""
 from __future__ import annotations
 
 import pytest
-from django.db import IntegrityError, transaction
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
 
 from console.audit.models import AuditEvent
 from console.evals import services as evals
