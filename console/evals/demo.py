@@ -81,7 +81,8 @@ def seed_evals(application, engineer) -> None:
                 application=application,
                 dataset_version=dataset.versions.get(number=dataset.latest_number),
                 prompt_version=prompt.versions.get(number=number),
-                model_version=model.versions.get(number=model.latest_number),
+                # prod serves gpt-main@1: evidence for prod is about the model it runs on.
+                model_version=model.versions.get(number=1),
                 judge_model_version=judge_model.versions.get(number=judge_model.latest_number),
                 judge_prompts={
                     "faithfulness": judges["judge-faithfulness"],

@@ -1,28 +1,50 @@
-"""Demo release state: prod requires evidence on support-golden, and one request — v3 of
-answer-question, which passed its gates — waits in the approver's inbox."""
+"""Demo release state: prod's release policy (v1) requires evidence on support-golden under the
+demo gates, and one request — answer-question v3 on gpt-main@1, the model prod serves, which
+passed those gates and is no worse than v2 — waits in the approver's inbox."""
 
 from __future__ import annotations
 
-from console.releases import services
-from console.releases.models import PromotionRequest, ReleasePolicy
+from django.db import transaction
+
+from console.evals.demo import GATES
+from console.releases import policies, services
+from console.releases.models import PromotionRequest
 
 
 def seed_releases(application, users: dict) -> None:
     prod = application.environments.get(key="prod")
-    policy, _ = ReleasePolicy.objects.get_or_create(environment=prod)
-    dataset = application.datasets.filter(key="support-golden").first()
-    if dataset is not None:
-        policy.datasets.add(dataset)
+    content, number = policies.current(prod)
+    if number == 0:
+        datasets = list(application.datasets.filter(key="support-golden").values_list("key", flat=True))
+        with transaction.atomic():
+            policies.apply_content(
+                actor=users["admin"],
+                environment=prod,
+                content=policies.clean(
+                    prod,
+                    {
+                        **content,
+                        "eval_gate": bool(datasets),
+                        "datasets": datasets,
+                        "gates": GATES,
+                        "max_error_rate": 0.1,
+                    },
+                ),
+                message="Demo policy: evidence on support-golden under the demo gates",
+                number=0,
+            )
     if PromotionRequest.objects.filter(application=application).exists():
         return
     prompt = application.prompts.get(key="answer-question")
+    model = application.model_configs.get(key="gpt-main")
     services.open_request(
         actor=users["engineer"],
         environment=prod,
         version=prompt.versions.get(number=3),
+        paired=model.versions.get(number=1),
         justification=(
-            "v3 cites its sources and keeps answers short. On support-golden@1 it passes every "
-            "gate, and against v2 (live in prod) source recall@5 goes from 0 to 0.92 with no "
-            "gate metric worse."
+            "v3 cites its sources and keeps answers short. On support-golden@1 with gpt-main@1 "
+            "(what prod runs) it meets every gate of prod's policy, and against v2 (live in "
+            "prod) source recall@5 goes up with no policy metric worse."
         ),
     )
