@@ -191,6 +191,8 @@ def environment_flags(environment: Environment) -> EnvironmentFlags:
     for flag in flags:
         head = heads.get(flag.pk)
         content = versions.get(head.pk) if head else None
+        if (content or {}).get("unreleased") or (content is None and environment.protected):
+            continue  # not in this protected environment until a promotion brings it
         killed = bool(head and head.killed)
         number = head.latest_number if head else 0
         served = (content or {}).get("definition") or {

@@ -68,6 +68,14 @@ def _with_definition(content: dict, definition: dict) -> dict:
     return {**content, "definition": definition}
 
 
+def first_rules(flag: Flag, environment: Environment) -> dict:
+    """A new rule set: switched off. In a protected environment the flag is not served at all
+    (`unreleased`) until a promotion brings it rules, so creating a flag — whatever its
+    variants name — changes nothing a protected environment serves."""
+    content = _with_definition(validation.empty_rules(flag.off_variant), served_definition(flag))
+    return {**content, "unreleased": True} if environment.protected else content
+
+
 def _changed(environment_ids: list[int]) -> None:
     transaction.on_commit(
         lambda: flag_rules_changed.send(sender=Flag, environment_ids=environment_ids)
@@ -121,12 +129,13 @@ def create_flag(
         except IntegrityError:
             raise ValidationError({"key": f"flag {key!r} already exists"}) from None
         environments = list(application.environments.order_by("order", "key"))
-        first = _with_definition(validation.empty_rules(off_variant), served_definition(flag))
         for env in environments:
             head = FlagRules.objects.create(
                 flag=flag, environment=env, key=flag.key, name=f"{flag.key} in {env.key}"
             )
-            save_version(head, first, author=author, message="Created", base_number=0)
+            save_version(
+                head, first_rules(flag, env), author=author, message="Created", base_number=0
+            )
         audit.record(
             actor=actor,
             action="flag.create",
@@ -229,10 +238,9 @@ def rules_head(flag: Flag, environment: Environment) -> FlagRules:
     )
     if created:
         with transaction.atomic():
-            first = validation.empty_rules(flag.off_variant)
             save_version(
                 head,
-                _with_definition(first, served_definition(flag)),
+                first_rules(flag, environment),
                 author=version_author(None),
                 message="Created",
                 base_number=0,

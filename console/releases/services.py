@@ -830,6 +830,10 @@ def rollback(*, actor, environment, version, reason: str) -> Any:
     head = target_head(kind, version, environment)
     if kind == "flag_rules" and version.head_id != head.pk:
         raise ValidationError({"version": "pick a rules version of this environment"})
+    if kind == "flag_rules" and version.content.get("unreleased"):
+        raise ValidationError(
+            {"version": f"rules v{version.number} never served this flag in {environment.name}"}
+        )
     if version.number not in previously_live(kind, head, environment):
         never = f"v{version.number} was never live in {environment.name}: request a promotion"
         raise ValidationError({"version": never})

@@ -41,7 +41,7 @@ def test_create_flag_makes_a_switched_off_rule_set_in_every_environment(applicat
             "rules": [],
             "default": {"variant": "off"},
             "definition": {"kind": "release", "variants": flag.variants, "off_variant": "off"},
-        }
+        } | ({"unreleased": True} if head.environment.protected else {})
     assert flag.variants == [
         {"key": "on", "value": True, "description": ""},
         {"key": "off", "value": False, "description": ""},
