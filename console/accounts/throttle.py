@@ -52,6 +52,8 @@ def retry_after(request: HttpRequest | None, username: str | None) -> int:
 
 
 def record_failure(request: HttpRequest | None, username: str | None) -> None:
+    if request is None:  # authenticate() outside a web request (a script): nothing to throttle
+        return
     window = settings.LOGIN_FAILURE_WINDOW_S
     for key, limit in _scopes(request, username):
         cache.add(key, 0, window)  # the count lives one window from its first failure
