@@ -7,6 +7,9 @@ Every setting that can differ between a laptop and production comes from the env
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,9 @@ TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem", "memory"}
 INSECURE_KEY = "airlock-dev-insecure-key-not-for-production"
+AUDIT_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+AUDIT_KEY_MIN_LENGTH = 32
+DEV_AUDIT_KEY_ID = "dev"
 
 
 class ConfigError(Exception):
@@ -44,6 +50,9 @@ class Config:
     require_services: bool = False
     webhook_allow_http: bool = False
     data_dir: Path = BASE_DIR / "var"
+    # (key id, secret) pairs, newest first: the first signs new audit events.
+    audit_keys: tuple[tuple[str, str], ...] = ()
+    audit_anchor_file: Path | None = None
 
     @property
     def production(self) -> bool:
@@ -77,11 +86,52 @@ def _list(env: Mapping[str, str], name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else None
+
+
 def _retention(env: Mapping[str, str]) -> int:
     raw = env.get("USAGE_RETENTION_DAYS", "90")
     if not raw.isdigit() or not 1 <= int(raw) <= 3650:
         raise ConfigError("USAGE_RETENTION_DAYS must be a whole number of days from 1 to 3650")
     return int(raw)
+
+
+def _audit_keys(env: Mapping[str, str], production: bool, secret_key: str):
+    """AIRLOCK_AUDIT_KEYS="k2:secret2,k1:secret1": the keys of the audit chain's HMAC, newest
+    (signing) first; older ones stay listed so the events they signed still verify.
+
+    They live outside the database on purpose: whoever owns the database can rewrite rows, but
+    without a key cannot recompute the chain. Required in production. A laptop (DEBUG on)
+    without it gets a key derived from SECRET_KEY, id "dev".
+    """
+    raw = env.get("AIRLOCK_AUDIT_KEYS", "").strip()
+    if not raw:
+        if production:
+            raise ConfigError(
+                "AIRLOCK_AUDIT_KEYS is required when DEBUG is off "
+                "(e.g. k1:<at least 32 random characters>)"
+            )
+        derived = hmac.new(secret_key.encode(), b"airlock audit chain", hashlib.sha256)
+        return ((DEV_AUDIT_KEY_ID, derived.hexdigest()),)
+    keys: list[tuple[str, str]] = []
+    for position, item in enumerate(raw.split(","), start=1):
+        key_id, sep, secret = item.strip().partition(":")
+        if not sep or not AUDIT_KEY_ID.match(key_id):
+            raise ConfigError(
+                f"AIRLOCK_AUDIT_KEYS entry {position} must be id:secret "
+                "(id: 1-32 letters, digits, '.', '_' or '-')"
+            )
+        if len(secret) < AUDIT_KEY_MIN_LENGTH:
+            raise ConfigError(
+                f"AIRLOCK_AUDIT_KEYS key {key_id!r} must be at least "
+                f"{AUDIT_KEY_MIN_LENGTH} random characters"
+            )
+        if any(key_id == seen for seen, _ in keys):
+            raise ConfigError(f"AIRLOCK_AUDIT_KEYS names key {key_id!r} twice")
+        keys.append((key_id, secret))
+    return tuple(keys)
 
 
 def load(env: Mapping[str, str]) -> Config:
@@ -190,4 +240,6 @@ def load(env: Mapping[str, str]) -> Config:
         require_services=_bool(env, "AIRLOCK_REQUIRE_SERVICES", default=False),
         webhook_allow_http=_bool(env, "AIRLOCK_WEBHOOK_ALLOW_HTTP", default=False),
         data_dir=data_dir,
+        audit_keys=_audit_keys(env, production, secret_key),
+        audit_anchor_file=_path(env, "AIRLOCK_AUDIT_ANCHOR_FILE"),
     )

@@ -30,6 +30,10 @@ USAGE_RETENTION_DAYS = CONFIG.usage_retention_days
 # Outgoing webhooks must use https with DEBUG off, unless this is set (receivers on a private
 # network without TLS). See console.notifications.services.validate_webhook_url.
 AIRLOCK_WEBHOOK_ALLOW_HTTP = CONFIG.webhook_allow_http
+# The audit chain's HMAC keys, {key id: secret}, newest (signing) first; kept out of the database.
+AIRLOCK_AUDIT_KEYS = dict(CONFIG.audit_keys)
+# Where `audit_anchor` appends the chain's head (None: anchoring off). See console.audit.anchors.
+AIRLOCK_AUDIT_ANCHOR_FILE = CONFIG.audit_anchor_file
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -157,8 +161,11 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Console logins: a username+address pair is locked out after this many failures in the window.
+# Console and admin sign-ins (console.accounts.throttle): a username+address pair is locked out
+# after LOGIN_FAILURE_LIMIT failures in the window, an address after LOGIN_ADDRESS_FAILURE_LIMIT
+# failures whatever the usernames.
 LOGIN_FAILURE_LIMIT = 5
+LOGIN_ADDRESS_FAILURE_LIMIT = 30
 LOGIN_FAILURE_WINDOW_S = 15 * 60
 
 EMAIL_BACKEND = CONFIG.email_backend
@@ -177,6 +184,7 @@ CELERY_BEAT_SCHEDULE = {
     "release-rollouts": {"task": "console.releases.tasks.advance_rollouts", "schedule": 60.0},
     "usage-budgets": {"task": "console.usage.tasks.check_budgets", "schedule": 60.0},
     "evals-requeue-stalled": {"task": "console.evals.tasks.requeue_stalled_runs", "schedule": 60.0},
+    "audit-anchor": {"task": "console.audit.tasks.anchor_audit_head", "schedule": 60.0},
     "usage-retention": {
         "task": "console.usage.tasks.purge_usage",
         "schedule": 24 * 3600.0,

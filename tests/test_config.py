@@ -16,6 +16,7 @@ GOOD_PROD = {
     "ALLOWED_HOSTS": "airlock.example.com",
     "DATABASE_URL": "postgres://airlock:pw@db:5432/airlock",
     "CELERY_BROKER_URL": "redis://redis:6379/0",
+    "AIRLOCK_AUDIT_KEYS": "k1:" + "a" * 40,
 }
 
 
@@ -44,6 +45,11 @@ def test_production_config_parses_database_and_broker():
         ({"CELERY_BROKER_URL": None}, "CELERY_BROKER_URL"),
         ({"CELERY_BROKER_URL": "kafka://x:1"}, "CELERY_BROKER_URL"),
         ({"DEBUG": "maybe"}, "DEBUG"),
+        ({"AIRLOCK_AUDIT_KEYS": None}, "AIRLOCK_AUDIT_KEYS"),
+        ({"AIRLOCK_AUDIT_KEYS": "k1:short"}, "AIRLOCK_AUDIT_KEYS"),
+        ({"AIRLOCK_AUDIT_KEYS": "a" * 40}, "AIRLOCK_AUDIT_KEYS"),
+        ({"AIRLOCK_AUDIT_KEYS": "bad id:" + "a" * 40}, "AIRLOCK_AUDIT_KEYS"),
+        ({"AIRLOCK_AUDIT_KEYS": f"k1:{'a' * 40},k1:{'b' * 40}"}, "AIRLOCK_AUDIT_KEYS"),
     ],
 )
 def test_each_missing_or_malformed_production_value_is_named(change, variable):
@@ -52,6 +58,17 @@ def test_each_missing_or_malformed_production_value_is_named(change, variable):
     with pytest.raises(ConfigError) as err:
         load(env)
     assert str(err.value).startswith(variable)
+
+
+def test_audit_keys_are_listed_newest_first_and_debug_derives_one(tmp_path):
+    config = load({**GOOD_PROD, "AIRLOCK_AUDIT_KEYS": f"k2:{'b' * 40}, k1:{'a' * 40}"})
+    assert config.audit_keys == (("k2", "b" * 40), ("k1", "a" * 40))
+    assert config.audit_anchor_file is None
+    anchored = load({**GOOD_PROD, "AIRLOCK_AUDIT_ANCHOR_FILE": str(tmp_path / "a.jsonl")})
+    assert anchored.audit_anchor_file == tmp_path / "a.jsonl"
+    laptop = load({"DEBUG": "1", "AIRLOCK_DATA_DIR": str(tmp_path)})
+    [(key_id, secret)] = laptop.audit_keys
+    assert key_id == "dev" and len(secret) == 64
 
 
 def test_process_stops_with_one_line_naming_the_variable():

@@ -1,50 +1,30 @@
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from console.accounts import services
-from console.accounts.forms import GrantForm
+from console.accounts.forms import THROTTLED, GrantForm, SignInForm
 from console.accounts.models import Membership
 from console.accounts.roles import ADMIN, ROLE_PERMISSIONS, Role
 from console.core.permissions import access_application
 
 
 class LoginView(auth_views.LoginView):
-    """Sign-in with throttling: after LOGIN_FAILURE_LIMIT failures for one username from one
-    address within the window, further attempts are refused (429) until it passes."""
+    """Sign-in, throttled (console.accounts.throttle): a locked-out attempt is answered 429
+    with the time to wait, before the password is checked."""
 
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
-
-    def _key(self) -> str:
-        username = (self.request.POST.get("username") or "").strip().lower()[:150]
-        return f"login-failures:{username}:{self.request.META.get('REMOTE_ADDR', '')}"
-
-    def post(self, request, *args, **kwargs):
-        if cache.get(self._key(), 0) >= settings.LOGIN_FAILURE_LIMIT:
-            form = self.get_form()
-            minutes = settings.LOGIN_FAILURE_WINDOW_S // 60
-            form.add_error(None, f"Too many failed sign-ins. Try again in {minutes} minutes.")
-            return self.render_to_response(self.get_context_data(form=form), status=429)
-        return super().post(request, *args, **kwargs)
+    authentication_form = SignInForm
 
     def form_invalid(self, form):
-        key = self._key()
-        if not cache.add(key, 1, settings.LOGIN_FAILURE_WINDOW_S):
-            try:
-                cache.incr(key)
-            except ValueError:
-                cache.set(key, 1, settings.LOGIN_FAILURE_WINDOW_S)
-        return super().form_invalid(form)
-
-    def form_valid(self, form):
-        cache.delete(self._key())
-        return super().form_valid(form)
+        response = super().form_invalid(form)
+        if form.has_error(NON_FIELD_ERRORS, THROTTLED):
+            response.status_code = 429
+        return response
 
 
 @login_required

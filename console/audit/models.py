@@ -1,7 +1,12 @@
 """The append-only, hash-chained audit log.
 
-`hash = sha256(prev_hash + canonical_json(fields))`: editing, deleting or reordering any row
-breaks the chain at that row, which `manage.py audit_verify` reports by `seq`.
+`hash = HMAC-SHA256(key, prev_hash + canonical_json(fields))`, the key named by `key_id` and held
+outside the database (AIRLOCK_AUDIT_KEYS): editing, deleting or reordering any row breaks the
+chain at that row, which `manage.py audit_verify` reports by `seq`, and whoever can write the table
+but lacks the key cannot recompute the chain after an edit. Events written before keys existed
+have an empty `key_id` and `hash = sha256(prev_hash + canonical_json(fields))`; they verify as
+before and the first keyed event chains on from them. A deleted tail leaves a valid (shorter)
+chain: anchors published outside the database (`audit_anchor`) catch that.
 Application and environment are kept as plain (unconstrained) foreign keys so the log outlives
 anything it describes and never cascades.
 """
@@ -59,6 +64,8 @@ class AuditEvent(models.Model):
     ip = models.GenericIPAddressField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # Which AIRLOCK_AUDIT_KEYS key signed `hash`; "" for the legacy unkeyed sha256.
+    key_id = models.CharField(max_length=32, blank=True, default="")
 
     objects = AuditEventQuerySet.as_manager()
 

@@ -4,9 +4,11 @@ transaction as the change, so a rolled-back change leaves no event behind."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -36,8 +38,27 @@ class Actor:
 SYSTEM = Actor(ActorType.SYSTEM, None, "system")
 
 
-def event_hash(prev_hash: str, fields: dict) -> str:
+def event_hash(prev_hash: str, fields: dict, key: bytes) -> str:
+    """HMAC-SHA256 under `key` of the previous hash and the event's canonical fields."""
+    return hmac.digest(key, (prev_hash + canonical_json(fields)).encode(), "sha256").hex()
+
+
+def legacy_event_hash(prev_hash: str, fields: dict) -> str:
+    """The unkeyed hash of events written before the chain was keyed (their key_id is "")."""
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode()).hexdigest()
+
+
+def signing_key() -> tuple[str, bytes]:
+    """(key id, secret) of the newest AIRLOCK_AUDIT_KEYS entry: it signs every new event."""
+    key_id, secret = next(iter(settings.AIRLOCK_AUDIT_KEYS.items()))
+    return key_id, secret.encode()
+
+
+def seal(event: AuditEvent, key: tuple[str, bytes] | None = None) -> AuditEvent:
+    """Sign `event` (its prev_hash set) with the signing key: sets key_id and hash."""
+    event.key_id, secret = key or signing_key()
+    event.hash = event_hash(event.prev_hash, event.chained_fields(), secret)
+    return event
 
 
 def _lock_chain() -> None:
@@ -88,6 +109,6 @@ def record(
         ip=AuditEvent._meta.get_field("ip").to_python(req.ip) if req.ip else None,
         prev_hash=last.hash if last else GENESIS_HASH,
     )
-    event.hash = event_hash(event.prev_hash, event.chained_fields())
+    seal(event)
     event.save(force_insert=True)
     return event

@@ -37,5 +37,11 @@ def bound(ctx: RequestContext):
         _current.reset(token)
 
 
+def client_ip(request) -> str | None:
+    """The client's address as Airlock records it (audit events, sign-in throttling): the peer
+    address the WSGI server reports. Behind a reverse proxy that is the proxy's address."""
+    return request.META.get("REMOTE_ADDR") or None
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex

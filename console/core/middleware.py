@@ -3,7 +3,7 @@ import re
 import time
 
 from console.core import metrics
-from console.core.context import RequestContext, bound, new_request_id
+from console.core.context import RequestContext, bound, client_ip, new_request_id
 
 access_log = logging.getLogger("airlock.access")
 RUNTIME_PREFIXES = ("/api/v1/", "/ofrep/")
@@ -21,7 +21,7 @@ class RequestContextMiddleware:
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
         request.request_id = request_id
-        ctx = RequestContext(request_id=request_id, ip=request.META.get("REMOTE_ADDR") or None)
+        ctx = RequestContext(request_id=request_id, ip=client_ip(request))
         with bound(ctx):
             response = self.get_response(request)
         response["X-Request-ID"] = request_id

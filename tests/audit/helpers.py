@@ -13,7 +13,7 @@ from django.db.models import Max
 
 from console.audit import services as audit
 from console.audit.models import GENESIS_HASH, AuditEvent
-from console.audit.services import event_hash
+from console.audit.services import legacy_event_hash, seal
 from console.core.canonical import normalise
 
 
@@ -38,7 +38,8 @@ def record_at(at: datetime, **kwargs) -> AuditEvent:
 
 def append_events(specs: list[dict]) -> list[AuditEvent]:
     """Bulk-append events (field dicts with an explicit `at`) to the chain, hashed like `record`
-    does. Much faster than `record` one by one; used for large fixtures."""
+    does (signed with the newest key). Much faster than `record` one by one; used for large
+    fixtures."""
     with transaction.atomic():
         last = AuditEvent.objects.order_by("-seq").only("seq", "hash").first()
         seq, prev = (last.seq, last.hash) if last else (0, GENESIS_HASH)
@@ -48,7 +49,7 @@ def append_events(specs: list[dict]) -> list[AuditEvent]:
             event = AuditEvent(seq=seq, prev_hash=prev, **spec)
             event.before = None if event.before is None else normalise(event.before)
             event.after = None if event.after is None else normalise(event.after)
-            event.hash = prev = event_hash(prev, event.chained_fields())
+            prev = seal(event).hash
             events.append(event)
         AuditEvent.objects.bulk_create(events)
     return events
@@ -113,14 +114,39 @@ def swap_with_next(seq: int) -> int:
 
 
 def rehash_one(seq: int) -> int:
-    """Edit a row and recompute its own hash locally, leaving its successors alone."""
+    """Edit a row and recompute its own hash locally (with the right key), leaving its successors
+    alone."""
     edit_reason(seq)
-    event = AuditEvent.objects.get(seq=seq)
-    sql(
-        "UPDATE audit_auditevent SET hash = %s WHERE seq = %s",
-        [event_hash(event.prev_hash, event.chained_fields()), seq],
-    )
+    event = seal(AuditEvent.objects.get(seq=seq))
+    sql("UPDATE audit_auditevent SET hash = %s WHERE seq = %s", [event.hash, seq])
     return seq + 1  # the row itself is consistent now; its successor's prev_hash is not
+
+
+def rechain_from(seq: int, key: tuple[str, bytes] | None = None, *, unkeyed: bool = False) -> int:
+    """Edit a row and recompute its hash and every later one, as someone who can write the table
+    would: with `key` (a guessed or wrong one), or with the old unkeyed formula."""
+    edit_reason(seq)
+    events = list(AuditEvent.objects.filter(seq__gte=seq).order_by("seq"))
+    prev = AuditEvent.objects.get(seq=seq - 1).hash if seq > 1 else GENESIS_HASH
+    for event in events:
+        event.prev_hash = prev
+        if unkeyed:
+            event.key_id, event.hash = "", legacy_event_hash(prev, event.chained_fields())
+        else:
+            seal(event, key)
+        sql(
+            "UPDATE audit_auditevent SET prev_hash = %s, hash = %s, key_id = %s WHERE seq = %s",
+            [event.prev_hash, event.hash, event.key_id, event.seq],
+        )
+        prev = event.hash
+    return seq
+
+
+def delete_newest(count: int) -> int:
+    """Delete the newest `count` events; returns the first deleted seq."""
+    first = last_seq() - count + 1
+    sql("DELETE FROM audit_auditevent WHERE seq >= %s", [first])
+    return first
 
 
 TAMPERING = [

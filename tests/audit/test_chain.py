@@ -16,7 +16,7 @@ from console.accounts.roles import Role
 from console.accounts.services import grant_role, revoke_membership
 from console.audit import services as audit
 from console.audit.models import GENESIS_HASH, ActorType, AuditEvent
-from console.audit.services import SYSTEM, Actor, event_hash
+from console.audit.services import SYSTEM, Actor, event_hash, signing_key
 from console.audit.verify import verify_chain
 from console.core import context
 from console.core.versioning import ImmutableVersionError
@@ -352,8 +352,10 @@ def test_events_form_a_contiguous_hash_chain_from_seq_1(application, engineer, p
     assert events[0].prev_hash == GENESIS_HASH
     for previous, event in itertools.pairwise(events):
         assert event.prev_hash == previous.hash, f"seq {event.seq} does not link to its predecessor"
+    key_id, key = signing_key()
     for event in events:
-        assert event.hash == event_hash(event.prev_hash, event.chained_fields())
+        assert event.key_id == key_id
+        assert event.hash == event_hash(event.prev_hash, event.chained_fields(), key)
     assert len({e.hash for e in events}) == len(events)
     result = verify_chain(chunk_size=3)  # crosses several fetch chunks
     assert result.ok and result.count == len(events)
@@ -362,6 +364,7 @@ def test_events_form_a_contiguous_hash_chain_from_seq_1(application, engineer, p
 def test_hash_covers_every_chained_field(application):
     event = chain()[-1]
     fields = event.chained_fields()
+    _, key = signing_key()
     assert set(fields) == {
         "seq", "at", "actor_type", "actor_id", "actor_label", "action", "object_type",
         "object_id", "object_label", "application_id", "environment_id", "before", "after",
@@ -369,8 +372,9 @@ def test_hash_covers_every_chained_field(application):
     }  # fmt: skip
     for name in fields:
         changed = dict(fields, **{name: "tampered" if fields[name] != "tampered" else "x"})
-        assert event_hash(event.prev_hash, changed) != event.hash, name
-    assert event_hash("f" * 64, fields) != event.hash, "prev_hash is covered too"
+        assert event_hash(event.prev_hash, changed, key) != event.hash, name
+    assert event_hash("f" * 64, fields, key) != event.hash, "prev_hash is covered too"
+    assert event_hash(event.prev_hash, fields, key) == event.hash
 
 
 def test_concurrent_writers_keep_one_gapless_chain(postgres_tx):

@@ -73,5 +73,7 @@ def test_compose_requires_a_secret_key_and_runs_in_production_mode():
     env = COMPOSE["services"]["web"]["environment"]
     assert env["DEBUG"] == "0"
     assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")
+    assert env["AIRLOCK_AUDIT_KEYS"].startswith("${AIRLOCK_AUDIT_KEYS:?")
+    assert env["AIRLOCK_AUDIT_ANCHOR_FILE"].startswith("${AIRLOCK_AUDIT_ANCHOR_FILE:-/app/var/")
     assert env["DATABASE_URL"].startswith("postgres://")
     assert env["CELERY_BROKER_URL"].startswith("redis://")

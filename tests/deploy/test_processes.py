@@ -32,6 +32,7 @@ def production_env(postgres_tx, redis_url, tmp_path):
             "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
             "DEBUG": "0",
             "SECRET_KEY": "x" * 50,
+            "AIRLOCK_AUDIT_KEYS": "k1:" + "y" * 40,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "SECURE_SSL_REDIRECT": "0",
             "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",

@@ -255,6 +255,7 @@ def deployment(
             "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
             "DEBUG": "0",
             "SECRET_KEY": "fault-run-" + "x" * 40,
+            "AIRLOCK_AUDIT_KEYS": "fault-run:" + "y" * 40,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "SECURE_SSL_REDIRECT": "0",
             "DATABASE_URL": postgres.url(),

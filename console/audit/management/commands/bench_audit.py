@@ -2,8 +2,8 @@
 
 1. Fills the audit table with N benchmark events (tagged `request_id="bench-audit"`), spread over
    five `bench-*` applications (one of them tiny), a handful of actors and a realistic mix of
-   actions, appended to the existing chain with hashes computed here (`event_hash` over
-   `AuditEvent.chained_fields`) and bulk-inserted (COPY on PostgreSQL). Filling is skipped when
+   actions, appended to the existing chain and signed here like `record` does (`seal`, the
+   newest AIRLOCK_AUDIT_KEYS key) and bulk-inserted (COPY on PostgreSQL). Filling is skipped when
    that many benchmark events exist already; a shortfall is topped up.
 2. Times the /audit/ page through the Django test client, logged in as `bench-reader` (member of
    three of the applications): unfiltered, filtered by action / action prefix / actor /
@@ -41,7 +41,7 @@ from console.accounts.services import grant_role
 from console.audit import selectors
 from console.audit import services as audit_services
 from console.audit.models import GENESIS_HASH, ActorType, AuditEvent
-from console.audit.services import SYSTEM, event_hash
+from console.audit.services import SYSTEM, seal, signing_key
 from console.core.canonical import canonical_json
 from console.registry import services as registry
 from console.registry.models import Application
@@ -67,7 +67,7 @@ FLAG_KEYS = ("new-retriever", "streaming", "long-context", "tool-use", "safety-v
 COLUMNS = (
     "seq", "at", "actor_type", "actor_id", "actor_label", "action", "object_type", "object_id",
     "object_label", "application_id", "environment_id", "before", "after", "reason",
-    "request_id", "ip", "prev_hash", "hash",
+    "request_id", "ip", "prev_hash", "hash", "key_id",
 )  # fmt: skip
 
 
@@ -183,6 +183,7 @@ class Command(BaseCommand):
         step = timedelta(days=days) / n
         first = end - step * n
         rng = random.Random(20240501 + n)
+        key = signing_key()
         done = 0
         while done < n:
             size = min(chunk, n - done)
@@ -200,7 +201,7 @@ class Command(BaseCommand):
                         seq, first + step * (done + j), rng, app, action_table, envs
                     )
                     event.prev_hash = prev
-                    event.hash = prev = event_hash(prev, event.chained_fields())
+                    prev = seal(event, key).hash
                     batch.append(event)
                 self._insert(batch)
             done += size
@@ -271,7 +272,7 @@ class Command(BaseCommand):
                         e.environment_id,
                         None if e.before is None else canonical_json(e.before),
                         None if e.after is None else canonical_json(e.after),
-                        e.reason, e.request_id, e.ip, e.prev_hash, e.hash,
+                        e.reason, e.request_id, e.ip, e.prev_hash, e.hash, e.key_id,
                     )
                 )  # fmt: skip
 
