@@ -245,3 +245,22 @@ def test_flag_rule_requests_from_the_ui_show_rules_and_never_an_eval_gate(world)
     ).content.decode()
     assert "eval gate met" not in page and "policy gates met" not in page
     assert "no eval evidence" in page and "Otherwise serve" in page
+
+
+def test_a_flags_protected_panel_offers_to_request_promotion(world):
+    flag = make_flag(world.application, world.users["engineer"], "beta")
+    client = Client()
+    client.force_login(world.users["engineer"])
+    page = client.get(f"/apps/{world.application.key}/flags/beta/?env=prod").content.decode()
+    assert "Not served in prod yet" in page  # a new flag is not in prod until promoted
+    link = (
+        f"/apps/{world.application.key}/releases/new/?kind=flag_rules&amp;key=staging:beta"
+        "&amp;version=1&amp;environment=prod"
+    )
+    assert link in page and "Request staging's rules v1" in page
+    assert "beta" not in json.loads(prod_config(world))["flags"]
+    viewer = Client()
+    viewer.force_login(make_member(world.application, Role.VIEWER, "v1"))
+    assert "Request promotion to prod" not in viewer.get(
+        f"/apps/{world.application.key}/flags/{flag.key}/?env=prod"
+    ).content.decode()
