@@ -15,7 +15,9 @@ def seed_releases(application, users: dict) -> None:
     prod = application.environments.get(key="prod")
     content, number = policies.current(prod)
     if number == 0:
-        datasets = list(application.datasets.filter(key="support-golden").values_list("key", flat=True))
+        datasets = list(
+            application.datasets.filter(key="support-golden").values_list("key", flat=True)
+        )
         with transaction.atomic():
             policies.apply_content(
                 actor=users["admin"],
