@@ -261,6 +261,9 @@ def test_a_flags_protected_panel_offers_to_request_promotion(world):
     assert "beta" not in json.loads(prod_config(world))["flags"]
     viewer = Client()
     viewer.force_login(make_member(world.application, Role.VIEWER, "v1"))
-    assert "Request promotion to prod" not in viewer.get(
-        f"/apps/{world.application.key}/flags/{flag.key}/?env=prod"
-    ).content.decode()
+    assert (
+        "Request promotion to prod"
+        not in viewer.get(
+            f"/apps/{world.application.key}/flags/{flag.key}/?env=prod"
+        ).content.decode()
+    )
