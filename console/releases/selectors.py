@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, F, Q, QuerySet
 
-from console.accounts.roles import APPROVE
+from console.accounts.roles import ADMIN, APPROVE
 from console.audit.models import AuditEvent
 from console.core.diff import diff_contents
 from console.releases import services
@@ -35,7 +35,7 @@ def inbox(application, user, perms: frozenset[str]) -> dict[str, list]:
     awaiting = [
         r
         for r in open_requests
-        if APPROVE in perms
+        if (ADMIN if r.kind == PromotionRequest.Kind.POLICY else APPROVE) in perms
         and r.requested_by_id != user.pk
         and (r.pk, r.revision) not in decided
         and r.status == PromotionRequest.Status.PENDING
