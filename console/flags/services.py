@@ -64,6 +64,12 @@ def definition_in(content: dict | None, flag: Flag) -> dict:
     return (content or {}).get("definition") or served_definition(flag)
 
 
+def served_off_variant(head: FlagRules) -> str:
+    """The off variant a kill switch serves in the rule set's environment: the approved one."""
+    latest = head.latest_version
+    return definition_in(latest.content if latest else None, head.flag)["off_variant"]
+
+
 def _with_definition(content: dict, definition: dict) -> dict:
     return {**content, "definition": definition}
 

@@ -290,7 +290,7 @@ def _kill_or_restore(request: HttpRequest, app: str, key: str, env: str, kill: b
         )
         return redirect(target)
     service = services.kill_flag if kill else services.restore_flag
-    _, changed = service(
+    head, changed = service(
         actor=request.user,
         flag=flag,
         environment=environment,
@@ -304,7 +304,8 @@ def _kill_or_restore(request: HttpRequest, app: str, key: str, env: str, kill: b
     elif kill:
         messages.warning(
             request,
-            f"Killed {flag.key} in {environment.name}: it serves “{flag.off_variant}” from now on.",
+            f"Killed {flag.key} in {environment.name}: it serves "
+            f"“{services.served_off_variant(head)}” from now on.",
         )
     else:
         messages.success(

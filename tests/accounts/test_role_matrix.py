@@ -283,11 +283,12 @@ def build_evals(world: World, other_owner, base_url: str) -> None:
     )
 
 
-def open_promotion(environment, version, requester, approver=None):
+def open_promotion(environment, version, requester, approver=None, paired=None):
     """A promotion request into a protected environment, approved when `approver` is given."""
     promotion = releases.open_request(
-        actor=requester, environment=environment, version=version, justification="ship it"
-    )
+        actor=requester, environment=environment, version=version, justification="ship it",
+        paired=paired,
+    )  # fmt: skip
     if approver is not None:
         promotion = releases.decide(actor=approver, request=promotion, decision="approve")
         assert promotion.status == PromotionRequest.Status.APPROVED
@@ -308,10 +309,15 @@ def build_releases(world: World, other_owner) -> None:
         registry.bind_version(
             actor=world.owner, environment=envs["dev"], version=prompt.versions.get(number=number)
         )
-    world.pending = open_promotion(envs["prod"], prompt.versions.get(number=2), world.owner)
+    # Nothing is live in prod yet: each request names the other half it runs with.
+    world.pending = open_promotion(
+        envs["prod"], prompt.versions.get(number=2), world.owner,
+        paired=model.versions.get(number=1),
+    )  # fmt: skip
     world.approved = open_promotion(
-        envs["prod"], model.versions.get(number=2), world.owner, world.approver
-    )
+        envs["prod"], model.versions.get(number=2), world.owner, world.approver,
+        paired=prompt.versions.get(number=1),
+    )  # fmt: skip
     world.shadow = releases.start_shadow(
         actor=world.owner, environment=envs["staging"], version=prompt.versions.get(number=1)
     )
@@ -319,6 +325,7 @@ def build_releases(world: World, other_owner) -> None:
     world.other_promotion = releases.open_request(
         actor=other_owner, environment=b_prod, justification="B-ONLY-SECRET",
         version=world.other_heads[PROMPT.slug].versions.get(number=2),
+        paired=world.other_heads[MODEL_CONFIG.slug].versions.get(number=1),
     )  # fmt: skip
 
 

@@ -49,7 +49,9 @@ class Command(BaseCommand):
             actor = Actor(ActorType.SYSTEM, None, f"kill_switch command ({getpass.getuser()})")
         service = services.restore_flag if restore else services.kill_flag
         try:
-            _, changed = service(actor=actor, flag=record, environment=environment, reason=reason)
+            head, changed = service(
+                actor=actor, flag=record, environment=environment, reason=reason
+            )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         if not changed:
@@ -61,6 +63,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write(
                 self.style.WARNING(
-                    f"Killed {flag} in {env}: it serves {record.off_variant!r} from now on."
+                    f"Killed {flag} in {env}: it serves "
+                    f"{services.served_off_variant(head)!r} from now on."
                 )
             )
