@@ -30,6 +30,10 @@ USAGE_RETENTION_DAYS = CONFIG.usage_retention_days
 # Outgoing webhooks must use https with DEBUG off, unless this is set (receivers on a private
 # network without TLS). See console.notifications.services.validate_webhook_url.
 AIRLOCK_WEBHOOK_ALLOW_HTTP = CONFIG.webhook_allow_http
+# Where Airlock may connect (console.core.egress) and which provider keys may go to which hosts
+# (console.core.provider_keys).
+AIRLOCK_EGRESS_ALLOW = list(CONFIG.egress_allow)
+AIRLOCK_PROVIDER_KEYS = dict(CONFIG.provider_keys)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
