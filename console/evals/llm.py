@@ -128,8 +128,8 @@ def client_for(config: dict) -> openai.OpenAI:
 
 def _refusal(error: BaseException) -> BaseException | None:
     """The guard's refusal (or a refused redirect) behind an SDK connection error, if any."""
-    while error is not None:
-        if isinstance(error, egress.EgressRefused | egress.RedirectRefused):
+    for _ in range(10):  # a short chain: the SDK wraps the transport's exception once or twice
+        if error is None or isinstance(error, egress.EgressRefused | egress.RedirectRefused):
             return error
         error = error.__cause__ or error.__context__
     return None
