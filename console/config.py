@@ -25,6 +25,21 @@ INSECURE_KEY = "airlock-dev-insecure-key-not-for-production"
 AUDIT_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 AUDIT_KEY_MIN_LENGTH = 32
 DEV_AUDIT_KEY_ID = "dev"
+# The bundled LLM simulator (manage.py llm_simulator, runconsole, seed_demo): the one loopback
+# destination DEBUG allows without AIRLOCK_EGRESS_ALLOW naming it.
+SIMULATOR_ADDRESS = "127.0.0.1:8100"
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# Environment variables Airlock itself (or its database driver, web server, Django) reads: a
+# model config may never name one as its provider key, whatever AIRLOCK_PROVIDER_KEYS says.
+OWN_VARIABLES = frozenset(
+    {
+        "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DATABASE_URL",
+        "CELERY_BROKER_URL", "CELERY_VISIBILITY_TIMEOUT", "CACHE_URL", "SECURE_SSL_REDIRECT",
+        "USAGE_RETENTION_DAYS", "DEFAULT_FROM_EMAIL", "METRICS_TOKEN", "FORWARDED_ALLOW_IPS",
+        "PROMETHEUS_MULTIPROC_DIR",
+    }
+)  # fmt: skip
+OWN_PREFIXES = ("AIRLOCK_", "EMAIL_", "DJANGO_", "CELERY_", "GUNICORN_", "DATABASE_", "PG")
 
 
 class ConfigError(Exception):
@@ -49,6 +64,8 @@ class Config:
     metrics_token: str = ""
     require_services: bool = False
     webhook_allow_http: bool = False
+    egress_allow: tuple[str, ...] = ()
+    provider_keys: dict = field(default_factory=dict)  # variable name → host patterns
     data_dir: Path = BASE_DIR / "var"
     # (key id, secret) pairs, newest first: the first signs new audit events.
     audit_keys: tuple[tuple[str, str], ...] = ()
@@ -132,6 +149,56 @@ def _audit_keys(env: Mapping[str, str], production: bool, secret_key: str):
             raise ConfigError(f"AIRLOCK_AUDIT_KEYS names key {key_id!r} twice")
         keys.append((key_id, secret))
     return tuple(keys)
+
+
+def is_own_variable(name: str) -> bool:
+    """Whether `name` is one of Airlock's own settings (never sent to a model provider)."""
+    return name in OWN_VARIABLES or name.startswith(OWN_PREFIXES)
+
+
+def _egress_allow(env: Mapping[str, str], debug: bool) -> tuple[str, ...]:
+    from console.core.egress import parse_allowlist
+
+    entries = _list(env, "AIRLOCK_EGRESS_ALLOW", [])
+    try:
+        parse_allowlist(entries)
+    except ValueError as exc:
+        raise ConfigError(f"AIRLOCK_EGRESS_ALLOW: {exc}") from None
+    if debug and SIMULATOR_ADDRESS not in entries:
+        entries.append(SIMULATOR_ADDRESS)
+    return tuple(entries)
+
+
+def _provider_keys(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """AIRLOCK_PROVIDER_KEYS: `VARIABLE@host-pattern` entries, e.g.
+    OPENAI_API_KEY@api.openai.com,AZURE_KEY@*.openai.azure.com (repeat a variable for more
+    hosts)."""
+    from console.core.egress import parse_destination
+
+    keys: dict[str, list[str]] = {}
+    for entry in _list(env, "AIRLOCK_PROVIDER_KEYS", []):
+        name, at, pattern = entry.partition("@")
+        name, pattern = name.strip(), pattern.strip()
+        if not at or not name or not pattern:
+            raise ConfigError(
+                f"AIRLOCK_PROVIDER_KEYS: {entry!r} must be VARIABLE@host "
+                "(e.g. OPENAI_API_KEY@api.openai.com)"
+            )
+        if not ENV_NAME.match(name):
+            raise ConfigError(
+                f"AIRLOCK_PROVIDER_KEYS: {name!r} is not an environment variable name"
+            )
+        if is_own_variable(name):
+            raise ConfigError(
+                f"AIRLOCK_PROVIDER_KEYS: {name} is one of Airlock's own settings and can never "
+                "be sent to a model provider"
+            )
+        try:
+            parse_destination(pattern)
+        except ValueError as exc:
+            raise ConfigError(f"AIRLOCK_PROVIDER_KEYS: {exc}") from None
+        keys.setdefault(name, []).append(pattern)
+    return {name: tuple(patterns) for name, patterns in keys.items()}
 
 
 def load(env: Mapping[str, str]) -> Config:
@@ -239,6 +306,8 @@ def load(env: Mapping[str, str]) -> Config:
         csrf_trusted_origins=_list(env, "CSRF_TRUSTED_ORIGINS", []),
         require_services=_bool(env, "AIRLOCK_REQUIRE_SERVICES", default=False),
         webhook_allow_http=_bool(env, "AIRLOCK_WEBHOOK_ALLOW_HTTP", default=False),
+        egress_allow=_egress_allow(env, debug),
+        provider_keys=_provider_keys(env),
         data_dir=data_dir,
         audit_keys=_audit_keys(env, production, secret_key),
         audit_anchor_file=_path(env, "AIRLOCK_AUDIT_ANCHOR_FILE"),

@@ -34,6 +34,10 @@ AIRLOCK_WEBHOOK_ALLOW_HTTP = CONFIG.webhook_allow_http
 AIRLOCK_AUDIT_KEYS = dict(CONFIG.audit_keys)
 # Where `audit_anchor` appends the chain's head (None: anchoring off). See console.audit.anchors.
 AIRLOCK_AUDIT_ANCHOR_FILE = CONFIG.audit_anchor_file
+# Where Airlock may connect (console.core.egress) and which provider keys may go to which hosts
+# (console.core.provider_keys).
+AIRLOCK_EGRESS_ALLOW = list(CONFIG.egress_allow)
+AIRLOCK_PROVIDER_KEYS = dict(CONFIG.provider_keys)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -43,6 +43,54 @@ def _empty_cache():
     cache.clear()
 
 
+# The bundled simulator's address the factories' model configs point at (console.config).
+SIMULATOR = "127.0.0.1:8100"
+
+
+@pytest.fixture(autouse=True)
+def egress_allow(settings):
+    """Every test starts with an explicit allowlist: only the simulator's address. Tests that
+    start a loopback listener add its host:port (see allow_loopback); nothing else is allowed."""
+    settings.AIRLOCK_EGRESS_ALLOW = [SIMULATOR]
+    settings.AIRLOCK_PROVIDER_KEYS = {}
+    return settings
+
+
+@pytest.fixture
+def allow_loopback(settings, monkeypatch):
+    """allow_loopback(port) adds 127.0.0.1:port to the allowlist of this process and of the
+    processes the test starts after it (workers read AIRLOCK_EGRESS_ALLOW)."""
+
+    def allow(port: int) -> str:
+        entry = f"127.0.0.1:{port}"
+        settings.AIRLOCK_EGRESS_ALLOW = [*settings.AIRLOCK_EGRESS_ALLOW, entry]
+        monkeypatch.setenv("AIRLOCK_EGRESS_ALLOW", ",".join(settings.AIRLOCK_EGRESS_ALLOW))
+        return entry
+
+    return allow
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch):
+    """No test sends a DNS query: the guard's resolver answers from this table ({name: [ip]})
+    and "localhost"; any other name does not resolve."""
+    from console.core import egress
+
+    table: dict[str, list[str]] = {"localhost": ["127.0.0.1"]}
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        addresses = table.get(str(host).lower().rstrip("."))
+        if not addresses:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(egress, "getaddrinfo", getaddrinfo)
+    return table
+
+
 @pytest.fixture
 def postgres(db):
     need(connection.vendor == "postgresql", "needs PostgreSQL (set DATABASE_URL=postgres://...)")

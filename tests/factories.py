@@ -24,7 +24,7 @@ MODEL_CONTENT = {
     "provider": "openai-compatible",
     "base_url": "http://127.0.0.1:8100/v1",
     "model": "gpt-4o-mini",
-    "api_key_env": "AIRLOCK_SIMULATOR_KEY",
+    "api_key_env": "",  # the simulator needs no key
     "temperature": 0.2,
     "max_tokens": 256,
     "timeout_s": 10,

@@ -110,3 +110,40 @@ def test_webhook_http_switch_is_validated_like_every_other_setting():
     assert load(GOOD_PROD).webhook_allow_http is False
     with pytest.raises(ConfigError, match="AIRLOCK_WEBHOOK_ALLOW_HTTP"):
         load({**GOOD_PROD, "AIRLOCK_WEBHOOK_ALLOW_HTTP": "perhaps"})
+
+
+def test_egress_allowlist_is_read_and_validated_like_every_other_setting(tmp_path):
+    assert load(GOOD_PROD).egress_allow == ()
+    config = load({**GOOD_PROD, "AIRLOCK_EGRESS_ALLOW": "api.openai.com, *.openai.azure.com"})
+    assert config.egress_allow == ("api.openai.com", "*.openai.azure.com")
+    # DEBUG allows the bundled simulator's address, not the rest of loopback.
+    debug = load({"DEBUG": "1", "AIRLOCK_DATA_DIR": str(tmp_path)})
+    assert debug.egress_allow == ("127.0.0.1:8100",)
+    for bad in ("api.openai.com:99999", "*foo.com", "*.com", "[::1", "bad_host.com"):
+        with pytest.raises(ConfigError, match="AIRLOCK_EGRESS_ALLOW"):
+            load({**GOOD_PROD, "AIRLOCK_EGRESS_ALLOW": bad})
+
+
+def test_provider_keys_name_a_variable_and_its_hosts():
+    config = load(
+        {**GOOD_PROD, "AIRLOCK_PROVIDER_KEYS": "OPENAI_API_KEY@api.openai.com,K@a.io,K@b.io:8443"}
+    )
+    assert config.provider_keys == {
+        "OPENAI_API_KEY": ("api.openai.com",),
+        "K": ("a.io", "b.io:8443"),
+    }
+    for bad in ("OPENAI_API_KEY", "@api.openai.com", "lower@api.openai.com", "K@*foo"):
+        with pytest.raises(ConfigError, match="AIRLOCK_PROVIDER_KEYS"):
+            load({**GOOD_PROD, "AIRLOCK_PROVIDER_KEYS": bad})
+
+
+def test_every_variable_config_reads_is_one_provider_keys_can_never_name():
+    """A new setting added to config.py is protected from AIRLOCK_PROVIDER_KEYS too."""
+    import re
+
+    from console.config import is_own_variable
+
+    source = (ROOT / "console" / "config.py").read_text()
+    read = set(re.findall(r'env(?:\.get\(|, )"([A-Z][A-Z0-9_]*)"', source))
+    assert {"SECRET_KEY", "DATABASE_URL", "CACHE_URL", "METRICS_TOKEN"} <= read
+    assert [name for name in sorted(read) if not is_own_variable(name)] == []

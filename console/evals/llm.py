@@ -1,20 +1,26 @@
 """The one place Airlock calls a model: chat completions through the `openai` SDK.
 
 Works with OpenAI, Azure OpenAI and any OpenAI-compatible server through `base_url`. The key
-comes from the environment variable the model config names (never from the database).
+comes from the environment variable the model config names (never from the database), and only
+when AIRLOCK_PROVIDER_KEYS binds that variable to the base_url's host. Every connection passes
+the egress guard (console.core.egress): allowed destinations only, no redirects.
 Retries are ours (the SDK's own are off) so they are visible and testable: exponential backoff
 with full jitter on 429, 5xx, timeouts and connection errors, honouring `Retry-After`.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 
 import openai
 
+from console.core import egress, provider_keys
+
+log = logging.getLogger(__name__)
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER_S = 30.0
 
@@ -24,7 +30,7 @@ class LLMError(Exception):
 
     def __init__(self, message: str, attempts: int, kind: str):
         self.attempts = attempts
-        self.kind = kind  # rate_limit | server | timeout | connection | client
+        self.kind = kind  # rate_limit | server | timeout | connection | client | refused
         super().__init__(message)
 
 
@@ -93,23 +99,40 @@ def _retry_after(response) -> float | None:
 
 
 _clients: dict[tuple, openai.OpenAI] = {}
+_clients_lock = threading.Lock()
 
 
 def client_for(config: dict) -> openai.OpenAI:
-    """One SDK client per (base_url, key, timeout): connection pools are reused across calls."""
-    env_name = config.get("api_key_env") or ""
-    api_key = os.environ.get(env_name, "") if env_name else ""
-    key = (config["base_url"], api_key, float(config.get("timeout_s") or 30))
+    """One SDK client per (base_url, key, timeout): connection pools are reused across calls.
+
+    Raises provider_keys.KeyRefused before anything is sent when the config's api_key_env may
+    not go to its base_url. The lock makes the many threads of one run share a single client."""
+    api_key = provider_keys.key_for(config)
+    timeout = float(config.get("timeout_s") or 30)
+    key = (config["base_url"], config.get("api_key_env") or "", api_key, timeout)
     client = _clients.get(key)
     if client is None:
-        client = openai.OpenAI(
-            base_url=config["base_url"],
-            api_key=api_key or "not-set",
-            timeout=float(config.get("timeout_s") or 30),
-            max_retries=0,
-        )
-        _clients[key] = client
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = openai.OpenAI(
+                    base_url=config["base_url"],
+                    api_key=api_key or "not-set",
+                    timeout=timeout,
+                    max_retries=0,
+                    http_client=egress.http_client(timeout),
+                )
+                _clients[key] = client
     return client
+
+
+def _refusal(error: BaseException) -> BaseException | None:
+    """The guard's refusal (or a refused redirect) behind an SDK connection error, if any."""
+    for _ in range(10):  # a short chain: the SDK wraps the transport's exception once or twice
+        if error is None or isinstance(error, egress.EgressRefused | egress.RedirectRefused):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def complete(
@@ -121,7 +144,11 @@ def complete(
 ) -> Completion:
     """Call the model once (with retries) and account for tokens, latency and cost."""
     policy = policy or RetryPolicy(max_retries=int(config.get("max_retries", 3)))
-    client = client_for(config)
+    try:
+        client = client_for(config)
+    except provider_keys.KeyRefused as exc:
+        log.warning("model call refused before sending: %s", exc)
+        raise LLMError(f"not sent: {exc}", 0, "refused") from exc
     params = {
         "model": config["model"],
         "messages": messages,
@@ -143,6 +170,10 @@ def complete(
         except openai.APITimeoutError as exc:
             kind, error, retry_after = "timeout", exc, None
         except openai.APIConnectionError as exc:
+            refusal = _refusal(exc)
+            if refusal is not None:
+                # Not transient: the same destination is refused (or redirects) every time.
+                raise LLMError(f"model call refused: {refusal}", attempt, "refused") from exc
             kind, error, retry_after = "connection", exc, None
         else:
             latency_ms = (time.perf_counter() - started) * 1000

@@ -4,17 +4,21 @@ worker threads run this while the run's own thread stores results."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 
+import httpx2
+
+from console.core import egress
 from console.evals import llm
 from console.evals.scorers import JUDGED, Observation, cited_sources, score_item
 from console.registry.templating import render
 
 JSON_OBJECT = re.compile(r"\{.*\}", re.S)
+log = logging.getLogger(__name__)
+UNREACHABLE = "the endpoint could not be reached (details in the server log)"
 
 
 @dataclass(frozen=True)
@@ -59,15 +63,33 @@ def _path(data, dotted: str):
     return data
 
 
+class TargetError(Exception):
+    """The HTTP target could not be evaluated; str() is what the result row shows."""
+
+
 def call_http(target: dict, item: dict) -> tuple[str, list[str], float]:
-    """POST {"question", **variables} to the application's endpoint; read answer and sources."""
+    """POST {"question", **variables} to the application's endpoint; read answer and sources.
+
+    The request goes through the egress guard (allowed destinations only, no redirects); what
+    went wrong on the network is logged, the result row only says the endpoint was unreachable.
+    """
     body = json.dumps({"question": item["question"], **(item.get("variables") or {})}).encode()
-    request = urllib.request.Request(
-        target["url"], data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=float(target.get("timeout_s") or 30)) as response:
-        payload = json.loads(response.read() or b"{}")
+    try:
+        response = egress.client().post(
+            target["url"],
+            content=body,
+            headers={"Content-Type": "application/json"},
+            timeout=float(target.get("timeout_s") or 30),
+        )
+    except (egress.EgressRefused, egress.RedirectRefused) as exc:
+        raise TargetError(str(exc)) from exc
+    except httpx2.HTTPError as exc:
+        log.warning("HTTP target %s failed: %s: %s", target["url"], type(exc).__name__, exc)
+        raise TargetError(UNREACHABLE) from exc
+    if response.status_code >= 400:
+        raise TargetError(f"HTTP {response.status_code}")
+    payload = json.loads(response.content or b"{}")
     latency = (time.perf_counter() - started) * 1000
     text = _path(payload, target.get("answer_path") or "answer")
     sources = _path(payload, target.get("sources_path") or "sources") or []
@@ -128,7 +150,9 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
             }
     except llm.LLMError as exc:
         return {**base, "status": "error", "error": str(exc)[:2000], "attempts": exc.attempts}
-    except (urllib.error.URLError, TimeoutError, ValueError, OSError) as exc:
+    except TargetError as exc:
+        return {**base, "status": "error", "error": str(exc)[:2000]}
+    except ValueError as exc:  # the endpoint answered something that is not JSON
         return {**base, "status": "error", "error": f"{type(exc).__name__}: {exc}"[:2000]}
     scored = score_item(
         item, Observation(text, sources, context), list(spec.scorers), spec.scorer_options

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from console.audit import services as audit
 from console.audit.services import SYSTEM
+from console.core import egress
 from console.core.canonical import content_hash
 from console.datasets.selectors import version_items
 from console.evals import metrics as eval_metrics
@@ -25,6 +26,7 @@ from console.evals.models import EvalResult, EvalRun, GatePolicy
 from console.evals.runner import RunSpec, evaluate_item, prompt_messages
 from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS, JUDGED
 from console.evals.simulator import tokens
+from console.registry.validation import DESTINATION_REFUSED, model_config_problems
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=30)
@@ -129,6 +131,20 @@ def launch_run(
         )
     if http_target and not str(http_target.get("url", "")).startswith(("http://", "https://")):
         errors["http_target"] = "the endpoint must be an http(s) URL"
+    elif http_target:
+        try:
+            egress.check_url(str(http_target["url"]), unresolved_ok=True)
+        except egress.EgressRefused:
+            errors["http_target"] = DESTINATION_REFUSED
+    for name, version in (
+        ("model_version", model_version),
+        ("judge_model_version", judge_model_version),
+    ):
+        problems = model_config_problems(version.content) if version is not None else []
+        if problems:
+            errors[name] = (
+                f"{version.head.key} v{version.number} cannot be used for runs: {problems[0]}"
+            )
     for obj in (prompt_version, model_version, judge_model_version, dataset_version):
         if obj is not None and obj.head.application_id != application.pk:
             errors["target"] = "every version must belong to this application"

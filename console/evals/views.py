@@ -130,6 +130,7 @@ def run_new(request: HttpRequest, app: str) -> HttpResponse:
             return redirect("evals:run", app=app, pk=exc.run.pk)
         except ValidationError as exc:
             for field, errs in exc.message_dict.items():
+                field = "http_url" if field == "http_target" else field
                 form.add_error(field if field in form.fields else None, errs)
         else:
             messages.success(request, f"Launched run #{run.pk}.")

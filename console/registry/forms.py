@@ -88,7 +88,10 @@ class ModelConfigContentForm(forms.Form):
     api_key_env = forms.CharField(
         max_length=100,
         required=False,
-        help_text="Name of the environment variable holding the API key (never the key itself)",
+        help_text=(
+            "Name of the environment variable holding the API key (never the key itself), one "
+            "the operator binds to this base_url's host in AIRLOCK_PROVIDER_KEYS; empty for none"
+        ),
     )
     temperature = forms.FloatField(initial=0.2)
     max_tokens = forms.IntegerField(initial=512)

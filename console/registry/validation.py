@@ -12,10 +12,14 @@ from urllib.parse import urlparse
 
 from django.core.exceptions import ValidationError
 
+from console.core import egress, provider_keys
 from console.registry.templating import IDENTIFIER, analyse
 
 ENV_VAR = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 MAX_TEMPLATE_CHARS = 100_000
+DESTINATION_REFUSED = (
+    "this destination is not allowed (operators list allowed hosts in AIRLOCK_EGRESS_ALLOW)"
+)
 
 
 def prompt_findings(content: dict) -> tuple[dict[str, list[str]], list[str]]:
@@ -121,6 +125,15 @@ def clean_model_config_content(content: dict) -> dict:
             "must name an environment variable (A-Z, 0-9, underscore), never the key itself"
         ]
     cleaned["api_key_env"] = api_key_env
+    if "base_url" not in errors:
+        try:
+            egress.check_url(base_url, unresolved_ok=True)
+        except egress.EgressRefused:
+            errors["base_url"] = [DESTINATION_REFUSED]
+    if "api_key_env" not in errors and "base_url" not in errors:
+        reason = provider_keys.problem(api_key_env, base_url)
+        if reason:
+            errors["api_key_env"] = [reason]
     for name, (kind, low, high, required) in MODEL_NUMBERS.items():
         raw = content.get(name)
         if raw in (None, ""):
@@ -141,3 +154,19 @@ def clean_model_config_content(content: dict) -> dict:
     if errors:
         raise ValidationError({k: [ValidationError(m) for m in v] for k, v in errors.items()})
     return cleaned
+
+
+def model_config_problems(content: dict) -> list[str]:
+    """Why a stored model config version cannot be used now (the rules may have tightened since
+    it was saved): its key is not allowed for its host, or its base_url is not an allowed
+    destination. Needs no DNS, so a page can show it."""
+    problems = []
+    base_url = str(content.get("base_url") or "")
+    reason = provider_keys.problem(str(content.get("api_key_env") or ""), base_url)
+    if reason:
+        problems.append(f"api_key_env: {reason}")
+    try:
+        egress.check_url(base_url, resolve=False)
+    except egress.EgressRefused:
+        problems.append(f"base_url: {DESTINATION_REFUSED}")
+    return problems

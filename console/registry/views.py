@@ -22,7 +22,15 @@ from console.registry import selectors, services
 from console.registry.forms import CONTENT_FORMS, BindForm, HeadForm, VersionMetaForm
 from console.registry.kinds import Kind, kind_of
 from console.registry.templating import render as render_template
-from console.registry.validation import prompt_findings
+from console.registry.validation import model_config_problems, prompt_findings
+
+
+def _unusable(kind: Kind, version) -> list[str]:
+    """Why a model config version cannot be used for runs under today's rules (shown on its
+    pages); [] for prompts and usable configs."""
+    if version is None or kind.slug != "models":
+        return []
+    return model_config_problems(version.content)
 
 
 def _head(kind: Kind, application, key: str):
@@ -141,6 +149,7 @@ def head_detail(request: HttpRequest, app: str, kind: str, key: str) -> HttpResp
             "latest": latest,
             "bindings": bindings,
             "live_numbers": live_numbers,
+            "unusable": _unusable(k, latest),
             "history": events_for_object(object_type=k.head._meta.model_name, object_id=head.pk),
         },
     )
@@ -269,6 +278,7 @@ def version_detail(
             "head": head,
             "version": version,
             "content_json": json.dumps(version.content, indent=2, ensure_ascii=False),
+            "unusable": _unusable(k, version),
             "bindings": bindings,
             "live_in": [env for env, b in bindings if b and b.version_id == version.pk],
         },

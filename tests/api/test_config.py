@@ -29,7 +29,7 @@ def test_config_is_the_resolved_snapshot_of_the_keys_environment(client, live_ap
     assert prompt["version"] == 1 and prompt["variables"] == ["context", "question"]
     assert prompt["system"].startswith("You answer questions") and prompt["params"] == {"top_k": 5}
     model = body["model_configs"]["main"]
-    assert model["api_key_env"] == "AIRLOCK_SIMULATOR_KEY" and model["model"] == "gpt-4o-mini"
+    assert model["api_key_env"] == "" and model["model"] == "gpt-4o-mini"
     assert not any("secret" in k or k == "api_key" for k in model)
     flag = body["flags"]["support-prompt"]
     assert flag["enabled"] and not flag["killed"] and flag["rules"][0]["name"] == "Staff"

@@ -40,6 +40,9 @@ def production_env(postgres_tx, redis_url, tmp_path):
             "AIRLOCK_DATA_DIR": str(tmp_path),
             "METRICS_TOKEN": "metrics-token-for-tests",
             "GUNICORN_WORKERS": "2",
+            # Production reads its egress allowlist and provider keys like any setting.
+            "AIRLOCK_EGRESS_ALLOW": "127.0.0.1:8100,api.openai.com",
+            "AIRLOCK_PROVIDER_KEYS": "OPENAI_API_KEY@api.openai.com",
         }
     )
     return env

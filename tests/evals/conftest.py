@@ -11,14 +11,16 @@ from tests.evals.helpers import build_demo
 
 
 @pytest.fixture
-def start_simulator():
-    """start_simulator(faults=None) → (server, base_url, faults); every one is shut down."""
+def start_simulator(allow_loopback):
+    """start_simulator(faults=None) → (server, base_url, faults); every one is shut down. The
+    egress allowlist names each simulator's loopback address explicitly."""
     servers = []
 
     def start(faults: Faults | None = None, port: int = 0):
         faults = faults or Faults()
         server, base_url = serve_in_thread(port, faults)
         servers.append(server)
+        allow_loopback(server.server_address[1])
         return server, base_url, faults
 
     yield start

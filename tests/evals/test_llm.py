@@ -17,7 +17,7 @@ def config(base_url: str, **extra) -> dict:
     return {
         "base_url": base_url,
         "model": "gpt-4o-mini",
-        "api_key_env": "AIRLOCK_SIMULATOR_KEY",
+        "api_key_env": "",
         "temperature": 0,
         "max_tokens": 64,
         "timeout_s": 5,
@@ -188,8 +188,9 @@ def test_connection_refused_is_a_connection_error(start_simulator):
     assert (caught.value.attempts, caught.value.kind) == (3, "connection")
 
 
-def test_the_api_key_comes_from_the_named_environment_variable(simulator, monkeypatch):
-    _, base_url, _ = simulator
+def test_the_api_key_comes_from_the_named_environment_variable(simulator, monkeypatch, settings):
+    server, base_url, _ = simulator
+    settings.AIRLOCK_PROVIDER_KEYS = {"EVAL_TEST_KEY": (f"127.0.0.1:{server.server_address[1]}",)}
     monkeypatch.setenv("EVAL_TEST_KEY", "sk-test-123")
     client = llm.client_for(config(base_url, api_key_env="EVAL_TEST_KEY"))
     assert client.api_key == "sk-test-123"

@@ -475,9 +475,12 @@ class RagApp(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_http_endpoint_is_evaluated_with_retrieval_metrics(application, engineer):
+def test_an_http_endpoint_is_evaluated_with_retrieval_metrics(
+    application, engineer, allow_loopback
+):
     server = ThreadingHTTPServer(("127.0.0.1", 0), RagApp)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    allow_loopback(server.server_address[1])
     try:
         _, version = publish_items(
             application,

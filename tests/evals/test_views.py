@@ -128,16 +128,15 @@ def test_launch_form_http_target_needs_an_endpoint(engineer_client, demo):
 
 
 def test_service_errors_land_on_the_form(engineer_client, demo):
-    # Django's URLField accepts ftp://; the service does not, and says so above the form.
+    # Django's URLField accepts ftp://; the service does not, and says so on the field.
     response = engineer_client.post(
         app_url(demo.application, "new"),
         form_data(demo, target_type="http", http_url="ftp://rag.internal/ask"),
     )
     assert response.status_code == 200
-    assert response.context["form"].non_field_errors() == ["the endpoint must be an http(s) URL"]
-    assert '<div class="flash flash-error">the endpoint must be an http(s) URL</div>' in (
-        response.content.decode()
-    )
+    # The service's http_target error lands on the URL field it is about.
+    assert response.context["form"].errors["http_url"] == ["the endpoint must be an http(s) URL"]
+    assert "the endpoint must be an http(s) URL" in response.content.decode()
     assert not EvalRun.objects.exists()
 
 

@@ -83,6 +83,8 @@ class Worker:
             "CELERY_BROKER_URL": broker_url,
             "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
             "PYTHONUNBUFFERED": "1",
+            # The simulators this test started (tests/conftest.py: allow_loopback).
+            "AIRLOCK_EGRESS_ALLOW": ",".join(settings.AIRLOCK_EGRESS_ALLOW),
         }
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()

@@ -266,6 +266,8 @@ def deployment(
             "GUNICORN_WORKERS": str(web_workers),
             "AIRLOCK_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
+            # The one loopback destination this deployment's model configs call.
+            "AIRLOCK_EGRESS_ALLOW": f"127.0.0.1:{simulator_port}",
             **extra_env,
         }
     )

@@ -35,6 +35,22 @@ def admin_client(client, admin):
     return client
 
 
+# The receivers these tests register, listed as an operator would in AIRLOCK_EGRESS_ALLOW
+# (internal ones by their exact name or address).
+RECEIVERS = [
+    "*.acme-corp.net",
+    "10.1.2.3",
+    "[2001:db8::1]:8443",
+    "hooks.internal.svc.cluster.local",
+    "xn--bcher-kva.de",
+]
+
+
+@pytest.fixture(autouse=True)
+def receivers_allowed(settings):
+    settings.AIRLOCK_EGRESS_ALLOW = [*settings.AIRLOCK_EGRESS_ALLOW, *RECEIVERS]
+
+
 @pytest.fixture
 def production(settings):
     """Production mode for URL rules (pytest-django runs with DEBUG off anyway: be explicit)."""
@@ -93,9 +109,10 @@ def test_create_makes_a_secret_and_audits_without_it(admin, application, product
     assert other.secret != created.secret and other.webhook.events == []
 
 
-def test_the_secret_shown_verifies_real_deliveries(admin, application, settings):
+def test_the_secret_shown_verifies_real_deliveries(admin, application, settings, allow_loopback):
     settings.DEBUG = True  # a local receiver on 127.0.0.1 over http
     receiver = Receiver([200])
+    allow_loopback(receiver.server.server_address[1])
     try:
         created = services.create_webhook(actor=admin, application=application, url=receiver.url)
         services.notify(application=application, kind="budget.threshold", title="t", roles=())
@@ -132,10 +149,12 @@ BAD_URLS = [
     ("https://[::]/x", "not an address"),
     ("https://224.0.0.1/x", "not an address"),
     ("https://255.255.255.255/x", "not an address"),
-    ("https://localhost/x", "this server itself"),
-    ("https://127.0.0.1:8000/x", "this server itself"),
-    ("https://[::1]/x", "this server itself"),
-    ("https://api.localhost/x", "this server itself"),
+    ("https://localhost/x", "this destination is not allowed"),
+    ("https://127.0.0.1:8000/x", "this destination is not allowed"),
+    ("https://[::1]/x", "this destination is not allowed"),
+    ("https://api.localhost/x", "this destination is not allowed"),
+    ("https://10.1.2.4/x", "this destination is not allowed"),
+    ("https://hooks.partner.io/x", "this destination is not allowed"),
     ("http://hooks.acme-corp.net/x", "use https://"),
     ("https://hooks.acme-corp.net/" + "x" * 500, "at most 500 characters"),
 ]
@@ -173,10 +192,17 @@ def test_http_needs_debug_or_the_allow_http_setting(admin, application, producti
     production.AIRLOCK_WEBHOOK_ALLOW_HTTP = True
     assert services.create_webhook(actor=admin, application=application, url=url)
     # Loopback stays refused in production even with plain http allowed.
-    with pytest.raises(ValidationError, match="this server itself"):
+    with pytest.raises(ValidationError, match="this destination is not allowed"):
         services.create_webhook(actor=admin, application=application, url="http://127.0.0.1/x")
     production.AIRLOCK_WEBHOOK_ALLOW_HTTP = False
-    production.DEBUG = True  # a laptop: a local receiver over http is fine
+    production.DEBUG = True  # a laptop: http is fine, loopback still only where it is listed
+    with pytest.raises(ValidationError, match="this destination is not allowed"):
+        services.create_webhook(actor=admin, application=application, url="http://127.0.0.1:9000/x")
+    production.AIRLOCK_EGRESS_ALLOW = [
+        *production.AIRLOCK_EGRESS_ALLOW,
+        "127.0.0.1:9000",
+        "localhost:9000",
+    ]
     for local in ("http://127.0.0.1:9000/x", "http://localhost:9000/x"):
         assert services.create_webhook(actor=admin, application=application, url=local)
 
@@ -251,9 +277,12 @@ def test_disable_and_enable_are_audited_once_each(admin, hook):
     assert Webhook.objects.get(pk=hook.pk).active
 
 
-def test_a_disabled_webhook_gets_nothing_not_even_queued_retries(admin, application, settings):
+def test_a_disabled_webhook_gets_nothing_not_even_queued_retries(
+    admin, application, settings, allow_loopback
+):
     settings.DEBUG = True
     receiver = Receiver([])
+    allow_loopback(receiver.server.server_address[1])
     try:
         created = services.create_webhook(actor=admin, application=application, url=receiver.url)
         services.notify(application=application, kind="flag.kill", title="t", roles=())

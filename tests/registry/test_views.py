@@ -102,7 +102,9 @@ def test_preview_fragment_renders_samples_and_flags_problems(engineer_client, ap
     assert "<html" not in body
 
 
-def test_create_new_model_config_via_form(engineer_client, application):
+def test_create_new_model_config_via_form(engineer_client, application, settings):
+    settings.AIRLOCK_EGRESS_ALLOW = ["api.example.com"]
+    settings.AIRLOCK_PROVIDER_KEYS = {"OPENAI_KEY": ("api.example.com",)}
     response = engineer_client.post(
         url("head_new", application, kind="models"),
         {

@@ -161,10 +161,11 @@ def world(application, member) -> World:
 
 
 @pytest.fixture
-def simulator_url():
+def simulator_url(allow_loopback):
     from console.evals.simulator import serve_in_thread
 
     server, base_url = serve_in_thread(0)
+    allow_loopback(server.server_address[1])
     yield base_url
     server.shutdown()
     server.server_close()

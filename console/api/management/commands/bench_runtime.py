@@ -27,6 +27,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from console.config import SIMULATOR_ADDRESS
+
 FLAGS = 100
 PROMPTS = 20
 # Production runs behind a TLS-terminating proxy that says so (SECURE_PROXY_SSL_HEADER); the
@@ -304,6 +306,8 @@ class Command(BaseCommand):
         from console.registry import services as registry
         from console.registry.kinds import MODEL_CONFIG, PROMPT
 
+        if SIMULATOR_ADDRESS not in settings.AIRLOCK_EGRESS_ALLOW:
+            settings.AIRLOCK_EGRESS_ALLOW = [*settings.AIRLOCK_EGRESS_ALLOW, SIMULATOR_ADDRESS]
         with transaction.atomic():
             user = get_user_model().objects.create_user("bench")
             app = registry.create_application(
@@ -335,11 +339,13 @@ class Command(BaseCommand):
                 application=app,
                 key="main",
                 name="Main",
+                # The bundled simulator's address (allowed under DEBUG, and listed for this
+                # process below): the bench serves the config, it never calls the model.
                 content={
-                    "provider": "openai",
-                    "base_url": "https://api.openai.com/v1",
+                    "provider": "openai-compatible",
+                    "base_url": f"http://{SIMULATOR_ADDRESS}/v1",
                     "model": "gpt-4o-mini",
-                    "api_key_env": "OPENAI_API_KEY",
+                    "api_key_env": "",
                     "temperature": 0.2,
                     "max_tokens": 512,
                     "timeout_s": 30,

@@ -31,6 +31,12 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, simulator_port: int, **options):
         python = sys.executable
         env = os.environ.copy()
+        # The web server and worker may call the simulator this command starts (DEBUG allows
+        # only its default address by itself).
+        simulator = f"127.0.0.1:{simulator_port}"
+        allowed = [e for e in env.get("AIRLOCK_EGRESS_ALLOW", "").split(",") if e.strip()]
+        if simulator not in allowed:
+            env["AIRLOCK_EGRESS_ALLOW"] = ",".join([*allowed, simulator])
         children = {
             "web": [python, "manage.py", "runserver", f"{host}:{port}", "--noreload"],
             "worker": [

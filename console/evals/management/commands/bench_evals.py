@@ -84,7 +84,7 @@ def model_content(port: int, concurrency: int) -> dict:
         "provider": "openai-compatible",
         "base_url": f"http://127.0.0.1:{port}/v1",
         "model": "sim-small",
-        "api_key_env": "AIRLOCK_SIMULATOR_KEY",
+        "api_key_env": "",  # the simulator needs no key
         "temperature": 0.0,
         "max_tokens": 256,
         "timeout_s": 30,
@@ -167,6 +167,10 @@ class Command(BaseCommand):
             raise CommandError("--items and --concurrency must be positive, --latency-ms >= 0")
         if concurrency > services.MAX_CONCURRENCY:
             raise CommandError(f"--concurrency is at most {services.MAX_CONCURRENCY}")
+        # The simulator this command starts is the one loopback destination it may call.
+        allowed = f"127.0.0.1:{o['port']}"
+        if allowed not in settings.AIRLOCK_EGRESS_ALLOW:
+            settings.AIRLOCK_EGRESS_ALLOW = [*settings.AIRLOCK_EGRESS_ALLOW, allowed]
         user, application = self._actors()
         version = self._golden_set(user, application, items)
         prompt, model = self._targets(user, application, o["port"], concurrency)

@@ -10,6 +10,7 @@ from django.db import transaction
 from console.accounts.roles import Role
 from console.accounts.services import grant_role
 from console.audit.services import SYSTEM
+from console.config import SIMULATOR_ADDRESS
 from console.registry import services
 from console.registry.kinds import MODEL_CONFIG, PROMPT
 from console.registry.models import Application
@@ -22,7 +23,8 @@ DEMO_USERS = {
     "curator": Role.CURATOR,
     "viewer": Role.VIEWER,
 }
-SIMULATOR_URL = "http://127.0.0.1:8100/v1"
+# The bundled simulator; DEBUG allows this address (console.config.SIMULATOR_ADDRESS).
+SIMULATOR_URL = f"http://{SIMULATOR_ADDRESS}/v1"
 
 ANSWER_V1 = {
     "system": "You are the support assistant for Acme Store. Answer the customer's question.",
@@ -80,7 +82,7 @@ def model(name: str, price_in: float, price_cached: float, price_out: float, **e
         "provider": "openai-compatible",
         "base_url": SIMULATOR_URL,
         "model": name,
-        "api_key_env": "AIRLOCK_SIMULATOR_KEY",
+        "api_key_env": "",  # the bundled simulator needs no key
         "temperature": 0.2,
         "max_tokens": 512,
         "timeout_s": 30,
