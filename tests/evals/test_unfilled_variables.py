@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from console.evals import services
 from console.evals.models import EvalResult, EvalRun
-from console.evals.runner import prompt_messages
+from console.evals.runner import RunSpec, judge, prompt_messages
 from console.registry import services as registry
 from console.registry.kinds import MODEL_CONFIG, PROMPT
 from console.registry.models import ModelConfigVersion, PromptVersion
@@ -250,3 +250,25 @@ def test_prompt_messages_never_fills_a_declared_variable_with_nothing():
     )
     assert messages[0]["content"].endswith("order is A-1.")
     assert messages[1]["content"] == "Where?"
+
+
+def test_a_judge_prompt_with_a_variable_the_judge_is_not_given_is_not_sent(start_simulator):
+    _, base_url, faults = start_simulator()
+    spec = RunSpec(
+        target_type="prompt_model",
+        judge_model=model_content(base_url),
+        judge_prompts={
+            "relevance": {
+                "system": "Grade against {{ reference }}.",
+                "user": "Q: {{ question }}\nA: {{ answer }}",
+                "variables": ["reference", "question", "answer"],
+            }
+        },
+    )
+    score, reason, cost = judge(spec, "relevance", "Where?", "", "Here.")
+    assert (score, cost) == (None, 0.0)
+    assert reason == (
+        "judge not asked: its prompt uses reference, but a judge is only given "
+        "question, context, answer"
+    )
+    assert faults.stats["requests"] == 0
