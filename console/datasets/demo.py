@@ -258,6 +258,8 @@ def items() -> list[dict]:
                 "tags": ["unanswerable"],
                 "unanswerable": True,
                 "note": "The right answer is to decline and offer a human agent.",
+                # answer-question v3 declares customer_tier: every item must fill it.
+                "variables": {"customer_tier": "gold" if n % 3 == 0 else "standard"},
             }
         )
     return with_context(out)

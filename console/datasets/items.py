@@ -35,6 +35,9 @@ TEXT_FIELDS = {"question", "reference_answer", "note"}
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 MAX_ITEM_BYTES = 32 * 1024
+# Prompt variables an item fills from its own fields (an eval fills {{ question }} with the
+# item's question); every other variable a prompt declares must be a key of `variables`.
+ITEM_FIELD_VARIABLES = frozenset({"question"})
 TRUE = {"true", "yes", "1", "y"}
 FALSE = {"false", "no", "0", "n", ""}
 

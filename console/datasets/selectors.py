@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from django.core.paginator import Page, Paginator
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, QuerySet
 
 from console.core.diff import FieldDiff, diff_contents
-from console.datasets.items import CONTENT_FIELDS, TAG_PATTERN
+from console.datasets.items import CONTENT_FIELDS, ITEM_FIELD_VARIABLES, TAG_PATTERN
 from console.datasets.models import Dataset, DatasetItem, DatasetVersion, PublishedItem
+from console.registry.models import PromptBinding, PromptVersion
 
 PAGE_SIZE = 50
 FEW_ITEMS_PER_TAG = 3
@@ -267,3 +268,87 @@ def all_tags(dataset: Dataset) -> list[str]:
     ):
         tags.update(t for t in row.split(",") if t)
     return sorted(tags)
+
+
+# ---------------------------------------------------------------- prompt variables
+#
+# Which prompts are "evaluated on" a set is known only to a layer above this one (eval runs),
+# which this app must not import. That layer registers a source at startup instead: a function
+# dataset → QuerySet of PromptVersion ids, used here as a subquery (it runs no query itself).
+
+EvaluatedPrompts = Callable[[Dataset], QuerySet]
+_evaluated_prompt_sources: list[EvaluatedPrompts] = []
+
+
+def register_evaluated_prompts(source: EvaluatedPrompts) -> None:
+    if source not in _evaluated_prompt_sources:
+        _evaluated_prompt_sources.append(source)
+
+
+@dataclass(frozen=True)
+class VariableGap:
+    """A variable a prompt version declares that some draft items do not fill."""
+
+    prompt: str  # "support-answer@3": the newest checked version declaring it
+    variable: str
+    missing: int
+    total: int
+    also: list[int]  # older checked versions of the same prompt that declare it too
+
+
+def checked_prompt_versions(dataset: Dataset) -> QuerySet:
+    """Prompt versions whose variables the set should fill: every version evaluated on any
+    version of the set, and the versions now live (in any environment) of those prompts."""
+    if not _evaluated_prompt_sources:
+        return PromptVersion.objects.none()
+    evaluated = Q()
+    for source in _evaluated_prompt_sources:
+        evaluated |= Q(pk__in=source(dataset))
+    live = PromptBinding.objects.filter(
+        environment__application_id=dataset.application_id,
+        head__in=PromptVersion.objects.filter(evaluated).values("head"),
+    ).values("version")
+    return PromptVersion.objects.filter(evaluated | Q(pk__in=live))
+
+
+def prompt_variable_gaps(dataset: Dataset) -> list[VariableGap]:
+    """Per prompt and declared variable, how many draft items do not fill it (an eval makes
+    those items errors). Two queries whatever the number of prompts, runs or items: the
+    checked versions' declared variables, then one count per variable in a single pass."""
+    declared: dict[str, dict[str, list[int]]] = {}  # prompt key → variable → versions, newest 1st
+    rows = (
+        checked_prompt_versions(dataset)
+        .order_by("head__key", "-number")
+        .values_list("head__key", "number", "content__variables")
+    )
+    for key, number, variables in rows:
+        by_name = declared.setdefault(key, {})
+        for name in variables or []:
+            if isinstance(name, str) and name not in ITEM_FIELD_VARIABLES:
+                by_name.setdefault(name, []).append(number)
+    names = sorted({name for by_name in declared.values() for name in by_name})
+    if not names:
+        return []
+    counts = dataset.draft_items.aggregate(
+        total=Count("id"),
+        **{
+            f"missing_{n}": Count("id", filter=~Q(variables__has_key=name))
+            for n, name in enumerate(names)
+        },
+    )
+    missing = {name: counts[f"missing_{n}"] for n, name in enumerate(names)}
+    gaps = []
+    for key, by_name in declared.items():
+        ordered = sorted(by_name.items(), key=lambda pair: -pair[1][0])  # newest version first
+        for name, numbers in ordered:
+            if missing[name]:
+                gaps.append(
+                    VariableGap(
+                        prompt=f"{key}@{numbers[0]}",
+                        variable=name,
+                        missing=missing[name],
+                        total=counts["total"],
+                        also=sorted(numbers[1:]),
+                    )
+                )
+    return gaps

@@ -9,6 +9,7 @@ urlpatterns = [
     path(f"{base}new/", views.dataset_new, name="new"),
     path(f"{base}<slug:key>/", views.editor, name="editor"),
     path(f"{base}<slug:key>/hints/", views.hints, name="hints"),
+    path(f"{base}<slug:key>/variable-gaps/", views.variable_gaps, name="variable_gaps"),
     path(f"{base}<slug:key>/items/add/", views.item_add, name="item_add"),
     path(f"{base}<slug:key>/items/bulk/", views.bulk, name="bulk"),
     path(

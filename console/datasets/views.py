@@ -151,8 +151,25 @@ def editor(request: HttpRequest, app: str, key: str) -> HttpResponse:
     if request.htmx and request.htmx.target == "items":
         return render(request, "datasets/editor.html#items", context)
     context["tags"] = selectors.all_tags(dataset)
+    context["variable_gaps"] = selectors.prompt_variable_gaps(dataset)
     context["history"] = events_for_object(object_type="dataset", object_id=dataset.pk, limit=10)
     return render(request, "datasets/editor.html", context)
+
+
+@login_required
+@require_GET
+def variable_gaps(request: HttpRequest, app: str, key: str) -> HttpResponse:
+    """The prompt-variables warning, refreshed after each edit."""
+    dataset = _dataset(request, app, key)
+    return render(
+        request,
+        "datasets/editor.html#variable_gaps",
+        {
+            "application": dataset.application,
+            "dataset": dataset,
+            "variable_gaps": selectors.prompt_variable_gaps(dataset),
+        },
+    )
 
 
 @login_required

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import httpx2
 
 from console.core import egress
+from console.datasets.items import ITEM_FIELD_VARIABLES
 from console.evals import llm
 from console.evals.scorers import JUDGED, Observation, cited_sources, score_item
-from console.registry.templating import render
+from console.registry.templating import MissingVariables, placeholders, render_strict
 
 JSON_OBJECT = re.compile(r"\{.*\}", re.S)
 log = logging.getLogger(__name__)
@@ -36,20 +37,35 @@ class RunSpec:
 
 
 def prompt_messages(prompt: dict, item: dict) -> list[dict]:
+    """The chat messages for one item. Raises MissingVariables (naming every one) when the item
+    does not fill a variable the prompt declares or uses: such an item is never sent."""
     values = {
         k: v if isinstance(v, str) else json.dumps(v)
         for k, v in (item.get("variables") or {}).items()
     }
-    values.setdefault("question", item["question"])
-    for name in prompt.get("variables", []):
-        values.setdefault(name, "")
-    messages = []
-    if prompt.get("system"):
-        messages.append({"role": "system", "content": render(prompt["system"], values)})
-    messages.append(
-        {"role": "user", "content": render(prompt.get("user") or "{{ question }}", values)}
+    for name in ITEM_FIELD_VARIABLES:  # the item's own fields, unless `variables` overrides
+        values.setdefault(name, str(item.get(name) or ""))
+    system, user = prompt.get("system") or "", prompt.get("user") or "{{ question }}"
+    needed = dict.fromkeys(
+        [*prompt.get("variables", []), *placeholders(system), *placeholders(user)]
     )
+    missing = [name for name in needed if name not in values]
+    if missing:
+        raise MissingVariables(missing)
+    messages = []
+    if system:
+        messages.append({"role": "system", "content": render_strict(system, values)})
+    messages.append({"role": "user", "content": render_strict(user, values)})
     return messages
+
+
+def unfilled_message(names: list[str]) -> str:
+    if len(names) == 1:
+        return f"variable {names[0]} is not filled by this item; add it to the item's variables"
+    return (
+        f"variables {', '.join(names)} are not filled by this item; "
+        "add them to the item's variables"
+    )
 
 
 def _path(data, dotted: str):
@@ -105,10 +121,20 @@ def judge(
     if not prompt or not spec.judge_model:
         return None, "", 0.0
     values = {"question": question, "context": context or "(none)", "answer": answer}
-    messages = [
-        {"role": "system", "content": render(prompt.get("system", ""), values)},
-        {"role": "user", "content": render(prompt.get("user", ""), values)},
-    ]
+    try:
+        messages = [
+            {"role": "system", "content": render_strict(prompt.get("system", ""), values)},
+            {"role": "user", "content": render_strict(prompt.get("user", ""), values)},
+        ]
+    except MissingVariables as exc:
+        return (
+            None,
+            (
+                f"judge not asked: its prompt uses {', '.join(exc.names)}, but a judge is only "
+                f"given {', '.join(values)}"
+            ),
+            0.0,
+        )
     try:
         completion = llm.complete(spec.judge_model, messages)
     except llm.LLMError as exc:
@@ -138,7 +164,17 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
                 "attempts": 1,
             }
         else:
-            completion = llm.complete(spec.model, prompt_messages(spec.prompt, item))
+            try:
+                messages = prompt_messages(spec.prompt, item)
+            except MissingVariables as exc:
+                # Not worth a call: the model would see a placeholder (or nothing) instead.
+                return {
+                    **base,
+                    "status": "error",
+                    "error": unfilled_message(exc.names),
+                    "attempts": 0,
+                }
+            completion = llm.complete(spec.model, messages)
             text, latency = completion.text, completion.latency_ms
             sources = cited_sources(text)
             usage = {

@@ -207,3 +207,12 @@ def _charts(base, candidate, b_rows, c_rows) -> dict:
         },
     }
     return {"scores": box, "latency": latency}
+
+
+def prompt_versions_evaluated_on(dataset) -> QuerySet:
+    """Ids of the prompt versions evaluated (or being evaluated) on any version of a golden set,
+    as a subquery. Registered with the datasets app, which may not import evals, so its
+    editor can warn about variables those prompts need and the set does not fill."""
+    return EvalRun.objects.filter(
+        dataset_version__head=dataset, prompt_version__isnull=False
+    ).values("prompt_version")

@@ -26,6 +26,7 @@ from console.evals.models import EvalResult, EvalRun, GatePolicy
 from console.evals.runner import RunSpec, evaluate_item, prompt_messages
 from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS, JUDGED
 from console.evals.simulator import tokens
+from console.registry.templating import MissingVariables
 from console.registry.validation import DESTINATION_REFUSED, model_config_problems
 
 log = logging.getLogger(__name__)
@@ -73,28 +74,33 @@ def estimate(
     *, prompt_version, model_version, dataset_version, judge_model_version=None, scorers=()
 ) -> dict:
     """Rough cost before launching: prompt tokens from the rendered templates, output tokens at
-    a third of max_tokens, plus the judge's calls."""
+    a sixth of max_tokens, plus the judge's calls. Items that leave a prompt variable unfilled
+    are never sent (they are item errors), so they cost nothing; `unfilled` counts them."""
     items = list(version_items(dataset_version))
     config = model_version.content if model_version else {}
-    input_tokens = output_tokens = 0
+    input_tokens = output_tokens = unfilled = 0
+    sent = len(items)
     if prompt_version is not None:
         for item in items:
-            input_tokens += sum(
-                tokens(m["content"]) for m in prompt_messages(prompt_version.content, item)
-            )
+            try:
+                messages = prompt_messages(prompt_version.content, item)
+            except MissingVariables:
+                unfilled += 1
+                continue
+            input_tokens += sum(tokens(m["content"]) for m in messages)
+        sent = len(items) - unfilled
         # Answers rarely use their whole budget: a sixth of max_tokens tracks real runs.
-        output_tokens = len(items) * int(config.get("max_tokens", 512)) // 6
+        output_tokens = sent * int(config.get("max_tokens", 512)) // 6
     from console.evals.llm import Prices
 
     cost = Prices.of(config).cost(input_tokens, 0, output_tokens)
     judged = [m for m in JUDGED if m in scorers]
     if judge_model_version is not None and judged:
         judge_in = (input_tokens + output_tokens) * len(judged)
-        cost += Prices.of(judge_model_version.content).cost(
-            judge_in, 0, 60 * len(items) * len(judged)
-        )
+        cost += Prices.of(judge_model_version.content).cost(judge_in, 0, 60 * sent * len(judged))
     return {
         "items": len(items),
+        "unfilled": unfilled,
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "cost": round(cost, 6),

@@ -68,8 +68,26 @@ def analyse(templates: dict[str, str], analysis: Analysis | None = None) -> Anal
     return result
 
 
+class MissingVariables(ValueError):
+    """Placeholders with no value; `names` in order of first appearance."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        super().__init__(f"no value for {', '.join(self.names)}")
+
+
+def placeholders(text: str) -> list[str]:
+    """The variable names used in a template, each once, in order of first appearance."""
+    names: dict[str, None] = {}
+    for match in TAG.finditer(text or ""):
+        inner = (match.group(1) or "").strip()
+        if IDENTIFIER.match(inner):
+            names.setdefault(inner)
+    return list(names)
+
+
 def render(text: str, values: dict[str, str]) -> str:
-    """Substitute known values; unknown placeholders stay as written."""
+    """Substitute known values; unknown placeholders stay as written (for previews)."""
 
     def substitute(match: re.Match) -> str:
         if match.group(1) is None:
@@ -80,3 +98,12 @@ def render(text: str, values: dict[str, str]) -> str:
         return match.group(0)
 
     return TAG.sub(substitute, text or "")
+
+
+def render_strict(text: str, values: dict[str, str]) -> str:
+    """Substitute every placeholder, or raise MissingVariables naming all that have no value:
+    what is sent to a model never contains a `{{ name }}` left over."""
+    missing = [name for name in placeholders(text) if name not in values]
+    if missing:
+        raise MissingVariables(missing)
+    return render(text, values)

@@ -646,6 +646,7 @@ def _dataset_endpoints() -> list[Endpoint]:
         ),
         Endpoint("dataset editor", "datasets:editor", params=_golden),
         Endpoint("dataset hints", "datasets:hints", params=_golden),
+        Endpoint("dataset variable gaps", "datasets:variable_gaps", params=_golden),
         Endpoint(
             "item add POST",
             "datasets:item_add",
@@ -1657,6 +1658,7 @@ def test_keys_of_another_application_are_not_found(client, world, slug, name, me
 DATASET_OBJECT_ROUTES = [
     ("datasets:editor", "get", {}, ""),
     ("datasets:hints", "get", {}, ""),
+    ("datasets:variable_gaps", "get", {}, ""),
     ("datasets:versions", "get", {}, ""),
     ("datasets:diff", "get", {}, "a=1&b=2"),
     ("datasets:export", "get", {}, "format=jsonl&version=1"),

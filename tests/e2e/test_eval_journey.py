@@ -91,13 +91,13 @@ def test_engineer_launches_an_eval_watches_it_and_compares(
     # the estimate includes the judge's calls; unticking them (htmx, on change) drops it.
     expect(page.get_by_label("Faithfulness (LLM judge)")).to_be_checked()
     expect(page.get_by_label("Answer relevance (LLM judge)")).to_be_checked()
-    expect(estimate.locator(".estimate-figure")).to_have_text("≈ $0.1711")
+    expect(estimate.locator(".estimate-figure")).to_have_text("≈ $0.1712")
     page.get_by_label("Faithfulness (LLM judge)").uncheck()
     page.get_by_label("Answer relevance (LLM judge)").uncheck()
     expect(estimate.locator(".estimate-figure")).to_have_text("≈ $0.0051")
     page.get_by_label("Faithfulness (LLM judge)").check()
     page.get_by_label("Answer relevance (LLM judge)").check()
-    expect(estimate.locator(".estimate-figure")).to_have_text("≈ $0.1711")
+    expect(estimate.locator(".estimate-figure")).to_have_text("≈ $0.1712")
     page.get_by_label("Concurrency").fill("3")
     page.screenshot(path=artifacts / "eval-launch.png", full_page=True)
 
