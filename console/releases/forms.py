@@ -24,7 +24,7 @@ class PolicyForm(forms.Form):
         required=False,
         help_text="One gate per line: metric, operator (>= or <=), threshold — e.g. "
         "“pass_rate >= 0.8”. Metrics: " + ", ".join(eval_metrics.METRICS) + ".",
-        widget=forms.Textarea(attrs={"rows": 4}),
+        widget=forms.Textarea(attrs={"rows": 7}),
     )
     max_error_rate = forms.FloatField(
         min_value=0, max_value=1, initial=0.1, label="Max error rate (0–1)"

@@ -244,7 +244,7 @@ def test_flag_rule_requests_from_the_ui_show_rules_and_never_an_eval_gate(world)
         "&version=2&environment=prod"
     ).content.decode()
     assert "eval gate met" not in page and "policy gates met" not in page
-    assert "no eval evidence" in page and "Otherwise serve" in page
+    assert "no eval evidence" in page and "Everyone else:" in page
 
 
 def test_a_flags_protected_panel_offers_to_request_promotion(world):
@@ -267,3 +267,27 @@ def test_a_flags_protected_panel_offers_to_request_promotion(world):
             f"/apps/{world.application.key}/flags/{flag.key}/?env=prod"
         ).content.decode()
     )
+
+
+def test_a_rule_that_disappears_is_called_out(world):
+    flag = make_flag(world.application, world.users["engineer"], "beta")
+    staff = {
+        "name": "Staff",
+        "conditions": [{"attribute": "email", "operator": "ends_with", "value": "@acme.com"}],
+        "serve": {"variant": "on"},
+    }
+    flags.save_rules(
+        actor=world.users["admin"], flag=flag, environment=world.prod,
+        content={"enabled": True, "rules": [staff], "default": {"variant": "off"}},
+        base_number=1, via_promotion=True,
+    )  # fmt: skip
+    client = Client()
+    client.force_login(world.users["engineer"])
+    page = client.get(
+        f"/apps/{world.application.key}/releases/new/?kind=flag_rules&key=staging:beta"
+        "&version=1&environment=prod"
+    )
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "Rules disappear:" in html and "“Staff”" in html
+    assert "ends with" in html and "@acme.com" in html  # rules read as rules, not JSON
