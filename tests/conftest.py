@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from urllib.parse import urlparse
@@ -68,6 +69,30 @@ def allow_loopback(settings, monkeypatch):
         return entry
 
     return allow
+
+
+@contextlib.contextmanager
+def public_hosts(names: dict[str, str], also: tuple[str, ...] = ()):
+    """For worlds built once per module (before the per-test fixtures apply): let the egress
+    guard resolve `names` ({name: public address}) and allow them, without any DNS query."""
+    from django.test import override_settings
+
+    from console.core import egress
+
+    real = egress.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        address = names.get(str(host).lower().rstrip("."))
+        if address is None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    egress.getaddrinfo = getaddrinfo
+    try:
+        with override_settings(AIRLOCK_EGRESS_ALLOW=[SIMULATOR, *names, *also]):
+            yield
+    finally:
+        egress.getaddrinfo = real
 
 
 @pytest.fixture(autouse=True)

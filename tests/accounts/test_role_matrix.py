@@ -74,6 +74,7 @@ from console.usage import budgets as usage_budgets
 from console.usage import services as usage
 from console.usage import urls as usage_urls
 from console.usage.models import Budget, PricePoint, UsageEvent
+from tests.conftest import public_hosts
 from tests.evals.helpers import model_content
 from tests.factories import MODEL_CONTENT, PROMPT_CONTENT, make_application
 
@@ -399,6 +400,10 @@ def login_as(client, world: World, who: str):
     return user
 
 
+# The webhook receivers the world names (resolved from a table: no DNS query is sent).
+PUBLIC_HOSTS = {"hooks.app-a.net": "93.184.216.34", "hooks.matrix.net": "93.184.216.35"}
+
+
 @pytest.fixture(scope="module")
 def shared_world(django_db_setup, django_db_blocker):
     """The world, built once for the module inside a transaction rolled back at the end.
@@ -411,7 +416,9 @@ def shared_world(django_db_setup, django_db_blocker):
         outer = transaction.atomic()
         outer.__enter__()
         try:
-            world = build_world(base_url)
+            with public_hosts(PUBLIC_HOSTS, also=(urlsplit(base_url).netloc,)):
+                world = build_world(base_url)
+                world.simulator = urlsplit(base_url).netloc
         except BaseException:
             transaction.set_rollback(True)
             outer.__exit__(None, None, None)
@@ -427,8 +434,13 @@ def shared_world(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
-def world(shared_world, db) -> World:
+def world(shared_world, db, settings, dns) -> World:
     """The shared world for one test (its writes roll back); runtime caches start empty."""
+    for name, address in PUBLIC_HOSTS.items():
+        dns[name] = [address]
+    settings.AIRLOCK_EGRESS_ALLOW = [
+        *settings.AIRLOCK_EGRESS_ALLOW, *PUBLIC_HOSTS, shared_world.simulator
+    ]  # fmt: skip
     caches["default"].clear()
     api_auth.forget_all()
     snapshot.forget_all()
@@ -487,7 +499,8 @@ def preview_data(world: World) -> dict:
 
 
 def policy_data(world: World) -> dict:
-    return {"environment": "staging", "protected": "on", "required_approvals": "2"}
+    """Protect staging with two approvals: a tightening, so it takes effect at once."""
+    return {"base": "0", "protected": "on", "required_approvals": "2", "max_error_rate": "0.1"}
 
 
 def members_data(world: World) -> dict:
@@ -935,11 +948,13 @@ def own_promotion(approved: bool) -> Callable[[World, object], dict]:
 
     def setup(world: World, user) -> dict:
         member = user is not None and user.memberships.filter(application=world.app).exists()
+        free_the_prompt(world, user)
         promotion = open_promotion(
             world.app.environments.get(key="prod"),
             world.heads[PROMPT.slug].versions.get(number=2),
             user if member else world.owner,
             world.approver if approved else None,
+            paired=world.heads[MODEL_CONFIG.slug].versions.get(number=1),
         )
         return {"pk": promotion.pk}
 
@@ -950,7 +965,20 @@ def act(action: str, **extra) -> Callable[[World], dict]:
     return lambda world: {"action": action, **extra}
 
 
-PROMOTION_QUERY = "kind=prompt&key=answer&version=2&environment=prod"
+def free_the_prompt(world: World, user) -> dict:
+    """One open request per prompt and environment: A's pending request for answer steps aside
+    (withdrawn by its requester) so the caller's own can be opened."""
+    for other in PromotionRequest.objects.filter(
+        environment__application=world.app,
+        subject=f"prompt:{world.heads[PROMPT.slug].pk}",
+        status__in=PromotionRequest.OPEN,
+    ):
+        releases.withdraw(actor=other.requested_by, request=other)
+    return {}
+
+
+# Nothing is live in prod: the request names the model config the prompt runs with.
+PROMOTION_QUERY = "kind=prompt&key=answer&version=2&environment=prod&paired=main@1"
 # dev's rules v2 of flag "checkout" into prod (where v1 is live): "<env>:<flag>" names the head.
 FLAG_PROMOTION_QUERY = "kind=flag_rules&key=dev:checkout&version=2&environment=prod"
 
@@ -980,7 +1008,8 @@ def history_data(action: str, kind: str = "", key: str = "", version: int = 0, *
 
 def _release_endpoints() -> list[Endpoint]:
     pending, approved = _promotion("pending"), _promotion("approved")
-    bind_and_apply = ("model_config.bind", "promotion.apply")
+    # Applying main@2 × answer@1 (nothing live in prod yet) binds both halves of the bundle.
+    bind_and_apply = ("model_config.bind", "prompt.bind", "promotion.apply")
     return [
         Endpoint("releases inbox", "releases:inbox"),
         Endpoint("release new", "releases:new", perm=ENGINEER, query=PROMOTION_QUERY),
@@ -990,6 +1019,7 @@ def _release_endpoints() -> list[Endpoint]:
             "post",
             perm=ENGINEER,
             ok=302,
+            setup=free_the_prompt,
             data=promotion_data(PROMOTION_QUERY),
             audit_action="promotion.request",
         ),
@@ -1077,7 +1107,8 @@ def _release_endpoints() -> list[Endpoint]:
             ok=302,
             refused=302,
             data=act("apply"),
-            audit_action=("prompt.bind", "promotion.apply"),
+            # The bundle goes live together: the paired model config first, then the prompt.
+            audit_action=("model_config.bind", "prompt.bind", "promotion.apply"),
         ),
         # Withdrawing: the requester only.
         Endpoint(
@@ -1186,12 +1217,14 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("home", "registry:home", scoped=False, perm=None, authenticated=200),
     Endpoint("dashboard", "registry:dashboard"),
     Endpoint("environments", "registry:environments"),
+    Endpoint("policy", "releases:policy", params=lambda world: {"env": "staging"}),
     Endpoint(
-        "environments POST",
-        "registry:environments",
+        "policy POST",
+        "releases:policy",
         "post",
         perm=ADMIN,
         ok=302,
+        params=lambda world: {"env": "staging"},
         data=policy_data,
         audit_action="environment.policy.change",
     ),

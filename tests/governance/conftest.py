@@ -19,6 +19,7 @@ from console.audit.models import AuditEvent
 from console.celery import app as celery_app
 from console.registry.models import Environment
 from console.releases import policies
+from tests.conftest import public_hosts
 from tests.governance.world import World, build_world
 
 
@@ -100,6 +101,10 @@ def audit_actions_since(seq: int) -> list[str]:
     )
 
 
+# The webhook receivers the world names (resolved from a table: no DNS query is sent).
+PUBLIC_HOSTS = {"hooks.sweep-receiver.net": "93.184.216.34"}
+
+
 @pytest.fixture(scope="module")
 def shared_world(django_db_setup, django_db_blocker):
     """The world, built once for the module inside a transaction rolled back at the end;
@@ -110,7 +115,8 @@ def shared_world(django_db_setup, django_db_blocker):
         outer = transaction.atomic()
         outer.__enter__()
         try:
-            world = build_world()
+            with public_hosts(PUBLIC_HOSTS):
+                world = build_world()
         except BaseException:
             transaction.set_rollback(True)
             outer.__exit__(None, None, None)
@@ -125,7 +131,10 @@ def shared_world(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
-def world(shared_world, db) -> World:
+def world(shared_world, db, settings, dns) -> World:
+    for name, address in PUBLIC_HOSTS.items():
+        dns[name] = [address]
+    settings.AIRLOCK_EGRESS_ALLOW = [*settings.AIRLOCK_EGRESS_ALLOW, *PUBLIC_HOSTS]
     caches["default"].clear()
     api_auth.forget_all()
     snapshot.forget_all()

@@ -355,6 +355,7 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
     "audit:export_csv": GET_ONLY,
     "audit:export_jsonl": GET_ONLY,
     # Golden sets: evidence, never served; every write must still leave prod alone.
+    "datasets:variable_gaps": GET_ONLY,
     "datasets:list": GET_ONLY,
     "datasets:new": (
         Case(

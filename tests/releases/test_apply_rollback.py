@@ -193,22 +193,31 @@ def test_flag_rules_roll_back_to_an_earlier_rules_version(world):
     assert prod_head.latest_number == 2
     assert services.live_version("flag_rules", staged, world.prod).number == 2
     assert services.is_live("flag_rules", staged, world.prod)  # same content as staging's
+    set_rules(flag, "prod", on("off"), engineer)  # a later promotion
 
-    # Rolling prod's rules back to v1 writes v3 with v1's content.
+    # v1 is the flag's creation there: it never served the flag in prod.
+    with pytest.raises(ValidationError, match="never served this flag in prod"):
+        services.rollback(
+            actor=engineer,
+            environment=world.prod,
+            version=prod_head.versions.get(number=1),
+            reason="checkout errors",
+        )
+    # Rolling prod's rules back to v2 writes v4 with v2's content.
     services.rollback(
         actor=engineer,
         environment=world.prod,
-        version=prod_head.versions.get(number=1),
+        version=prod_head.versions.get(number=2),
         reason="checkout errors",
     )
     prod_head.refresh_from_db()
-    assert prod_head.latest_number == 3
-    assert prod_head.versions.get(number=3).content == prod_head.versions.get(number=1).content
-    assert prod_head.versions.get(number=3).content["enabled"] is False
+    assert prod_head.latest_number == 4
+    assert prod_head.versions.get(number=4).content == prod_head.versions.get(number=2).content
+    assert prod_head.versions.get(number=4).content["default"] == {"variant": "on"}
     event = AuditEvent.objects.get(action="promotion.rollback")
     assert (event.before, event.after, event.reason) == (
+        {"version": 3},
         {"version": 2},
-        {"version": 1},
         "checkout errors",
     )
     with pytest.raises(ValidationError, match="pick a rules version of this environment"):

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -15,6 +16,7 @@ from console.accounts.roles import Role
 from console.audit.models import AuditEvent
 from console.flags.models import FlagKind, FlagRules, FlagType
 from console.notifications.models import Notification
+from console.releases import policies
 from console.usage import budgets
 from console.usage.models import Budget, BudgetAlert
 from console.usage.services import anonymise
@@ -181,6 +183,13 @@ def test_the_variant_breaker_switches_the_flag_to_the_cheaper_model(priced, engi
     )
     set_rules(flag, "prod", on("big"), engineer)
     prod = priced.environments.get(key="prod")
+    # prod is protected: its release policy lists the breaker (as an approved change would).
+    with transaction.atomic():
+        content, number = policies.current(prod)
+        policies.apply_content(
+            actor=engineer, environment=prod, message="approved breaker", number=number,
+            content={**content, "breakers": ["answer-model:small"]},
+        )  # fmt: skip
     daily_budget(
         priced,
         engineer,
