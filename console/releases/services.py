@@ -259,13 +259,10 @@ def open_request(
             subject,
             environment,
         )
-        audit.record(
+        _record(
             actor=actor,
             action="promotion.request",
-            obj=request,
-            object_label=f"#{request.pk} {request.label}",
-            application=application,
-            environment=environment,
+            request=request,
             after={
                 "version": version.number,
                 "bundle": bundle.label or None,
@@ -370,19 +367,29 @@ def open_policy_request(
             "policy",
             environment,
         )
-        audit.record(
+        _record(
             actor=actor,
             action="promotion.request",
-            obj=request,
-            object_label=f"#{request.pk} {request.label}",
-            application=environment.application,
-            environment=environment,
+            request=request,
             before={"policy_version": base_number},
             after={"proposal": proposal, "loosenings": loosenings},
             reason=request.justification,
         )
         _notify_requested(request)
     return request
+
+
+def _record(*, actor, action: str, request: PromotionRequest, **fields) -> None:
+    """The audit event of a step in a request's life, filed under the request."""
+    audit.record(
+        actor=actor,
+        action=action,
+        obj=request,
+        object_label=f"#{request.pk} {request.label}",
+        application=request.application_id,
+        environment=request.environment,
+        **fields,
+    )
 
 
 def _locked(request: PromotionRequest) -> PromotionRequest:
@@ -498,13 +505,10 @@ def decide(
             request.status = PromotionRequest.Status.APPROVED
         request.updated_at = timezone.now()
         request.save(update_fields=["status", "updated_at"])
-        audit.record(
+        _record(
             actor=actor,
             action=f"promotion.{decision}",
-            obj=request,
-            object_label=f"#{request.pk} {request.label}",
-            application=request.application,
-            environment=request.environment,
+            request=request,
             before={"status": before},
             after={"status": request.status, "revision": request.revision},
             reason=comment.strip(),
@@ -540,13 +544,10 @@ def edit_request(*, actor, request: PromotionRequest, justification: str) -> Pro
         request.status = PromotionRequest.Status.PENDING
         request.updated_at = timezone.now()
         request.save(update_fields=["justification", "revision", "status", "updated_at"])
-        audit.record(
+        _record(
             actor=actor,
             action="promotion.edit",
-            obj=request,
-            object_label=f"#{request.pk} {request.label}",
-            application=request.application,
-            environment=request.environment,
+            request=request,
             before=before,
             after={
                 "justification": request.justification,
@@ -598,13 +599,10 @@ def reconfirm(*, actor, request: PromotionRequest) -> PromotionRequest:
                 "updated_at",
             ]
         )
-        audit.record(
+        _record(
             actor=actor,
             action="promotion.reconfirm",
-            obj=request,
-            object_label=f"#{request.pk} {request.label}",
-            application=request.application,
-            environment=request.environment,
+            request=request,
             before=before,
             after={"base_live_version": request.base_live_version, "revision": request.revision},
         )
@@ -620,13 +618,10 @@ def withdraw(*, actor, request: PromotionRequest) -> PromotionRequest:
             raise ValidationError(f"This request is {request.get_status_display().lower()}.")
         request.status = PromotionRequest.Status.WITHDRAWN
         request.save(update_fields=["status"])
-        audit.record(
+        _record(
             actor=actor,
             action="promotion.withdraw",
-            obj=request,
-            object_label=f"#{request.pk} {request.label}",
-            application=request.application,
-            environment=request.environment,
+            request=request,
         )
     return request
 
@@ -728,13 +723,10 @@ def apply(*, actor, request: PromotionRequest) -> PromotionRequest:
         request.applied_by = actor
         request.applied_change = change
         request.save(update_fields=["status", "applied_at", "applied_by", "applied_change"])
-        audit.record(
+        _record(
             actor=actor,
             action="promotion.apply",
-            obj=request,
-            object_label=f"#{request.pk} {request.label}",
-            application=request.application,
-            environment=environment,
+            request=request,
             before={"live": request.base_live_version},
             after={
                 "live": request.version.number if request.version else None,
