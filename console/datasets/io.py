@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from console.core import jsoninput
 from console.datasets.items import (
     CONTENT_FIELDS,
     FIELDS,
@@ -182,14 +183,13 @@ def _parse_jsonl(text: str, result: Parsed) -> Iterator[None]:
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)  # NaN/Infinity are reported per field by clean_item
-        except json.JSONDecodeError as exc:
-            result.add(
-                Problem(number, "(line)", f"malformed JSON ({exc.msg} at column {exc.colno})")
-            )
-            continue
-        except RecursionError:
-            result.add(Problem(number, "(line)", "malformed JSON (nested too deeply)"))
+            raw = jsoninput.parse(
+                line, constants=True
+            )  # NaN/Infinity are reported per field by clean_item
+        except jsoninput.JSONInputError as exc:
+            where = f" at column {exc.column}" if exc.column else ""
+            field_name = str(exc.path[0]) if exc.path else "(line)"
+            result.add(Problem(number, field_name, f"malformed JSON ({exc.message}{where})"))
             continue
         if not isinstance(raw, dict):
             result.add(Problem(number, "(line)", "each line must be a JSON object"))
