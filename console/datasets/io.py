@@ -2,7 +2,9 @@
 
 Parsing never touches the database: it returns every row it could read and every problem it
 found, each named by line and field, so an import is all-or-nothing and its report is complete.
-Writing is a generator, so exports stream without holding the set in memory.
+Writing is a generator, so exports stream without holding the set in memory. CSV cells that a
+spreadsheet would run as a formula are written with a leading ' and read back without it
+(console.core.csvcells), so an export imported again is unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from console.core import jsoninput
+from console.core import csvcells, jsoninput
 from console.datasets.items import (
     CONTENT_FIELDS,
     FIELDS,
@@ -166,7 +168,7 @@ def _parse_csv(text: str, result: Parsed) -> Iterator[None]:
         bad = False
         for name, cell in zip(columns, cells, strict=True):
             try:
-                raw[name] = from_csv_cell(name, cell)
+                raw[name] = from_csv_cell(name, csvcells.restore(cell))
             except ItemError as err:
                 result.add(Problem(start, err.field, err.message))
                 bad = True
@@ -201,7 +203,7 @@ def _parse_jsonl(text: str, result: Parsed) -> Iterator[None]:
 def csv_lines(items: Iterable[dict]) -> Iterator[str]:
     """CSV text, one chunk per row; `items` are dicts with 'id' plus content fields."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csvcells.writer(buffer)
     writer.writerow(FIELDS)
     for item in items:
         writer.writerow([to_csv_cell(name, item.get(name)) for name in FIELDS])
