@@ -53,6 +53,9 @@ TEXT_LIMITS = {
     for name in ("event_id", "model", "prompt_version", "feature", "variant")
 }
 TEXT_LIMITS["user_id"] = 120  # stored hashed; bounded like the other labels
+LABEL_LIMITS = tuple((name, TEXT_LIMITS[name]) for name in LABELS)
+MODEL_REQUIRED = "required: model config key@version or provider model name"
+ID_LIMIT, MODEL_LIMIT = TEXT_LIMITS["event_id"], TEXT_LIMITS["model"]
 _cost_field = UsageEvent._meta.get_field("cost")
 MAX_EVENT_COST = Decimal(10) ** (_cost_field.max_digits - _cost_field.decimal_places)
 
@@ -97,27 +100,21 @@ def _int(event: dict, name: str, index: int, errors: _Problems) -> int:
     return value
 
 
-def _text(event: dict, name: str, index: int, errors: _Problems, required: str = "") -> str:
-    """An optional (or, with `required` as the message, required) text field within its
-    column size, without NUL characters (which PostgreSQL cannot store)."""
-    value = event.get(name)
+def _text_error(value: Any, name: str, required: str = "") -> str | None:
+    """What is wrong with a text field (None when nothing): `required` is the message for a
+    missing value, empty for an optional field. Text within its column size, without NUL
+    characters (which PostgreSQL cannot store)."""
     if value is None or value == "":
-        if required:
-            errors.bad(index, name, required)
-        return ""
-    if not isinstance(value, str):
-        errors.bad(index, name, required or "must be text")
-        return ""
+        return required or None
+    if type(value) is not str:
+        return required or "must be text"
     if len(value) > TEXT_LIMITS[name]:
-        errors.bad(index, name, f"at most {TEXT_LIMITS[name]} characters")
-        return ""
+        return f"at most {TEXT_LIMITS[name]} characters"
     if "\x00" in value:
-        errors.bad(index, name, "must not contain NUL (\\u0000) characters")
-        return ""
+        return "must not contain NUL (\\u0000) characters"
     if required and not value.strip():
-        errors.bad(index, name, required)
-        return ""
-    return value
+        return required
+    return None
 
 
 def _resolve_model(application, ref: str) -> tuple[str, str]:
@@ -174,8 +171,18 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
             errors.bad(index, None, "must be a JSON object")
             continue
         start = len(errors)
-        event_id = _text(event, "event_id", index, errors, required="required text")
-        if event_id in seen:
+        # Text checks inline for the common case (this loop runs for every event ingested);
+        # _text_error words the problem when there is one.
+        event_id = event.get("event_id")
+        if not (
+            type(event_id) is str
+            and 0 < len(event_id) <= ID_LIMIT
+            and "\x00" not in event_id
+            and not event_id.isspace()
+        ):
+            errors.bad(index, "event_id", _text_error(event_id, "event_id", "required text"))
+            event_id = ""
+        elif event_id in seen:
             errors.rule(index, "event_id", f"repeats event {seen[event_id]}")
         elif event_id:
             seen[event_id] = index
@@ -188,14 +195,25 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
             # Its hour may already be purged; rolling it up would rewrite that hour's history.
             message = f"is older than the {settings.USAGE_RETENTION_DAYS}-day retention period"
             errors.rule(index, "time", message)
-        model_ref = _text(
-            event,
-            "model",
-            index,
-            errors,
-            required="required: model config key@version or provider model name",
-        )
-        labels = {name: _text(event, name, index, errors) for name in LABELS}
+        model_ref = event.get("model")
+        if not (
+            type(model_ref) is str
+            and 0 < len(model_ref) <= MODEL_LIMIT
+            and "\x00" not in model_ref
+            and not model_ref.isspace()
+        ):
+            errors.bad(index, "model", _text_error(model_ref, "model", MODEL_REQUIRED))
+            model_ref = ""
+        labels = []
+        for name, limit in LABEL_LIMITS:
+            value = event.get(name)
+            if value is None or value == "":
+                labels.append("")
+            elif type(value) is str and len(value) <= limit and "\x00" not in value:
+                labels.append(value)
+            else:
+                errors.bad(index, name, _text_error(value, name))
+                labels.append("")
         tokens = {n: _int(event, n, index, errors) for n in TOKENS}
         if tokens["cached_tokens"] > tokens["input_tokens"]:
             errors.rule(index, "cached_tokens", "cannot exceed input_tokens")
@@ -229,7 +247,6 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
             model, at, tokens["input_tokens"], tokens["cached_tokens"], tokens["output_tokens"]
         )
         savings = book.savings(model, at, tokens["cached_tokens"])
-        user_hash = anonymise(labels.pop("user_id"))
         if cost >= MAX_EVENT_COST or savings >= MAX_EVENT_COST:
             errors.rule(
                 index,
@@ -247,12 +264,14 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
                 "received_at": now,
                 "model": model,
                 "model_config": config_ref,
-                **labels,
+                "prompt_version": labels[0],
+                "feature": labels[1],
+                "variant": labels[2],
                 "latency_ms": None if latency is None else float(latency),
                 "status": status,
                 "cache_hit": cache_hit,
                 "feedback": FEEDBACK[feedback],
-                "user_hash": user_hash,
+                "user_hash": anonymise(labels[3]),
                 "cost": cost,
                 "savings": savings,
                 **tokens,
