@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from console.core.jsoninput import parse
 from console.evals import llm
 from console.evals.scorers import JUDGED, Observation, cited_sources, score_item
 from console.registry.templating import render
@@ -67,7 +68,7 @@ def call_http(target: dict, item: dict) -> tuple[str, list[str], float]:
     )
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=float(target.get("timeout_s") or 30)) as response:
-        payload = json.loads(response.read() or b"{}")
+        payload = parse(response.read() or b"{}", constants=True)
     latency = (time.perf_counter() - started) * 1000
     text = _path(payload, target.get("answer_path") or "answer")
     sources = _path(payload, target.get("sources_path") or "sources") or []
@@ -93,7 +94,7 @@ def judge(
         return None, f"judge failed: {exc}", 0.0
     match = JSON_OBJECT.search(completion.text)
     try:
-        verdict = json.loads(match.group(0)) if match else {}
+        verdict = parse(match.group(0), constants=True) if match else {}
         score = max(0.0, min(1.0, float(verdict["score"])))
     except (ValueError, KeyError, TypeError):
         return None, f"judge answered without a score: {completion.text[:200]}", completion.cost
