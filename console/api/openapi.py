@@ -241,10 +241,11 @@ def document() -> dict[str, Any]:
                 "post": {
                     "tags": ["Usage"],
                     "summary": "Report a batch of model calls (up to 1,000 events)",
-                    "description": "Accepted or rejected whole. Idempotent by event_id: a retried "
-                    "batch counts each event once. Cost is computed by Airlock from the price in "
-                    "effect at each event's time, never taken from the client. The environment "
-                    "comes from the key. Needs scope usage:write.",
+                    "description": "Accepted or rejected whole. Idempotent by event_id within "
+                    "the key's environment: a retried batch counts each event once. Cost is "
+                    "computed by Airlock from the price in effect at each event's time, never "
+                    "taken from the client. The environment comes from the key. Needs scope "
+                    "usage:write.",
                     "parameters": [*ASSERTION_HEADERS],
                     "requestBody": {"required": True, "content": _json_content(_ref("usageBatch"))},
                     "responses": {
@@ -257,7 +258,9 @@ def document() -> dict[str, Any]:
                             "content": _json_content(_ref("usageAccepted")),
                         },
                         "400": {
-                            "description": "The body is not JSON",
+                            "description": "Refused whole: the body is not JSON, is nested "
+                            "deeper than 64 levels, or an event breaks this schema (type, bound, "
+                            "length; text without NUL); each error names event index and field",
                             "content": _json_content(_ref("usageErrors")),
                         },
                         "413": {
@@ -265,7 +268,11 @@ def document() -> dict[str, Any]:
                             "content": _json_content(_ref("usageErrors")),
                         },
                         "422": {
-                            "description": "Refused whole; each error names event index and field",
+                            "description": "Refused whole: well formed, but an event breaks a "
+                            "rule a schema cannot state (time in the future or past retention, "
+                            "an event id repeated in the batch, cached_tokens over input_tokens, "
+                            "a cost over $999,999.99 at the price in effect); each error names "
+                            "event index and field",
                             "content": _json_content(_ref("usageErrors")),
                         },
                         **AUTH_RESPONSES,
@@ -382,34 +389,57 @@ def document() -> dict[str, Any]:
     }
 
 
-USAGE_EVENT = {
-    "type": "object",
-    "required": ["event_id", "time", "model"],
-    "properties": {
-        "event_id": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 100,
-            "description": "Unique per application",
-        },
-        "time": {"type": "string", "format": "date-time", "description": "ISO 8601 with a zone"},
-        "model": {
-            "type": "string",
-            "description": "model config KEY@VERSION or provider model name",
-        },
-        "prompt_version": {"type": "string", "description": "KEY@VERSION"},
-        "feature": {"type": "string"},
-        "variant": {"type": "string"},
-        "input_tokens": {"type": "integer", "minimum": 0},
-        "cached_tokens": {"type": "integer", "minimum": 0},
-        "output_tokens": {"type": "integer", "minimum": 0},
-        "latency_ms": {"type": "number", "minimum": 0},
-        "status": {"type": "string", "enum": ["ok", "error", "timeout"]},
-        "cache_hit": {"type": "boolean"},
-        "feedback": {"type": "string", "enum": ["up", "down", "none"]},
-        "user_id": {"type": "string", "description": "An anonymised user id (stored hashed)"},
-    },
+USAGE_MAX_TOKENS = 1_000_000_000
+USAGE_MAX_LATENCY_MS = 86_400_000
+USAGE_TEXT_LIMITS = {
+    "event_id": 100,
+    "model": 200,
+    "prompt_version": 120,
+    "feature": 120,
+    "variant": 120,
+    "user_id": 120,
 }
+
+
+def _usage_event() -> dict[str, Any]:
+    """One usage event, with the bounds console.usage.services enforces, so a client or fuzzer
+    reading this document knows them. Stated here (the api layer does not import usage); a
+    test keeps the two equal."""
+
+    def text(name: str, description: str = "", required: bool = False) -> dict:
+        schema: dict[str, Any] = {"type": "string", "maxLength": USAGE_TEXT_LIMITS[name]}
+        if required:
+            schema["minLength"] = 1
+        if description:
+            schema["description"] = description
+        return schema
+
+    tokens = {"type": "integer", "minimum": 0, "maximum": USAGE_MAX_TOKENS}
+    return {
+        "type": "object",
+        "required": ["event_id", "time", "model"],
+        "properties": {
+            "event_id": text("event_id", "Unique per application and environment", True),
+            "time": {
+                "type": "string",
+                "format": "date-time",
+                "description": "ISO 8601 with a zone; within the retention period, not in "
+                "the future",
+            },
+            "model": text("model", "model config KEY@VERSION or provider model name", True),
+            "prompt_version": text("prompt_version", "KEY@VERSION"),
+            "feature": text("feature"),
+            "variant": text("variant"),
+            "input_tokens": tokens,
+            "cached_tokens": {**tokens, "description": "At most input_tokens"},
+            "output_tokens": tokens,
+            "latency_ms": {"type": "number", "minimum": 0, "maximum": USAGE_MAX_LATENCY_MS},
+            "status": {"type": "string", "enum": ["ok", "error", "timeout"]},
+            "cache_hit": {"type": "boolean"},
+            "feedback": {"type": "string", "enum": ["up", "down", "none"]},
+            "user_id": text("user_id", "An anonymised user id (stored hashed)"),
+        },
+    }
 
 
 def _schemas() -> dict[str, Any]:
@@ -418,7 +448,12 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["events"],
             "properties": {
-                "events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": USAGE_EVENT}
+                "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": _usage_event(),
+                }
             },
         },
         "usageAccepted": {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable, Iterator
 
@@ -14,6 +13,7 @@ from django.views.decorators.http import require_GET
 
 from console.audit import selectors
 from console.audit.models import AuditEvent
+from console.core import csvcells
 from console.core.canonical import canonical_json
 from console.core.permissions import application_perms, user_applications
 
@@ -69,7 +69,7 @@ class _Echo:
 
 
 def _csv_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
+    writer = csvcells.writer(_Echo())
     yield writer.writerow(EXPORT_FIELDS)
     for event in events:
         row = _row(event)

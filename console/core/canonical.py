@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any
 
+from console.core.jsoninput import parse
+
 
 def _normalise(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
@@ -27,17 +29,11 @@ def _normalise(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON content")
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def loads(text: str | bytes) -> Any:
-    """json.loads that refuses NaN/Infinity (content must be canonical) and turns absurd
-    nesting into a ValueError instead of a RecursionError."""
-    try:
-        return json.loads(text, parse_constant=_no_constants)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
+    """Untrusted JSON text to content: jsoninput.parse, which refuses NaN/Infinity (content
+    must be canonical), nesting deeper than MAX_DEPTH and lone surrogates with a
+    JSONInputError (a ValueError) saying where."""
+    return parse(text)
 
 
 def canonical_json(value: Any) -> str:

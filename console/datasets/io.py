@@ -2,7 +2,9 @@
 
 Parsing never touches the database: it returns every row it could read and every problem it
 found, each named by line and field, so an import is all-or-nothing and its report is complete.
-Writing is a generator, so exports stream without holding the set in memory.
+Writing is a generator, so exports stream without holding the set in memory. CSV cells that a
+spreadsheet would run as a formula are written with a leading ' and read back without it
+(console.core.csvcells), so an export imported again is unchanged.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from console.core import csvcells, jsoninput
 from console.datasets.items import (
     CONTENT_FIELDS,
     FIELDS,
@@ -165,7 +168,7 @@ def _parse_csv(text: str, result: Parsed) -> Iterator[None]:
         bad = False
         for name, cell in zip(columns, cells, strict=True):
             try:
-                raw[name] = from_csv_cell(name, cell)
+                raw[name] = from_csv_cell(name, csvcells.restore(cell))
             except ItemError as err:
                 result.add(Problem(start, err.field, err.message))
                 bad = True
@@ -182,14 +185,13 @@ def _parse_jsonl(text: str, result: Parsed) -> Iterator[None]:
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)  # NaN/Infinity are reported per field by clean_item
-        except json.JSONDecodeError as exc:
-            result.add(
-                Problem(number, "(line)", f"malformed JSON ({exc.msg} at column {exc.colno})")
-            )
-            continue
-        except RecursionError:
-            result.add(Problem(number, "(line)", "malformed JSON (nested too deeply)"))
+            raw = jsoninput.parse(
+                line, constants=True
+            )  # NaN/Infinity are reported per field by clean_item
+        except jsoninput.JSONInputError as exc:
+            where = f" at column {exc.column}" if exc.column else ""
+            field_name = str(exc.path[0]) if exc.path else "(line)"
+            result.add(Problem(number, field_name, f"malformed JSON ({exc.message}{where})"))
             continue
         if not isinstance(raw, dict):
             result.add(Problem(number, "(line)", "each line must be a JSON object"))
@@ -201,7 +203,7 @@ def _parse_jsonl(text: str, result: Parsed) -> Iterator[None]:
 def csv_lines(items: Iterable[dict]) -> Iterator[str]:
     """CSV text, one chunk per row; `items` are dicts with 'id' plus content fields."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csvcells.writer(buffer)
     writer.writerow(FIELDS)
     for item in items:
         writer.writerow([to_csv_cell(name, item.get(name)) for name in FIELDS])

@@ -24,6 +24,7 @@ import uuid
 from typing import Any
 
 from console.core.canonical import canonical_json, content_hash, loads
+from console.core.jsoninput import JSONInputError
 
 FIELDS = [
     "id", "question", "variables", "expected_contains", "expected_not_contains",
@@ -151,8 +152,7 @@ def from_csv_cell(name: str, cell: str) -> Any:
             return None
         try:
             return loads(text)
-        except json.JSONDecodeError as exc:
-            raise ItemError(name, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
-        except ValueError as exc:
-            raise ItemError(name, f"malformed JSON ({exc})") from None
+        except JSONInputError as exc:
+            where = f" at column {exc.column}" if exc.column else ""
+            raise ItemError(name, f"malformed JSON ({exc.message}{where})") from None
     return cell

@@ -17,6 +17,7 @@ from django_htmx.http import reswap, retarget
 from console.accounts.roles import CURATE
 from console.audit.selectors import events_for_object
 from console.core.canonical import canonical_json, loads
+from console.core.jsoninput import JSONInputError
 from console.core.permissions import access_application
 from console.datasets import io as dataset_io
 from console.datasets import selectors, services
@@ -88,12 +89,9 @@ def from_text(field: str, text: str):
             return {}
         try:
             return loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(
-                {field: f"malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"}
-            ) from None
-        except ValueError as exc:
-            raise ValidationError({field: f"malformed JSON ({exc})"}) from None
+        except JSONInputError as exc:
+            where = f" at line {exc.line}, column {exc.column}" if exc.line else ""
+            raise ValidationError({field: f"malformed JSON ({exc.message}{where})"}) from None
     if field == "unanswerable":
         return text.strip().lower() in {"true", "on", "1", "yes"}
     return text
@@ -227,9 +225,9 @@ def cell(request: HttpRequest, app: str, key: str, item_id: str, field: str) -> 
         return HttpResponse(status=405)
     text = request.POST.get("value", "")
     try:
-        base = json.loads(request.POST.get("base", "null"))
-    except json.JSONDecodeError:
-        base = None
+        base = loads(request.POST.get("base", "null"))
+    except JSONInputError:
+        base = None  # no usable base: the save is checked against the current value
     try:
         saved = services.update_item_field(
             actor=request.user, item=item, field_name=field, value=from_text(field, text), base=base

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import httpx2
 
 from console.core import egress
+from console.core.jsoninput import parse
 from console.datasets.items import ITEM_FIELD_VARIABLES
 from console.evals import llm
 from console.evals.scorers import JUDGED, Observation, cited_sources, score_item
@@ -105,7 +106,7 @@ def call_http(target: dict, item: dict) -> tuple[str, list[str], float]:
         raise TargetError(UNREACHABLE) from exc
     if response.status_code >= 400:
         raise TargetError(f"HTTP {response.status_code}")
-    payload = json.loads(response.content or b"{}")
+    payload = parse(response.content or b"{}", constants=True)
     latency = (time.perf_counter() - started) * 1000
     text = _path(payload, target.get("answer_path") or "answer")
     sources = _path(payload, target.get("sources_path") or "sources") or []
@@ -141,7 +142,7 @@ def judge(
         return None, f"judge failed: {exc}", 0.0
     match = JSON_OBJECT.search(completion.text)
     try:
-        verdict = json.loads(match.group(0)) if match else {}
+        verdict = parse(match.group(0), constants=True) if match else {}
         score = max(0.0, min(1.0, float(verdict["score"])))
     except (ValueError, KeyError, TypeError):
         return None, f"judge answered without a score: {completion.text[:200]}", completion.cost

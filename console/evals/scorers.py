@@ -7,12 +7,13 @@ relevance) are aggregated and judged by the run's gates.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jsonschema
+
+from console.core.jsoninput import parse
 
 REFUSALS = (
     "i don't know",
@@ -104,7 +105,7 @@ def regex(item: dict, obs: Observation, *, pattern: str = "", **_) -> Score | No
 
 def json_valid(item: dict, obs: Observation, **_) -> Score | None:
     try:
-        json.loads(obs.text)
+        parse(obs.text, constants=True)
     except ValueError as exc:
         return Score(0.0, False, f"not JSON: {exc}")
     return Score(1.0, True, "valid JSON")
@@ -114,7 +115,7 @@ def json_schema(item: dict, obs: Observation, *, schema: dict | None = None, **_
     if not schema:
         return None
     try:
-        value = json.loads(obs.text)
+        value = parse(obs.text, constants=True)
     except ValueError as exc:
         return Score(0.0, False, f"not JSON: {exc}")
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=str)

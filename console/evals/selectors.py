@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 from django.core.paginator import Page, Paginator
@@ -169,7 +170,13 @@ def _charts(base, candidate, b_rows, c_rows) -> dict:
             {
                 "type": "box",
                 "name": label,
-                "x": [m for r in rows.values() for m in metrics if m in (r["scores"] or {})],
+                # Metric names become axis labels, which Plotly renders as markup: escaped.
+                "x": [
+                    html.escape(m)
+                    for r in rows.values()
+                    for m in metrics
+                    if m in (r["scores"] or {})
+                ],
                 "y": [
                     r["scores"][m]
                     for r in rows.values()

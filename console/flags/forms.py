@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.core.exceptions import ValidationError
 
+from console.core.canonical import loads
+from console.core.jsoninput import JSONInputError
 from console.flags.models import FlagKind, FlagType
 
 
 def _json_field(raw: str, what: str):
     try:
-        return json.loads(raw or "null")
-    except json.JSONDecodeError as exc:
-        raise ValidationError(
-            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from None
+        return loads(raw or "null")
+    except JSONInputError as exc:
+        raise ValidationError(f"{what} is not valid JSON: {exc}") from None
 
 
 class FlagForm(forms.Form):

@@ -17,8 +17,10 @@ from django.views.decorators.http import require_GET, require_POST
 from console.accounts.models import Membership
 from console.accounts.roles import ENGINEER
 from console.audit.selectors import events_for_object
+from console.core.canonical import loads
 from console.core.diff import diff_contents
 from console.core.forms import apply_errors
+from console.core.jsoninput import JSONInputError
 from console.core.permissions import access_application
 from console.core.versioning import VersionConflict
 from console.flags import selectors, services
@@ -335,7 +337,7 @@ def _parse_attributes(raw: str) -> dict:
     if not raw:
         return {}
     if raw.startswith("{"):
-        value = json.loads(raw)
+        value = loads(raw)
         if not isinstance(value, dict):
             raise ValueError("attributes must be a JSON object")
         return value
@@ -348,8 +350,8 @@ def _parse_attributes(raw: str) -> dict:
             raise ValueError(f"write “name = value” (got {line.strip()!r})")
         text = value.strip()
         try:
-            out[name.strip()] = json.loads(text) if text else ""
-        except json.JSONDecodeError:
+            out[name.strip()] = loads(text) if text else ""
+        except JSONInputError:
             out[name.strip()] = text
     return out
 

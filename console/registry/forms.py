@@ -9,6 +9,9 @@ import re
 from django import forms
 from django.core.exceptions import ValidationError
 
+from console.core.canonical import loads
+from console.core.jsoninput import JSONInputError
+
 SPLIT = re.compile(r"[\s,]+")
 
 
@@ -57,11 +60,9 @@ class PromptContentForm(forms.Form):
     def clean_params(self) -> dict:
         raw = (self.cleaned_data.get("params") or "").strip() or "{}"
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(
-                f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-            ) from None
+            value = loads(raw)
+        except JSONInputError as exc:
+            raise ValidationError(f"not valid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise ValidationError("must be a JSON object ({...})")
         return value

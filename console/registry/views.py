@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from console.accounts.roles import ENGINEER
 from console.audit.selectors import events_for_object
+from console.core.canonical import loads
 from console.core.diff import diff_contents
 from console.core.forms import apply_errors
 from console.core.permissions import access_application, user_applications
@@ -236,7 +237,7 @@ def _preview(data) -> dict | None:
     sample_error = ""
     if sample_raw:
         try:
-            sample = json.loads(sample_raw)
+            sample = loads(sample_raw)
             if not isinstance(sample, dict):
                 raise ValueError("sample values must be a JSON object")
         except (ValueError, json.JSONDecodeError) as exc:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
 from console.accounts.models import ApiKeyScope
 from console.api.auth import Caller
 from console.api.runtime import _json, runtime_endpoint
+from console.core.jsoninput import JSONInputError, parse
 from console.registry.models import Environment
 from console.usage import services
 
@@ -25,10 +24,14 @@ def ingest(request: HttpRequest, caller: Caller) -> HttpResponse:
             {"errors": [{"index": None, "field": None, "message": "body over 2 MB"}]}, status=413
         )
     try:
-        body = json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+        # NaN and Infinity parse (as floats) so the event's own check names their field.
+        body = parse(request.body or b"null", constants=True)
+    except JSONInputError as exc:
+        return _json({"errors": [_where(exc)]}, status=400)
+    except UnicodeDecodeError as exc:
         return _json(
-            {"errors": [{"index": None, "field": None, "message": f"not JSON: {exc}"}]}, status=400
+            {"errors": [{"index": None, "field": None, "message": f"not UTF-8 JSON: {exc}"}]},
+            status=400,
         )
     events = body.get("events") if isinstance(body, dict) else None
     environment = Environment.objects.select_related("application").get(pk=caller.environment_id)
@@ -38,8 +41,17 @@ def ingest(request: HttpRequest, caller: Caller) -> HttpResponse:
                 application=environment.application, environment=environment, events=events
             )
     except services.BatchRejected as exc:
-        return _json({"errors": exc.errors}, status=422)
+        return _json({"errors": exc.errors}, status=exc.status)
     return _json(
         {"accepted": result.accepted, "duplicates": result.duplicates},
         status=202 if result.accepted else 200,
     )
+
+
+def _where(exc: JSONInputError) -> dict:
+    """A body refused by the parser, named by event and field when the problem lies inside
+    one (`events[3].metadata` nested too deeply)."""
+    path = exc.path
+    index = path[1] if len(path) > 1 and path[0] == "events" and isinstance(path[1], int) else None
+    field = path[2] if index is not None and len(path) > 2 else (path[0] if path else None)
+    return {"index": index, "field": field, "message": f"not JSON we accept: {exc}"}

@@ -1,6 +1,14 @@
-"""Plotly figure specs (plain JSON) for the cost dashboard; static/js/charts.js draws them."""
+"""Plotly figure specs (plain JSON) for the cost dashboard; static/js/charts.js draws them.
+
+Plotly renders trace names, labels and hover text as its own small HTML (<a href>, <b>, <br>),
+so a model or feature name a usage key reported could put a live link into a legend. Every
+label that comes from data goes through `_text`, which escapes it: Plotly shows the entities
+as the characters they stand for, as plain text.
+"""
 
 from __future__ import annotations
+
+import html
 
 from console.usage.selectors import Dashboard
 
@@ -9,6 +17,10 @@ LAYOUT = {
     "height": 300,
     "legend": {"orientation": "h", "y": -0.2},
 }
+
+
+def _text(value) -> str:
+    return html.escape(str(value))
 
 
 def _f(value) -> float:
@@ -78,7 +90,7 @@ def figures(board: Dashboard) -> dict:
                 {
                     "type": "pie",
                     "hole": 0.5,
-                    "labels": [r["label"] for r in rows],
+                    "labels": [_text(r["label"]) for r in rows],
                     "values": [_f(r["cost"]) for r in rows],
                     "textinfo": "percent",
                     # Inside the slice, hidden where it does not fit: outside labels of thin

@@ -2,6 +2,8 @@
 budgets and their alerts."""
 
 from django.db import models
+from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from console.core.versioning import ImmutableVersionError, VersionQuerySet
@@ -51,7 +53,15 @@ class UsageEvent(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["application", "event_id"], name="usageevent_unique_id")
+            # An event id is the client's: unique per application × environment, so a dev key
+            # reusing a prod id stores its own event instead of hiding the prod one. Eval usage
+            # has no environment; COALESCE keeps it unique too (NULLs never conflict).
+            models.UniqueConstraint(
+                F("application"),
+                Coalesce("environment", 0, output_field=models.BigIntegerField()),
+                F("event_id"),
+                name="usageevent_unique_env_id",
+            )
         ]
         indexes = [
             models.Index(fields=["application", "at"], name="usage_app_at"),

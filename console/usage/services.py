@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
@@ -33,16 +34,40 @@ MAX_BATCH = 1000
 FUTURE_SKEW = timedelta(minutes=5)
 STATUSES = {"ok", "error", "timeout"}
 FEEDBACK = {"up": 1, "down": -1, "none": 0, 1: 1, -1: -1, 0: 0, None: 0}
+LABELS = ("prompt_version", "feature", "variant", "user_id")
+TOKENS = ("input_tokens", "cached_tokens", "output_tokens")
 # Events committed less than this long ago are left for the next rollup pass, so a slow
 # ingestion transaction with a lower id is never skipped by the watermark.
 SETTLE = timedelta(seconds=10)
 
+log = logging.getLogger(__name__)
+
+
+# Bounds of one event (README "Usage API"). Text limits are the column sizes; tokens stay within
+# PostgreSQL's integer column; a cost must fit its decimal column (and a day of them the
+# rollups'); latency is at most a day.
+MAX_TOKENS = 1_000_000_000
+MAX_LATENCY_MS = 86_400_000
+TEXT_LIMITS = {
+    name: UsageEvent._meta.get_field(name).max_length
+    for name in ("event_id", "model", "prompt_version", "feature", "variant")
+}
+TEXT_LIMITS["user_id"] = 120  # stored hashed; bounded like the other labels
+LABEL_LIMITS = tuple((name, TEXT_LIMITS[name]) for name in LABELS)
+MODEL_REQUIRED = "required: model config key@version or provider model name"
+ID_LIMIT, MODEL_LIMIT = TEXT_LIMITS["event_id"], TEXT_LIMITS["model"]
+_cost_field = UsageEvent._meta.get_field("cost")
+MAX_EVENT_COST = Decimal(10) ** (_cost_field.max_digits - _cost_field.decimal_places)
+
 
 class BatchRejected(Exception):
-    """The whole batch is refused; `errors` name each event by index and field."""
+    """The whole batch is refused; `errors` name each event by index and field. `status` is
+    400 when the batch breaks the documented schema (types, bounds, lengths), 422 when it is
+    well formed but breaks a rule a schema cannot state (time window, repeated ids, cost)."""
 
-    def __init__(self, errors: list[dict]):
+    def __init__(self, errors: list[dict], status: int = 400):
         self.errors = errors
+        self.status = status
         super().__init__(f"{len(errors)} problem(s) in the batch")
 
 
@@ -52,14 +77,44 @@ class IngestResult:
     duplicates: int
 
 
-def _int(event: dict, name: str, index: int, errors: list) -> int:
+class _Problems(list):
+    """The batch's errors; `malformed` once any of them breaks the schema."""
+
+    malformed = False
+
+    def bad(self, index: int | None, name: str | None, message: str) -> None:
+        self.malformed = True
+        self.append({"index": index, "field": name, "message": message})
+
+    def rule(self, index: int, name: str, message: str) -> None:
+        self.append({"index": index, "field": name, "message": message})
+
+
+def _int(event: dict, name: str, index: int, errors: _Problems) -> int:
     value = event.get(name, 0)
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        errors.append({"index": index, "field": name, "message": "must be a whole number ≥ 0"})
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+        errors.bad(index, name, f"must be a whole number from 0 to {MAX_TOKENS:,}")
         return 0
     return value
+
+
+def _text_error(value: Any, name: str, required: str = "") -> str | None:
+    """What is wrong with a text field (None when nothing): `required` is the message for a
+    missing value, empty for an optional field. Text within its column size, without NUL
+    characters (which PostgreSQL cannot store)."""
+    if value is None or value == "":
+        return required or None
+    if type(value) is not str:
+        return required or "must be text"
+    if len(value) > TEXT_LIMITS[name]:
+        return f"at most {TEXT_LIMITS[name]} characters"
+    if "\x00" in value:
+        return "must not contain NUL (\\u0000) characters"
+    if required and not value.strip():
+        return required
+    return None
 
 
 def _resolve_model(application, ref: str) -> tuple[str, str]:
@@ -105,84 +160,76 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
         raise BatchRejected(
             [{"index": None, "field": "events", "message": f"at most {MAX_BATCH} events per batch"}]
         )
-    errors: list[dict] = []
-    rows: list[UsageEvent] = []
+    errors = _Problems()
+    rows: list[dict] = []
     seen: dict[str, int] = {}
     book = PriceBook(application.pk)
     models_cache: dict[str, tuple[str, str]] = {}
     now = timezone.now()
     for index, event in enumerate(events):
         if not isinstance(event, dict):
-            errors.append({"index": index, "field": None, "message": "must be a JSON object"})
+            errors.bad(index, None, "must be a JSON object")
             continue
         start = len(errors)
+        # Text checks inline for the common case (this loop runs for every event ingested);
+        # _text_error words the problem when there is one.
         event_id = event.get("event_id")
-        if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > 100:
-            errors.append(
-                {"index": index, "field": "event_id", "message": "required text, ≤ 100 characters"}
-            )
+        if not (
+            type(event_id) is str
+            and 0 < len(event_id) <= ID_LIMIT
+            and "\x00" not in event_id
+            and not event_id.isspace()
+        ):
+            errors.bad(index, "event_id", _text_error(event_id, "event_id", "required text"))
+            event_id = ""
         elif event_id in seen:
-            errors.append(
-                {"index": index, "field": "event_id", "message": f"repeats event {seen[event_id]}"}
-            )
-        else:
+            errors.rule(index, "event_id", f"repeats event {seen[event_id]}")
+        elif event_id:
             seen[event_id] = index
         at = _parse_time(event.get("time"))
         if at is None or at.tzinfo is None:
-            errors.append(
-                {
-                    "index": index,
-                    "field": "time",
-                    "message": "ISO 8601 with a time zone, e.g. 2026-11-23T10:00:00Z",
-                }
-            )
+            errors.bad(index, "time", "ISO 8601 with a time zone, e.g. 2026-11-23T10:00:00Z")
         elif at > now + FUTURE_SKEW:
-            errors.append({"index": index, "field": "time", "message": "is in the future"})
+            errors.rule(index, "time", "is in the future")
         elif at < now - timedelta(days=settings.USAGE_RETENTION_DAYS):
             # Its hour may already be purged; rolling it up would rewrite that hour's history.
             message = f"is older than the {settings.USAGE_RETENTION_DAYS}-day retention period"
-            errors.append({"index": index, "field": "time", "message": message})
+            errors.rule(index, "time", message)
         model_ref = event.get("model")
-        if not isinstance(model_ref, str) or not model_ref.strip():
-            errors.append(
-                {
-                    "index": index,
-                    "field": "model",
-                    "message": "required: model config key@version or provider model name",
-                }
-            )
+        if not (
+            type(model_ref) is str
+            and 0 < len(model_ref) <= MODEL_LIMIT
+            and "\x00" not in model_ref
+            and not model_ref.isspace()
+        ):
+            errors.bad(index, "model", _text_error(model_ref, "model", MODEL_REQUIRED))
             model_ref = ""
-        for name in ("prompt_version", "feature", "variant", "user_id"):
-            value = event.get(name, "")
-            if value is not None and not isinstance(value, str):
-                errors.append({"index": index, "field": name, "message": "must be text"})
-            elif value and len(value) > 120:
-                errors.append({"index": index, "field": name, "message": "at most 120 characters"})
-        tokens = {
-            n: _int(event, n, index, errors)
-            for n in ("input_tokens", "cached_tokens", "output_tokens")
-        }
+        labels = []
+        for name, limit in LABEL_LIMITS:
+            value = event.get(name)
+            if value is None or value == "":
+                labels.append("")
+            elif type(value) is str and len(value) <= limit and "\x00" not in value:
+                labels.append(value)
+            else:
+                errors.bad(index, name, _text_error(value, name))
+                labels.append("")
+        tokens = {n: _int(event, n, index, errors) for n in TOKENS}
         if tokens["cached_tokens"] > tokens["input_tokens"]:
-            errors.append(
-                {"index": index, "field": "cached_tokens", "message": "cannot exceed input_tokens"}
-            )
+            errors.rule(index, "cached_tokens", "cannot exceed input_tokens")
         latency = event.get("latency_ms")
         if latency is not None and (
-            isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0
+            isinstance(latency, bool)
+            or not isinstance(latency, int | float)
+            or not 0 <= latency <= MAX_LATENCY_MS  # False for NaN
         ):
-            errors.append(
-                {"index": index, "field": "latency_ms", "message": "must be a number ≥ 0"}
-            )
+            errors.bad(index, "latency_ms", f"must be a number from 0 to {MAX_LATENCY_MS:,}")
         status = event.get("status", "ok")
         if not isinstance(status, str) or status not in STATUSES:
-            errors.append(
-                {"index": index, "field": "status", "message": "must be ok, error or timeout"}
-            )
+            errors.bad(index, "status", "must be ok, error or timeout")
         cache_hit = event.get("cache_hit", False)
         if not isinstance(cache_hit, bool):
-            errors.append(
-                {"index": index, "field": "cache_hit", "message": "must be true or false"}
-            )
+            errors.bad(index, "cache_hit", "must be true or false")
         feedback = event.get("feedback")
         # Only scalars can be looked up: a list or object here is a wrong type, not a crash.
         if (
@@ -190,14 +237,24 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
             or isinstance(feedback, bool)
             or (feedback not in FEEDBACK)
         ):
-            errors.append(
-                {"index": index, "field": "feedback", "message": "must be up, down or none"}
-            )
+            errors.bad(index, "feedback", "must be up, down or none")
         if len(errors) > start:
             continue
         if model_ref not in models_cache:
             models_cache[model_ref] = _resolve_model(application, model_ref)
         model, config_ref = models_cache[model_ref]
+        cost = book.cost(
+            model, at, tokens["input_tokens"], tokens["cached_tokens"], tokens["output_tokens"]
+        )
+        savings = book.savings(model, at, tokens["cached_tokens"])
+        if cost >= MAX_EVENT_COST or savings >= MAX_EVENT_COST:
+            errors.rule(
+                index,
+                "cost",
+                f"${cost:,.2f} at the price of {model} in effect; one event may cost at most "
+                f"${MAX_EVENT_COST - 1:,}.99: check the token counts",
+            )
+            continue
         rows.append(
             {
                 "application_id": application.pk,
@@ -207,35 +264,29 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
                 "received_at": now,
                 "model": model,
                 "model_config": config_ref,
-                "prompt_version": event.get("prompt_version") or "",
-                "feature": event.get("feature") or "",
-                "variant": event.get("variant") or "",
+                "prompt_version": labels[0],
+                "feature": labels[1],
+                "variant": labels[2],
                 "latency_ms": None if latency is None else float(latency),
                 "status": status,
                 "cache_hit": cache_hit,
                 "feedback": FEEDBACK[feedback],
-                "user_hash": anonymise(event.get("user_id") or ""),
-                "cost": book.cost(
-                    model,
-                    at,
-                    tokens["input_tokens"],
-                    tokens["cached_tokens"],
-                    tokens["output_tokens"],
-                ),
-                "savings": book.savings(model, at, tokens["cached_tokens"]),
+                "user_hash": anonymise(labels[3]),
+                "cost": cost,
+                "savings": savings,
                 **tokens,
             }
         )
     if errors:
-        raise BatchRejected(errors)
+        raise BatchRejected(errors, status=400 if errors.malformed else 422)
     return rows
 
 
 def ingest(
     *, application, environment, events: Any, source: str = UsageEvent.Source.RUNTIME
 ) -> IngestResult:
-    """Store a batch whole or not at all. Events already stored (same event_id) are skipped,
-    so a retried batch never double-counts."""
+    """Store a batch whole or not at all. Events already stored (same event_id in the same
+    environment) are skipped, so a retried batch never double-counts."""
     rows = validate_batch(application, environment, events)
     for row in rows:
         row["source"] = source
@@ -245,9 +296,9 @@ def ingest(
         else:
             ids = [r["event_id"] for r in rows]
             existing = set(
-                UsageEvent.objects.filter(application=application, event_id__in=ids).values_list(
-                    "event_id", flat=True
-                )
+                UsageEvent.objects.filter(
+                    application=application, environment=environment, event_id__in=ids
+                ).values_list("event_id", flat=True)
             )
             fresh = [UsageEvent(**r) for r in rows if r["event_id"] not in existing]
             UsageEvent.objects.bulk_create(fresh, batch_size=MAX_BATCH, ignore_conflicts=True)
@@ -257,9 +308,10 @@ def ingest(
 
 def _insert_new_events(rows: list[dict]) -> int:
     """PostgreSQL: the whole batch in one statement — one array per column, unnested — skipping
-    event ids already stored (ON CONFLICT on the unique constraint, so concurrent retries of the
-    same batch cannot both count it). Returns how many were new. No model instances: at 500
-    events a batch, building and preparing them cost more than the insert itself."""
+    event ids already stored in that environment (ON CONFLICT on the unique constraint, so
+    concurrent retries of the same batch cannot both count it). Returns how many were new.
+    No model instances: at 500 events a batch, building and preparing them cost more than the
+    insert itself."""
     sql, attnames = _insert_sql()
     with connection.cursor() as cursor:
         cursor.execute(sql, [[row[name] for row in rows] for name in attnames])
@@ -276,7 +328,8 @@ def _insert_sql() -> tuple[str, tuple[str, ...]]:
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
     sql = (
         f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "
-        "ON CONFLICT (application_id, event_id) DO NOTHING"
+        # The conflict target is the unique constraint's expression index, word for word.
+        'ON CONFLICT ("application_id", (COALESCE("environment_id", 0)), "event_id") DO NOTHING'
     )
     return sql, tuple(f.attname for f in fields)
 
@@ -561,13 +614,18 @@ def rebuild_daily(application_id: int, days: set | None = None) -> int:
 
 def rollup(*, max_events: int = 500_000, settle: timedelta = SETTLE) -> dict:
     """Fold events stored since the last pass into the hourly rollups. Safe to run often and
-    concurrently (the watermark row is locked)."""
+    concurrently (the watermark row is locked).
+
+    Each application is folded in its own savepoint: a row that makes one application's
+    rollup fail (a sum no column can hold, say) is logged and that application skipped for
+    this pass, so no tenant's data can stop every other tenant's rollups. The skipped hours are
+    rebuilt by `manage.py usage_rollup_repair APP` once the bad row is dealt with."""
     with transaction.atomic():
         state, _ = RollupState.objects.select_for_update().get_or_create(name="usage")
         settled = UsageEvent.objects.filter(received_at__lte=timezone.now() - settle)
         ceiling = settled.filter(pk__gt=state.last_event_id).aggregate(m=Max("pk"))["m"]
         if ceiling is None:
-            return {"events": 0, "hours": 0, "rows": 0}
+            return {"events": 0, "hours": 0, "rows": 0, "failed_applications": []}
         ceiling = min(ceiling, state.last_event_id + max_events)
         new = UsageEvent.objects.filter(pk__gt=state.last_event_id, pk__lte=ceiling)
         touched = (
@@ -577,11 +635,45 @@ def rollup(*, max_events: int = 500_000, settle: timedelta = SETTLE) -> dict:
         for row in touched:
             by_app.setdefault(row["application_id"], set()).add(row["h"])
         count = new.count()
-        rows = sum(_recompute(app_id, hours) for app_id, hours in by_app.items())
+        rows, failed = 0, []
+        for app_id, hours in sorted(by_app.items()):
+            try:
+                with transaction.atomic():
+                    rows += _recompute(app_id, hours)
+            except (DatabaseError, ArithmeticError, OverflowError) as exc:
+                if not connection.is_usable():
+                    raise  # the database is gone, not one tenant's data: retry the whole pass
+                failed.append(app_id)
+                log.error(
+                    "usage rollup skipped application %s (%d hour(s)): %s: %s",
+                    app_id,
+                    len(hours),
+                    type(exc).__name__,
+                    exc,
+                    exc_info=True,
+                )
         state.last_event_id = ceiling
         state.updated_at = timezone.now()
         state.save(update_fields=["last_event_id", "updated_at"])
-    return {"events": count, "hours": sum(len(h) for h in by_app.values()), "rows": rows}
+    return {
+        "events": count,
+        "hours": sum(len(h) for h in by_app.values()),
+        "rows": rows,
+        "failed_applications": failed,
+    }
+
+
+def repair_rollups(application_id: int) -> int:
+    """Rebuild every hour of an application that still has raw events: after a rollup pass
+    skipped it (see rollup) and the row that broke it was removed or corrected."""
+    hours = set(
+        UsageEvent.objects.filter(application_id=application_id)
+        .annotate(h=TruncHour("at"))
+        .values_list("h", flat=True)
+        .distinct()
+    )
+    with transaction.atomic():
+        return _recompute(application_id, hours)
 
 
 def purge_raw_events(*, older_than_days: int) -> int:

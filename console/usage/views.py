@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 
@@ -16,6 +14,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from console.accounts.roles import ADMIN, ENGINEER
+from console.core import csvcells
+from console.core.canonical import loads
 from console.core.permissions import access_application
 from console.usage import budgets as budget_service
 from console.usage import charts, selectors, services
@@ -68,7 +68,7 @@ def export(request: HttpRequest, app: str) -> HttpResponse:
     response["Content-Disposition"] = (
         f'attachment; filename="{application.key}-usage-{view}-{filters.since}-{filters.until}.csv"'
     )
-    writer = csv.writer(response)
+    writer = csvcells.writer(response)
     if view == "daily":
         writer.writerow(
             [
@@ -184,7 +184,7 @@ def prices(request: HttpRequest, app: str) -> HttpResponse:
             except ValueError:
                 raise ValidationError({"effective_from": "a date, YYYY-MM-DD"}) from None
             effective = datetime.combine(day, time.min, UTC)
-            tiers = json.loads(data.get("tiers") or "[]")
+            tiers = loads(data.get("tiers") or "[]")
             summary = services.record_price(
                 actor=request.user,
                 application=application,

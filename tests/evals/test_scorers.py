@@ -130,6 +130,17 @@ def test_json_schema_names_where_the_document_breaks_the_schema():
     assert scorers.json_schema({}, obs("nope"), schema=SCHEMA).reason.startswith("not JSON")
 
 
+@pytest.mark.parametrize("depth", [900, 100_000])
+def test_deeply_nested_output_fails_the_json_scorers_instead_of_crashing(depth):
+    text = "[" * depth + "]" * depth
+    for score in (
+        scorers.json_valid({}, obs(text)),
+        scorers.json_schema({}, obs(text), schema=SCHEMA),
+    ):
+        assert not score.passed
+        assert "nested deeper than 64" in score.reason
+
+
 def test_json_schema_does_not_apply_without_a_schema():
     assert scorers.json_schema({}, obs("{}")) is None
     assert scorers.json_schema({}, obs("{}"), schema={}) is None

@@ -84,14 +84,17 @@ def test_a_retried_batch_never_double_counts(client, priced, issue):
     assert UsageHourly.objects.get(application=priced).requests == 4
 
 
-def test_the_same_event_id_from_another_environment_of_the_app_is_a_duplicate(
+def test_the_same_event_id_from_another_environment_of_the_app_is_its_own_event(
     client, priced, issue
 ):
+    """Event ids are unique per application × environment: a staging key reusing a prod id
+    stores its own event instead of making the prod one look like a duplicate."""
     at = hour_ago(1)
     assert post(client, issue("prod"), {"events": batch(at, 1)}).json()["accepted"] == 1
     answer = post(client, issue("staging"), {"events": batch(at, 1)})
-    assert answer.status_code == 200 and answer.json() == {"accepted": 0, "duplicates": 1}
-    assert UsageEvent.objects.get().environment.key == "prod"
+    assert answer.status_code == 202 and answer.json() == {"accepted": 1, "duplicates": 0}
+    keys = sorted(e.environment.key for e in UsageEvent.objects.all())
+    assert keys == ["prod", "staging"]
 
 
 def test_a_bad_batch_is_rejected_whole_with_index_and_field(client, priced, issue):
@@ -106,7 +109,8 @@ def test_a_bad_batch_is_rejected_whole_with_index_and_field(client, priced, issu
         "not an object",
     ]
     response = post(client, issue(), {"events": events})
-    assert response.status_code == 422
+    # 400: some events break the documented schema (types, bounds), not only business rules.
+    assert response.status_code == 400
     errors = {(e["index"], e["field"]) for e in response.json()["errors"]}
     assert errors == {
         (1, "input_tokens"),
@@ -127,12 +131,30 @@ def test_a_bad_batch_is_rejected_whole_with_index_and_field(client, priced, issu
     assert UsageEvent.objects.count() == 0
 
 
+def test_a_well_formed_batch_breaking_only_business_rules_is_422(client, priced, issue):
+    at = hour_ago(1)
+    events = [
+        event("a", at),
+        event("a", at),  # repeats index 0
+        event("b", timezone.now() + timedelta(hours=1)),
+        event("c", at, input_tokens=1, cached_tokens=2),
+    ]
+    response = post(client, issue(), {"events": events})
+    assert response.status_code == 422
+    assert {(e["index"], e["field"]) for e in response.json()["errors"]} == {
+        (1, "event_id"),
+        (2, "time"),
+        (3, "cached_tokens"),
+    }
+    assert UsageEvent.objects.count() == 0
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
-        ({"events": []}, 422, "events"),
-        ({"events": {"event_id": "x"}}, 422, "events"),
-        ({"nothing": 1}, 422, "events"),
+        ({"events": []}, 400, "events"),
+        ({"events": {"event_id": "x"}}, 400, "events"),
+        ({"nothing": 1}, 400, "events"),
         (b"{not json", 400, None),
     ],
 )
@@ -147,7 +169,7 @@ def test_more_than_a_thousand_events_is_refused(client, priced, issue):
     at = hour_ago(1)
     events = [event(f"e{i}", at) for i in range(1001)]
     response = post(client, issue(), {"events": events})
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.json()["errors"] == [
         {"index": None, "field": "events", "message": "at most 1000 events per batch"}
     ]

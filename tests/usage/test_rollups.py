@@ -223,7 +223,7 @@ def test_rollup_reruns_are_idempotent(priced):
     ingest(priced, "prod", random_events(rng, 80, [hour_ago(2), hour_ago(4)], "x"))
     rollup()
     first = stored_rollups(priced)
-    assert rollup() == {"events": 0, "hours": 0, "rows": 0}
+    assert rollup() == {"events": 0, "hours": 0, "rows": 0, "failed_applications": []}
     assert stored_rollups(priced) == first
     # Even a full rebuild from the beginning (watermark reset) lands on the same rows.
     RollupState.objects.filter(name="usage").update(last_event_id=0)
