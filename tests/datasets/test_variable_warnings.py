@@ -26,7 +26,7 @@ SUPPORT = {
 MODEL = {
     "provider": "local",
     "model": "sim-small",
-    "base_url": "http://127.0.0.1:9/v1",
+    "base_url": "http://127.0.0.1:8100/v1",  # the simulator: the address tests allow
     "temperature": 0.0,
     "max_tokens": 256,
     "timeout_s": 5,

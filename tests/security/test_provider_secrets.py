@@ -173,7 +173,12 @@ def test_a_run_already_queued_fails_its_items_instead_of_sending_the_key(
     engineer = engineer_client.engineer
     prompt = make_prompt(application, engineer).versions.get()
     rows = [
-        {"id": f"q{n}", "question": "What is the refund window?", "expected_contains": ["30"]}
+        {
+            "id": f"q{n}",
+            "question": "What is the refund window?",
+            "expected_contains": ["30"],
+            "variables": {"context": "Refunds within 30 days."},  # every prompt variable filled
+        }
         for n in range(3)
     ]
     _, dataset = publish_items(application, engineer, "golden", rows)
