@@ -107,7 +107,11 @@ def live_bundle(environment, bundle: Bundle) -> Bundle:
     )
 
 
-def _only_bound(binding_model, environment, label: str):
+def _only_bound(binding_model, environment, label: str, version=None):
+    """The other half live in `environment`: the only one bound there, or — when several are —
+    the one `version` was evaluated with (its newest completed run)."""
+    from console.evals.models import EvalRun
+
     bindings = list(binding_model.objects.filter(environment=environment).select_related("version"))
     if len(bindings) == 1:
         return bindings[0].version
@@ -115,6 +119,20 @@ def _only_bound(binding_model, environment, label: str):
         raise ValidationError(
             {"paired": f"nothing is live in {environment.name} to pair with: choose a {label}"}
         )
+    if version is not None:
+        live = {b.version_id: b.version for b in bindings}
+        other = "model_version_id" if label == "model config" else "prompt_version_id"
+        mine = "prompt_version" if label == "model config" else "model_version"
+        evaluated = (
+            EvalRun.objects.filter(
+                **{mine: version, f"{other}__in": list(live)}, status=EvalRun.Status.COMPLETED
+            )
+            .order_by("-finished_at")
+            .values_list(other, flat=True)
+            .first()
+        )
+        if evaluated is not None:
+            return live[evaluated]
     raise ValidationError(
         {"paired": f"{environment.name} serves several {label}s: choose the one this runs with"}
     )
@@ -128,12 +146,12 @@ def bundle_for(kind: str, version, environment, paired=None) -> Bundle:
     if kind == "prompt":
         if paired is not None and not isinstance(paired, ModelConfigVersion):
             raise ValidationError({"paired": "pair a prompt with a model config version"})
-        model = paired or _only_bound(ModelConfigBinding, environment, "model config")
+        model = paired or _only_bound(ModelConfigBinding, environment, "model config", version)
         bundle = Bundle(prompt=version, model=model)
     elif kind == "model_config":
         if paired is not None and not isinstance(paired, PromptVersion):
             raise ValidationError({"paired": "pair a model config with a prompt version"})
-        prompt = paired or _only_bound(PromptBinding, environment, "prompt")
+        prompt = paired or _only_bound(PromptBinding, environment, "prompt", version)
         bundle = Bundle(prompt=prompt, model=version)
     else:
         return Bundle(prompt=None, model=None)

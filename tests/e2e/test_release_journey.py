@@ -78,7 +78,9 @@ def test_engineer_requests_approver_approves_engineer_applies_then_rolls_back(
     engineer_page.get_by_label("Version to promote to prod").select_option("3")
     engineer_page.get_by_role("button", name="Request promotion").click()
     expect(engineer_page.locator("h1")).to_contain_text("Promote answer-question@3 to prod")
-    expect(engineer_page.locator(".evidence")).to_contain_text("eval gate met")
+    # prod serves two model configs: the request pairs v3 with the one it was evaluated on.
+    expect(engineer_page.locator(".page-head")).to_contain_text("answer-question@3 × gpt-main@1")
+    expect(engineer_page.locator(".evidence")).to_contain_text("policy gates met")
     engineer_page.get_by_label("Justification").fill(JUSTIFICATION)
     engineer_page.get_by_role("button", name="Request approval").click()
     expect(engineer_page.locator(".flashes")).to_contain_text("approvers have been notified")
@@ -95,7 +97,7 @@ def test_engineer_requests_approver_approves_engineer_applies_then_rolls_back(
     awaiting = approver_page.locator("section", has_text="Awaiting your decision")
     row = awaiting.locator("tr", has_text=f"#{request.pk} answer-question@3 → prod")
     expect(row).to_be_visible()
-    expect(row).to_contain_text("gate met")
+    expect(row).to_contain_text("policy gates met")
     approver_page.screenshot(path=artifacts / "release-inbox.png", full_page=True)
     row.get_by_role("link", name=re.compile(rf"#{request.pk} ")).click()
     evidence = approver_page.locator(".evidence")
@@ -113,7 +115,9 @@ def test_engineer_requests_approver_approves_engineer_applies_then_rolls_back(
 
     # The engineer applies; the runtime config serves v3.
     engineer_page.goto(detail_url)
-    engineer_page.get_by_role("button", name="Apply: make v3 live in prod").click()
+    engineer_page.get_by_role(
+        "button", name="Apply: make answer-question@3 × gpt-main@1 live in prod"
+    ).click()
     expect(engineer_page.locator(".flashes")).to_contain_text("Applied.")
     expect(engineer_page.locator("h1")).to_contain_text("Applied")
     served = live_prompt(engineer_page, live_server.url, secret, 3)
