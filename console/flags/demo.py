@@ -6,8 +6,8 @@ through the same services as the console, so every change is versioned and audit
 
 from __future__ import annotations
 
-from console.flags import services
-from console.flags.models import Flag, FlagKind, FlagType
+from console.flags import services, validation
+from console.flags.models import Flag, FlagKind, FlagRules, FlagType
 
 
 def _switch_on(flag: Flag, actor, environments, content: dict, message: str) -> None:
@@ -24,6 +24,25 @@ def _switch_on(flag: Flag, actor, environments, content: dict, message: str) -> 
             # does for prompt bindings.
             via_promotion=env.protected,
         )
+
+
+def _release_switched_off(application, actor) -> None:
+    """Every demo flag exists in prod, served off where nothing switched it on — as earlier
+    promotions of its (switched-off) rules would have left it."""
+    for head in FlagRules.objects.filter(
+        flag__application=application, environment__protected=True
+    ).select_related("flag", "environment"):
+        latest = head.latest_version
+        if latest is not None and latest.content.get("unreleased"):
+            services.save_rules(
+                actor=actor,
+                flag=head.flag,
+                environment=head.environment,
+                content=validation.empty_rules(head.flag.off_variant),
+                base_number=head.latest_number,
+                message="Released switched off",
+                via_promotion=True,
+            )
 
 
 def seed_flags(application, users: dict) -> None:
@@ -170,3 +189,4 @@ def seed_flags(application, users: dict) -> None:
             ],
             off_variant="five",
         )
+    _release_switched_off(application, engineer)

@@ -70,7 +70,8 @@ def test_engineer_launches_an_eval_watches_it_and_compares(
 ):
     call_command("seed_demo", verbosity=0)
     previous = EvalRun.objects.filter(application__key=APP).order_by("-created_at").first()
-    assert previous.label == "answer-question@3 × gpt-main@2 on support-golden@1"
+    # The demo evaluates on the model prod serves (gpt-main@1); the form defaults to the newest.
+    assert previous.label == "answer-question@3 × gpt-main@1 on support-golden@1"
     assert previous.verdict == "passed"
     if demo_simulator is not None:
         demo_simulator.latency_ms = 40  # slow enough to watch the progress bar move
