@@ -199,9 +199,13 @@ def detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
         PromotionRequest.Kind.PROMPT,
         PromotionRequest.Kind.MODEL_CONFIG,
     ):
-        fresh = services.fresh_evidence(promotion)
-        if fresh is not None:
-            evidence = fresh.as_dict()
+        # Judged again (a comparison costs a bootstrap) only while a baseline runs or once the
+        # policy changed; otherwise the evidence stored when the request was (re)confirmed.
+        _, in_force = policies.current(promotion.environment)
+        if evidence.get("waiting") or in_force != promotion.policy_version:
+            fresh = services.fresh_evidence(promotion)
+            if fresh is not None:
+                evidence = fresh.as_dict()
     perms = request.app_perms
     decider = ADMIN if is_policy else APPROVE
     return render(
