@@ -50,7 +50,7 @@ def test_the_inbox_shows_the_request_to_approvers_not_to_the_requester(world, re
     assert page.status_code == 200
     assert [r.pk for r in page.context["awaiting"]] == [request_.pk]
     html = page.content.decode()
-    assert f"#{request_.pk} answer@2 → prod" in html and "✓ gate met" in html
+    assert f"#{request_.pk} answer@2 → prod" in html and "✓ policy gates met" in html
 
     own = client_for(world, "engineer").get(base(world))
     assert own.context["awaiting"] == []
