@@ -45,7 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
+    "console.core.staticfiles.ConsoleStaticFilesConfig",
     "django_htmx",
     "csp",
     "template_partials",
@@ -65,6 +65,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from the web process, before sessions or the database are touched.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "console.core.middleware.RequestContextMiddleware",
     "console.core.middleware.AccessLogMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -128,7 +130,21 @@ STATICFILES_DIRS = [
     # plotly.js served from our own static files (never a CDN), taken from the installed package.
     ("plotly", Path(plotly.__file__).parent / "package_data"),
 ]
-STATIC_ROOT = CONFIG.data_dir / "staticfiles"
+# Collected by the image build (Dockerfile) or by bin/web when missing or older than static/;
+# outside AIRLOCK_DATA_DIR, whose volume would hide what the image collected.
+STATIC_ROOT = CONFIG.static_root
+# Production serves hashed names (cached for a year, immutable) with gzip and brotli copies made
+# at collection time; a laptop (DEBUG) serves the source files by their plain names.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+# Only the hashed names are kept (and compressed): half the collection time for plotly.js.
+WHITENOISE_KEEP_ONLY_HASHED_FILES = True
 
 # Sessions end 12 hours after sign-in (not renewed on use: no session write per request).
 SESSION_COOKIE_HTTPONLY = True
