@@ -2,9 +2,7 @@
 
 import os
 import sys
-from pathlib import Path
 
-import plotly
 from csp.constants import NONE, SELF
 
 from console.config import BASE_DIR, ConfigError, load
@@ -45,7 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "console.core.staticfiles.ConsoleStaticFilesConfig",
+    "django.contrib.staticfiles",
     "django_htmx",
     "csp",
     "template_partials",
@@ -125,11 +123,10 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [
-    BASE_DIR / "static",
-    # plotly.js served from our own static files (never a CDN), taken from the installed package.
-    ("plotly", Path(plotly.__file__).parent / "package_data"),
-]
+# plotly.js is served from our own static files (never a CDN): static/vendor/plotly holds the
+# cartesian bundle (1.5 MB, not the full 4.8 MB) of the plotly.js version the plotly package
+# targets (tests/usage/test_dashboard.py checks both).
+STATICFILES_DIRS = [BASE_DIR / "static"]
 # Collected by the image build (Dockerfile) or by bin/web when missing or older than static/;
 # outside AIRLOCK_DATA_DIR, whose volume would hide what the image collected.
 STATIC_ROOT = CONFIG.static_root

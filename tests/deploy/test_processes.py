@@ -28,6 +28,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def production_env(postgres_tx, redis_url, tmp_path):
+    return production_environment(redis_url, tmp_path)
+
+
+def production_environment(redis_url: str, data_dir: Path) -> dict[str, str]:
+    """The environment bin/* get in production mode, on the test database and broker."""
     db = settings.DATABASES["default"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))}
     env.update(
@@ -40,7 +45,7 @@ def production_env(postgres_tx, redis_url, tmp_path):
             "SECURE_SSL_REDIRECT": "0",
             "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
             "CELERY_BROKER_URL": redis_url,
-            "AIRLOCK_DATA_DIR": str(tmp_path),
+            "AIRLOCK_DATA_DIR": str(data_dir),
             "METRICS_TOKEN": "metrics-token-for-tests",
             "GUNICORN_WORKERS": "2",
             # Production reads its egress allowlist and provider keys like any setting.
@@ -166,7 +171,7 @@ def test_web_serves_its_static_files_hashed_compressed_and_cached(production_env
         assert css and htmx, page[:1500]
         assert "plotly" not in page, "plotly.js is loaded only by pages that draw charts"
         manifest = json.loads((static_root / "staticfiles.json").read_text())["paths"]
-        plotly = "/static/" + manifest["plotly/plotly.min.js"]
+        plotly = "/static/" + manifest["vendor/plotly/plotly-cartesian.min.js"]
         for path in (css[1], htmx[1], plotly):
             status, headers, body = get(f"http://127.0.0.1:{port}{path}")
             assert status == 200 and body, path
