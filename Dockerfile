@@ -28,8 +28,14 @@ COPY --chown=airlock:airlock bin ./bin
 COPY --chown=airlock:airlock console ./console
 COPY --chown=airlock:airlock templates ./templates
 COPY --chown=airlock:airlock static ./static
-# Static files are collected at build time with throwaway settings (no secrets in the image).
-RUN DEBUG=1 SECRET_KEY=build-only python manage.py collectstatic --noinput \
+# Static files are collected at build time in production mode (hashed names, gzip and brotli
+# copies) with throwaway values that are never used to serve (no secrets in the image). They go
+# to /app/staticfiles, outside the /app/var volume, which would hide them.
+RUN DEBUG=0 SECRET_KEY=build-only-never-served-build-only-never-served ALLOWED_HOSTS=build \
+    DATABASE_URL=postgres://build@build.invalid/build CELERY_BROKER_URL=redis://build.invalid \
+    AIRLOCK_AUDIT_KEYS=build:build-only-never-served-build-only-never-served \
+    python manage.py collectstatic --noinput --verbosity 0 \
+    && test -f /app/staticfiles/staticfiles.json \
     && mkdir -p /app/var /tmp/prometheus \
     && chown -R airlock:airlock /app/var /tmp/prometheus
 USER airlock

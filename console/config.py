@@ -67,6 +67,8 @@ class Config:
     egress_allow: tuple[str, ...] = ()
     provider_keys: dict = field(default_factory=dict)  # variable name → host patterns
     data_dir: Path = BASE_DIR / "var"
+    # Collected static files: outside data_dir, which a container mounts as a volume.
+    static_root: Path = BASE_DIR / "staticfiles"
     # (key id, secret) pairs, newest first: the first signs new audit events.
     audit_keys: tuple[tuple[str, str], ...] = ()
     audit_anchor_file: Path | None = None
@@ -309,6 +311,7 @@ def load(env: Mapping[str, str]) -> Config:
         egress_allow=_egress_allow(env, debug),
         provider_keys=_provider_keys(env),
         data_dir=data_dir,
+        static_root=_path(env, "AIRLOCK_STATIC_ROOT") or BASE_DIR / "staticfiles",
         audit_keys=_audit_keys(env, production, secret_key),
         audit_anchor_file=_path(env, "AIRLOCK_AUDIT_ANCHOR_FILE"),
     )

@@ -2,9 +2,7 @@
 
 import os
 import sys
-from pathlib import Path
 
-import plotly
 from csp.constants import NONE, SELF
 
 from console.config import BASE_DIR, ConfigError, load
@@ -65,6 +63,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from the web process, before sessions or the database are touched.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "console.core.middleware.RequestContextMiddleware",
     "console.core.middleware.AccessLogMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -123,12 +123,25 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [
-    BASE_DIR / "static",
-    # plotly.js served from our own static files (never a CDN), taken from the installed package.
-    ("plotly", Path(plotly.__file__).parent / "package_data"),
-]
-STATIC_ROOT = CONFIG.data_dir / "staticfiles"
+# plotly.js is served from our own static files (never a CDN): static/vendor/plotly holds the
+# cartesian bundle (1.5 MB, not the full 4.8 MB) of the plotly.js version the plotly package
+# targets (tests/usage/test_dashboard.py checks both).
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Collected by the image build (Dockerfile) or by bin/web when missing or older than static/;
+# outside AIRLOCK_DATA_DIR, whose volume would hide what the image collected.
+STATIC_ROOT = CONFIG.static_root
+# Production serves hashed names (cached for a year, immutable) with gzip and brotli copies made
+# at collection time; a laptop (DEBUG) serves the source files by their plain names.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+# Only the hashed names are kept (and compressed): half the collection time for plotly.js.
+WHITENOISE_KEEP_ONLY_HASHED_FILES = True
 
 # Sessions end 12 hours after sign-in (not renewed on use: no session write per request).
 SESSION_COOKIE_HTTPONLY = True

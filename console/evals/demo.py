@@ -46,7 +46,9 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def seed_evals(application, engineer) -> None:
+def seed_evals(application, engineer, port: int = 8100) -> None:
+    """The demo's two finished runs, made against a simulator started on `port` (the one the
+    demo model configs call) unless something already listens there."""
     if application.eval_runs.exists():
         return
     judges = {}
@@ -70,7 +72,7 @@ def seed_evals(application, engineer) -> None:
     services.set_gate_policy(
         actor=engineer, application=application, dataset=dataset, gates=GATES, max_error_rate=0.1
     )
-    server = serve_in_thread(8100)[0] if _port_free(8100) else None
+    server = serve_in_thread(port)[0] if _port_free(port) else None
     try:
         prompt = application.prompts.get(key="answer-question")
         model = application.model_configs.get(key="gpt-main")

@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import openai
 
@@ -126,6 +127,17 @@ def client_for(config: dict) -> openai.OpenAI:
     return client
 
 
+def destination(config: dict) -> str:
+    """host:port a config's calls go to, for error messages (no path, no credentials)."""
+    parts = urlsplit(config.get("base_url") or "")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "?"
+    return f"{host}:{port}" if port else host
+
+
 def _refusal(error: BaseException) -> BaseException | None:
     """The guard's refusal (or a refused redirect) behind an SDK connection error, if any."""
     for _ in range(10):  # a short chain: the SDK wraps the transport's exception once or twice
@@ -156,6 +168,7 @@ def complete(
         "max_tokens": int(config.get("max_tokens", 512)),
         **(extra or {}),
     }
+    target = destination(config)
     attempt = 0
     while True:
         attempt += 1
@@ -165,7 +178,9 @@ def complete(
         except openai.APIStatusError as exc:
             kind = "rate_limit" if exc.status_code == 429 else "server"
             if exc.status_code not in RETRYABLE_STATUS:
-                raise LLMError(f"HTTP {exc.status_code}: {exc.message}", attempt, "client") from exc
+                raise LLMError(
+                    f"HTTP {exc.status_code} from {target}: {exc.message}", attempt, "client"
+                ) from exc
             error, retry_after = exc, _retry_after(exc.response)
         except openai.APITimeoutError as exc:
             kind, error, retry_after = "timeout", exc, None
@@ -194,5 +209,7 @@ def complete(
                 model=response.model or config["model"],
             )
         if attempt > policy.max_retries:
-            raise LLMError(f"{kind} after {attempt} attempts: {error}", attempt, kind) from error
+            raise LLMError(
+                f"{kind} after {attempt} attempts to {target}: {error}", attempt, kind
+            ) from error
         policy.sleep(policy.delay(attempt - 1, retry_after))

@@ -77,3 +77,19 @@ def test_compose_requires_a_secret_key_and_runs_in_production_mode():
     assert env["AIRLOCK_AUDIT_ANCHOR_FILE"].startswith("${AIRLOCK_AUDIT_ANCHOR_FILE:-/app/var/")
     assert env["DATABASE_URL"].startswith("postgres://")
     assert env["CELERY_BROKER_URL"].startswith("redis://")
+
+
+def test_static_files_are_collected_in_production_mode_outside_the_data_volume():
+    runtime = DOCKERFILE.split("AS runtime", 1)[1]
+    collect = runtime[runtime.rindex("RUN ", 0, runtime.index("collectstatic")) :]
+    collect = collect[: collect.index("collectstatic")]
+    assert "DEBUG=0" in collect, "hashed, compressed names are made only in production mode"
+    from console.config import BASE_DIR, load
+
+    config = load({"DEBUG": "1"})
+    # The image collects under /app (BASE_DIR) and compose mounts a volume on the data folder.
+    assert config.static_root == BASE_DIR / "staticfiles"
+    assert not config.static_root.is_relative_to(config.data_dir)
+    volumes = COMPOSE["x-airlock"]["volumes"]
+    assert volumes == ["airlock-data:/app/var"]
+    assert "/app/staticfiles" not in " ".join(volumes)

@@ -1,13 +1,16 @@
 """The container's start commands, run for real outside a container: bin/migrate, bin/web
 (gunicorn), bin/worker and bin/beat against PostgreSQL and Redis in production mode."""
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +28,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def production_env(postgres_tx, redis_url, tmp_path):
+    return production_environment(redis_url, tmp_path)
+
+
+def production_environment(redis_url: str, data_dir: Path) -> dict[str, str]:
+    """The environment bin/* get in production mode, on the test database and broker."""
     db = settings.DATABASES["default"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))}
     env.update(
@@ -37,7 +45,7 @@ def production_env(postgres_tx, redis_url, tmp_path):
             "SECURE_SSL_REDIRECT": "0",
             "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
             "CELERY_BROKER_URL": redis_url,
-            "AIRLOCK_DATA_DIR": str(tmp_path),
+            "AIRLOCK_DATA_DIR": str(data_dir),
             "METRICS_TOKEN": "metrics-token-for-tests",
             "GUNICORN_WORKERS": "2",
             # Production reads its egress allowlist and provider keys like any setting.
@@ -129,3 +137,60 @@ def test_web_worker_and_beat_start_as_the_image_starts_them(production_env):
         "worker": 0,
         "beat": 0,
     }
+
+
+def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+
+
+def test_web_serves_its_static_files_hashed_compressed_and_cached(production_env, tmp_path):
+    """A fresh bin/web in production mode collects and serves the console's CSS, htmx and
+    plotly.js itself: hashed names, a year's immutable caching, gzip or brotli on request."""
+    port = free_port()
+    static_root = tmp_path / "collected"
+    env = {
+        **production_env,
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "AIRLOCK_STATIC_ROOT": str(static_root),
+    }
+    web = subprocess.Popen(
+        ["bin/web"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    log = Output(web)
+    try:
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", 180)
+        except OSError:
+            pytest.fail(f"bin/web never answered:\n{log.text()[-3000:]}")
+        status, _, body = get(f"http://127.0.0.1:{port}/accounts/login/")
+        page = body.decode()
+        css = re.search(r'href="(/static/css/airlock\.[0-9a-f]{12}\.css)"', page)
+        htmx = re.search(r'src="(/static/django_htmx/htmx-2\.min\.[0-9a-f]{12}\.js)"', page)
+        assert css and htmx, page[:1500]
+        assert "plotly" not in page, "plotly.js is loaded only by pages that draw charts"
+        manifest = json.loads((static_root / "staticfiles.json").read_text())["paths"]
+        plotly = "/static/" + manifest["vendor/plotly/plotly-cartesian.min.js"]
+        for path in (css[1], htmx[1], plotly):
+            status, headers, body = get(f"http://127.0.0.1:{port}{path}")
+            assert status == 200 and body, path
+            assert "immutable" in headers["cache-control"], headers
+            max_age = int(re.search(r"max-age=(\d+)", headers["cache-control"])[1])
+            assert max_age >= 60 * 60 * 24 * 365, headers["cache-control"]
+            for encoding in ("gzip", "br"):
+                status, headers, packed = get(
+                    f"http://127.0.0.1:{port}{path}", **{"Accept-Encoding": encoding}
+                )
+                assert headers.get("content-encoding") == encoding, (path, headers)
+                assert len(packed) < len(body) / 2, (path, encoding, len(packed), len(body))
+        # An unhashed or unknown name is not served from the long-cached set.
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            get(f"http://127.0.0.1:{port}/static/css/nope.css")
+        assert missing.value.code == 404
+    finally:
+        web.send_signal(signal.SIGTERM)
+        try:
+            web.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            web.kill()

@@ -156,7 +156,8 @@ def test_client_errors_are_not_retried(simulator):
     with pytest.raises(LLMError) as caught:
         llm.complete(bad, MESSAGES, policy=RetryPolicy(max_retries=3, sleep=sleep))
     assert (caught.value.attempts, caught.value.kind) == (1, "client")
-    assert str(caught.value).startswith("HTTP 404")
+    host = base_url.removeprefix("http://").removesuffix("/v1")
+    assert str(caught.value).startswith(f"HTTP 404 from {host}: ")
     assert sleep.delays == []
 
 
@@ -172,6 +173,9 @@ def test_a_hanging_server_times_out_and_becomes_an_error(start_simulator):
         )
     elapsed = time.monotonic() - started
     assert (caught.value.attempts, caught.value.kind) == (2, "timeout")
+    assert f"after 2 attempts to {base_url.removeprefix('http://').removesuffix('/v1')}:" in str(
+        caught.value
+    )
     assert faults.stats["hang"] == 2
     assert 0.5 <= elapsed < 2.5  # two 0.3 s timeouts, not the 3 s hang
     assert len(sleep.delays) == 1
@@ -186,6 +190,9 @@ def test_connection_refused_is_a_connection_error(start_simulator):
             config(base_url), MESSAGES, policy=RetryPolicy(max_retries=2, sleep=Recorder())
         )
     assert (caught.value.attempts, caught.value.kind) == (3, "connection")
+    # The message names where it tried: a config pointing at the wrong port is found at once.
+    host = base_url.removeprefix("http://").removesuffix("/v1")
+    assert str(caught.value) == f"connection after 3 attempts to {host}: Connection error."
 
 
 def test_the_api_key_comes_from_the_named_environment_variable(simulator, monkeypatch, settings):

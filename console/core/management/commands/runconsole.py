@@ -17,26 +17,69 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from console.registry.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERS
+from console.registry.management.commands.seed_demo import (
+    DEMO_PASSWORD,
+    DEMO_USERS,
+    SIMULATOR_HOST,
+    SIMULATOR_PORT,
+    follow_simulator,
+)
+from console.registry.models import Application
+
+
+def prepare(simulator_port: int, stdout=None) -> dict[str, str]:
+    """Make the demo call the simulator on `simulator_port` and return the environment of the
+    processes runconsole starts: its egress allowlist names that address (DEBUG allows only the
+    default 127.0.0.1:8100 by itself)."""
+    env = os.environ.copy()
+    simulator = f"{SIMULATOR_HOST}:{simulator_port}"
+    allowed = [e.strip() for e in env.get("AIRLOCK_EGRESS_ALLOW", "").split(",") if e.strip()]
+    if simulator not in allowed:
+        env["AIRLOCK_EGRESS_ALLOW"] = ",".join([*allowed, simulator])
+    # This process too: a model config's base_url must be allowed to be saved.
+    if simulator not in settings.AIRLOCK_EGRESS_ALLOW:
+        settings.AIRLOCK_EGRESS_ALLOW = [*settings.AIRLOCK_EGRESS_ALLOW, simulator]
+    application = Application.objects.filter(key="support-bot").first()
+    if application is not None:
+        for version in follow_simulator(application, simulator_port):
+            if stdout is not None:
+                stdout.write(
+                    f"{version.head.key}@{version.number} now calls the simulator on port "
+                    f"{simulator_port} (bound in dev and staging)"
+                )
+    return env
 
 
 class Command(BaseCommand):
-    help = "Run the web server and a Celery worker on the configured database and broker."
+    help = (
+        "Start the console for a laptop: the web server, a Celery worker, Celery beat and the "
+        "bundled LLM simulator, stopped together by Ctrl-C. The demo's model configs are moved "
+        "to the simulator's port when it is not the one they call."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--simulator-port", type=int, default=8100)
+        parser.add_argument(
+            "--host",
+            default="127.0.0.1",
+            help="Address the web server listens on (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=8000,
+            help="Port of the web server, http://HOST:PORT/ (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--simulator-port",
+            type=int,
+            default=SIMULATOR_PORT,
+            help="Port of the bundled OpenAI-compatible LLM simulator (default: %(default)s). "
+            "The demo model configs are moved to it and the worker is allowed to call it.",
+        )
 
     def handle(self, *args, host: str, port: int, simulator_port: int, **options):
         python = sys.executable
-        env = os.environ.copy()
-        # The web server and worker may call the simulator this command starts (DEBUG allows
-        # only its default address by itself).
-        simulator = f"127.0.0.1:{simulator_port}"
-        allowed = [e for e in env.get("AIRLOCK_EGRESS_ALLOW", "").split(",") if e.strip()]
-        if simulator not in allowed:
-            env["AIRLOCK_EGRESS_ALLOW"] = ",".join([*allowed, simulator])
+        env = prepare(simulator_port, stdout=self.stdout)
         children = {
             "web": [python, "manage.py", "runserver", f"{host}:{port}", "--noreload"],
             "worker": [

@@ -1,6 +1,7 @@
 """Seed the demo application "support-bot" (idempotent: running it twice changes nothing)."""
 
 import json
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -25,6 +26,13 @@ DEMO_USERS = {
 }
 # The bundled simulator; DEBUG allows this address (console.config.SIMULATOR_ADDRESS).
 SIMULATOR_URL = f"http://{SIMULATOR_ADDRESS}/v1"
+SIMULATOR_HOST, SIMULATOR_PORT = SIMULATOR_ADDRESS.split(":")
+SIMULATOR_PORT = int(SIMULATOR_PORT)
+
+
+def simulator_url(port: int) -> str:
+    return f"http://{SIMULATOR_HOST}:{port}/v1"
+
 
 ANSWER_V1 = {
     "system": "You are the support assistant for Acme Store. Answer the customer's question.",
@@ -77,10 +85,18 @@ SUMMARY_V2 = {
 }
 
 
-def model(name: str, price_in: float, price_cached: float, price_out: float, **extra) -> dict:
+def model(
+    name: str,
+    price_in: float,
+    price_cached: float,
+    price_out: float,
+    *,
+    port: int = SIMULATOR_PORT,
+    **extra,
+) -> dict:
     return {
         "provider": "openai-compatible",
-        "base_url": SIMULATOR_URL,
+        "base_url": simulator_url(port),
         "model": name,
         "api_key_env": "",  # the bundled simulator needs no key
         "temperature": 0.2,
@@ -98,8 +114,18 @@ def model(name: str, price_in: float, price_cached: float, price_out: float, **e
 class Command(BaseCommand):
     help = "Create the demo application, users for each role, prompts and model configs."
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--simulator-port",
+            type=int,
+            default=None,
+            help=f"Port of the bundled LLM simulator the demo model configs call (default: "
+            f"{SIMULATOR_PORT}). Given for a demo seeded before, its configs move there.",
+        )
+
     @transaction.atomic
-    def handle(self, *args, **options):
+    def handle(self, *args, simulator_port: int | None = None, **options):
+        port = simulator_port or SIMULATOR_PORT
         # Notifications raised while seeding are not news to anyone: keep them out of stdout.
         settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
         User = get_user_model()
@@ -152,23 +178,25 @@ class Command(BaseCommand):
         if not application.model_configs.exists():
             main = self._history(
                 MODEL_CONFIG, application, engineer, "gpt-main", "Main answering model",
-                [(model("gpt-4o-mini", 0.15, 0.075, 0.60), "Start on the small model"),
-                 (model("gpt-4o-mini", 0.15, 0.075, 0.60, temperature=0.0),
+                [(model("gpt-4o-mini", 0.15, 0.075, 0.60, port=port), "Start on the small model"),
+                 (model("gpt-4o-mini", 0.15, 0.075, 0.60, port=port, temperature=0.0),
                   "Deterministic answers")],
             )  # fmt: skip
             judge = self._history(
                 MODEL_CONFIG, application, admin, "judge", "LLM-as-judge",
-                [(model("gpt-4o", 2.50, 1.25, 10.00, temperature=0.0), "Judge model")],
+                [(model("gpt-4o", 2.50, 1.25, 10.00, port=port, temperature=0.0), "Judge model")],
             )  # fmt: skip
             self._bind(engineer, envs, main, {"dev": 2, "staging": 2, "prod": 1})
             self._bind(engineer, envs, judge, {"dev": 1, "staging": 1, "prod": 1})
+        if simulator_port:
+            follow_simulator(application, simulator_port)
         self._golden_set(application, users["curator"])
         from console.evals.demo import seed_evals
         from console.flags.demo import seed_flags
         from console.releases.demo import seed_releases
         from console.usage.demo import seed_usage
 
-        seed_evals(application, engineer)
+        seed_evals(application, engineer, port)
         seed_flags(application, users)
         seed_usage(application, admin)
         seed_releases(application, users)
@@ -220,3 +248,49 @@ class Command(BaseCommand):
                 reason="Demo setup",
                 via_promotion=envs[env_key].protected,
             )
+
+
+def _simulator_port(base_url: str) -> int | None:
+    """The port of a base_url on the simulator's host serving /v1, else None."""
+    parts = urlsplit(base_url or "")
+    if parts.scheme != "http" or parts.hostname != SIMULATOR_HOST or parts.path != "/v1":
+        return None
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
+@transaction.atomic
+def follow_simulator(application: Application, port: int) -> list:
+    """Point the application's model configs that call the bundled simulator at `port`.
+
+    A config whose newest version calls the simulator on another port gets a new version with
+    the new base_url (versions are immutable), bound where the previous one was in unprotected
+    environments; protected ones change only by promotion. Returns the new versions (none when
+    everything already points at `port`). Each save and rebinding is audited by the system."""
+    created = []
+    for head in application.model_configs.all():
+        current = head.versions.get(number=head.latest_number)
+        old_port = _simulator_port(current.content.get("base_url", ""))
+        if old_port is None or old_port == port:
+            continue
+        content = {**current.content, "base_url": simulator_url(port)}
+        result = services.save_head_version(
+            actor=SYSTEM,
+            head=head,
+            content=content,
+            base_number=current.number,
+            message=f"Follow the bundled simulator to port {port}",
+        )
+        version = result.version
+        for binding in head.bindings.select_related("environment"):
+            if not binding.environment.protected and binding.version_id != version.pk:
+                services.bind_version(
+                    actor=SYSTEM,
+                    environment=binding.environment,
+                    version=version,
+                    reason=f"The bundled simulator runs on port {port}",
+                )
+        created.append(version)
+    return created

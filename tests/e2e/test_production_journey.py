@@ -1,0 +1,158 @@
+"""The console as `docker compose up` serves it: bin/web (gunicorn) with DEBUG=0, PostgreSQL and
+Redis, its static files served by the web process itself. A person signs in, sees a styled
+dashboard with htmx working, and the compare and costs pages draw their Plotly charts; plotly.js
+is fetched compressed and only by those pages. Load times are written to test-artifacts/."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.core.management import call_command
+
+from console.evals.models import EvalRun
+from tests.deploy.test_processes import (
+    ROOT,
+    Output,
+    free_port,
+    production_environment,
+    wait_for,
+)
+from tests.e2e.conftest import DEMO_PASSWORD, VIEWPORT
+
+pytestmark = pytest.mark.e2e
+APP = "support-bot"
+# Cold: a fresh browser profile, nothing cached. Warm: the same page again, static files cached.
+# The aim is 1 s cold and 300 ms warm; the bounds leave room for a busy shared test machine.
+COLD_LIMIT_S = 5.0
+WARM_LIMIT_S = 2.0
+PLOTLY = re.compile(r"/static/vendor/plotly/plotly-cartesian\.min\.[0-9a-f]{12}\.js$")
+
+
+@pytest.fixture
+def production_web(postgres_tx, redis_url, tmp_path) -> Iterator[str]:
+    call_command("seed_demo", stdout=io.StringIO())
+    port = free_port()
+    env = {**production_environment(redis_url, tmp_path), "GUNICORN_BIND": f"127.0.0.1:{port}"}
+    web = subprocess.Popen(
+        ["bin/web"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    log = Output(web)
+    try:
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", 180)
+        except OSError:
+            pytest.fail(f"bin/web never answered:\n{log.text()[-3000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        web.send_signal(signal.SIGTERM)
+        try:
+            web.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            web.kill()
+
+
+NAVIGATION = """() => {
+  const n = performance.getEntriesByType("navigation")[0];
+  return {ttfb_ms: Math.round(n.responseStart),
+          html_done_ms: Math.round(n.responseEnd),
+          dom_ready_ms: Math.round(n.domContentLoadedEventEnd),
+          load_ms: Math.round(n.loadEventEnd)};
+}"""
+
+
+def timed_goto(page, url: str) -> tuple[float, dict]:
+    """Seconds from navigation to the first chart drawn, and the browser's own timings."""
+    started = time.perf_counter()
+    page.goto(url, wait_until="load")
+    page.locator("[data-chart] .main-svg").first.wait_for()
+    return time.perf_counter() - started, page.evaluate(NAVIGATION)
+
+
+def test_a_person_uses_the_production_console(browser, production_web, artifacts):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(base_url=production_web, viewport=VIEWPORT)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    statics: dict[str, dict] = {}
+    page.on(
+        "response",
+        lambda r: (
+            statics.setdefault(r.url, {"status": r.status, **r.headers})
+            if "/static/" in r.url
+            else None
+        ),
+    )
+
+    page.goto("/")
+    page.get_by_label("Username").fill("engineer")
+    page.get_by_label("Password").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/accounts/login" not in url)
+
+    # Dashboard: the stylesheet applies, htmx is loaded, plotly.js is not fetched.
+    page.goto(f"/apps/{APP}/")
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(244, 245, 248)"
+    assert page.evaluate("getComputedStyle(document.querySelector('.topbar')).display") == "flex"
+    assert page.evaluate("typeof window.htmx") == "object"
+    assert not any("plotly" in url for url in statics), list(statics)
+    bad = {url: h["status"] for url, h in statics.items() if h["status"] != 200}
+    assert not bad, bad
+    page.screenshot(path=artifacts / "production-dashboard.png", full_page=True)
+
+    # An htmx exchange: unticking the judge scorers re-renders the cost estimate from the server.
+    page.goto(f"/apps/{APP}/evals/new/")
+    figure = page.locator("#estimate .estimate-figure")
+    before = figure.inner_text()
+    with page.expect_response(lambda r: r.request.headers.get("hx-request") == "true") as hx:
+        page.get_by_label("Faithfulness (LLM judge)").uncheck()
+    assert hx.value.status == 200
+    page.get_by_label("Answer relevance (LLM judge)").uncheck()
+    expect(figure).not_to_have_text(before)
+    page.screenshot(path=artifacts / "production-htmx-estimate.png", full_page=True)
+
+    # The chart pages: Plotly draws, from a compressed, long-cached plotly.js.
+    runs = list(EvalRun.objects.filter(application__key=APP).order_by("pk")[:2])
+    compare = f"/apps/{APP}/evals/compare/?a={runs[0].pk}&b={runs[1].pk}"
+    costs = f"/apps/{APP}/usage/"
+    timings = {}
+    for name, url in (("compare", compare), ("costs", costs)):
+        cold_context = browser.new_context(base_url=production_web, viewport=VIEWPORT)
+        cold_context.add_cookies(context.cookies())  # signed in, but nothing cached
+        cold = cold_context.new_page()
+        cold.on("pageerror", lambda exc: errors.append(str(exc)))
+        seen: dict[str, dict] = {}
+        cold.on("response", lambda r, seen=seen: seen.setdefault(r.url, r.headers))
+        timings[f"{name}_cold_s"], timings[f"{name}_cold"] = timed_goto(cold, url)
+        timings[f"{name}_warm_s"], timings[f"{name}_warm"] = timed_goto(cold, url)
+        charts = cold.locator("[data-chart].js-plotly-plot")
+        assert charts.count() >= 2, name
+        expect(charts.first.locator(".main-svg").first).to_be_visible()
+        plotly = [
+            u
+            for u in seen
+            if re.search(r"/static/vendor/plotly/plotly-cartesian\.min\.[0-9a-f]{12}\.js$", u)
+        ]
+        assert plotly, list(seen)
+        headers = seen[plotly[0]]
+        assert headers.get("content-encoding") in {"br", "gzip"}, headers
+        assert "immutable" in headers.get("cache-control", ""), headers
+        cold.screenshot(path=artifacts / f"production-{name}.png", full_page=True)
+        cold_context.close()
+    context.close()
+    (artifacts / "production-load-times.json").write_text(json.dumps(timings, indent=2))
+    print("load times (s):", timings)
+    assert not errors, errors
+    for name in ("compare", "costs"):
+        assert timings[f"{name}_cold_s"] < COLD_LIMIT_S, timings
+        assert timings[f"{name}_warm_s"] < WARM_LIMIT_S, timings
