@@ -315,3 +315,9 @@ def load(env: Mapping[str, str]) -> Config:
         audit_keys=_audit_keys(env, production, secret_key),
         audit_anchor_file=_path(env, "AIRLOCK_AUDIT_ANCHOR_FILE"),
     )
+
+
+def audit_keys_env(keys: Mapping[str, str]) -> str:
+    """`AIRLOCK_AUDIT_KEYS` for a child process (a bench's gunicorn in production mode) that must
+    sign audit events with the keys this process verifies with, newest first."""
+    return ",".join(f"{key_id}:{secret}" for key_id, secret in keys.items())

@@ -43,3 +43,14 @@ def test_missing_wrk_is_named_with_the_install_command(monkeypatch):
     monkeypatch.setattr(bench_runtime.shutil, "which", lambda name: None)
     with pytest.raises(CommandError, match="apt-get install wrk"):
         call_command("bench_runtime", stdout=io.StringIO())
+
+
+def test_the_benchmarked_server_gets_a_production_configuration_that_loads(tmp_path, settings):
+    """The child processes run with DEBUG off: every setting production requires is given, and
+    they sign audit events with the keys this process verifies with."""
+    from console import config
+
+    env = bench_runtime.Command()._child_env(tmp_path)
+    loaded = config.load(env)
+    assert loaded.production
+    assert dict(loaded.audit_keys) == dict(settings.AIRLOCK_AUDIT_KEYS)

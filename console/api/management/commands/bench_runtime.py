@@ -27,7 +27,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from console.config import SIMULATOR_ADDRESS
+from console.config import SIMULATOR_ADDRESS, audit_keys_env
 
 FLAGS = 100
 PROMPTS = 20
@@ -248,6 +248,7 @@ class Command(BaseCommand):
             {
                 "DEBUG": "0",
                 "SECRET_KEY": secrets.token_urlsafe(48),
+                "AIRLOCK_AUDIT_KEYS": audit_keys_env(settings.AIRLOCK_AUDIT_KEYS),
                 "ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "AIRLOCK_DATA_DIR": str(folder),
                 "DATABASE_URL": f"sqlite:///{folder / 'bench.sqlite3'}",

@@ -51,6 +51,7 @@ from console.accounts.roles import Role
 from console.accounts.services import grant_role
 from console.api import auth
 from console.audit.services import SYSTEM
+from console.config import audit_keys_env
 from console.registry import services as registry
 from console.registry.models import Application
 from console.usage import selectors, services
@@ -167,6 +168,7 @@ class Command(BaseCommand):
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
             "DEBUG": "0",
             "SECRET_KEY": "bench-usage-" + "x" * 40,
+            "AIRLOCK_AUDIT_KEYS": audit_keys_env(settings.AIRLOCK_AUDIT_KEYS),
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "SECURE_SSL_REDIRECT": "0",
             "DATABASE_URL": database_url(),
