@@ -318,19 +318,24 @@ def test_delete_is_audited_and_takes_its_deliveries(admin, application, hook):
 
 
 def test_admin_adds_a_webhook_and_sees_the_secret_once(admin_client, application, production):
-    response = admin_client.post(
-        page_url(application), {"url": HOOK, "events": "promotion. budget."}
-    )
+    posted = admin_client.post(page_url(application), {"url": HOOK, "events": "promotion. budget."})
+    # Post/Redirect/Get: the secret waits in the session, never in the URL.
+    assert posted.status_code == 302 and posted["Location"] == page_url(application)
+    response = admin_client.get(posted["Location"])
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     secret = response.context["created"].secret
     hook = Webhook.objects.get()
     assert hook.secret == secret and hook.events == ["promotion.", "budget."]
     body = response.content.decode()
     assert secret in body and "X-Airlock-Signature: sha256=&lt;hex&gt;" in body
+    assert 'data-copy="#new-secret"' in body and "js/copy.js" in body
     assert last_event().action == "webhook.create"
+    # A reload shows the secret no more and adds no second webhook.
     listing = admin_client.get(page_url(application))
     assert listing.status_code == 200 and listing["Cache-Control"] == "no-store"
     assert secret not in listing.content.decode() and HOOK in listing.content.decode()
+    assert Webhook.objects.count() == 1
+    assert AuditEvent.objects.filter(action="webhook.create").count() == 1
 
 
 @pytest.mark.parametrize(
