@@ -172,3 +172,22 @@ def webhook_delete(request: HttpRequest, app: str, hook_id: int) -> HttpResponse
     services.delete_webhook(actor=request.user, webhook=hook)
     messages.success(request, f"Deleted the webhook to {hook.url} and its delivery history.")
     return redirect("notifications:webhooks", app=app)
+
+
+@login_required
+@require_POST
+def webhook_test(request: HttpRequest, app: str, hook_id: int) -> HttpResponse:
+    """Send one signed test event to the webhook (queued: its result joins Recent deliveries)."""
+    hook = _webhook(request, app, hook_id)
+    try:
+        delivery = services.send_test_delivery(actor=request.user, webhook=hook)
+    except ValidationError as exc:
+        messages.error(request, f"Cannot send a test to {hook.url}: {' '.join(exc.messages)}.")
+    else:
+        messages.success(
+            request,
+            f"Sent a test event to {hook.url} (delivery #{delivery.pk}, "
+            f"X-Airlock-Event: {services.TEST_KIND}): its result appears under "
+            "Recent deliveries within seconds.",
+        )
+    return redirect("notifications:webhooks", app=app)

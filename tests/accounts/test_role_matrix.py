@@ -63,7 +63,7 @@ from console.flags import urls as flags_urls
 from console.flags.models import Flag, FlagKind, FlagRules, FlagType
 from console.notifications import services as notifications
 from console.notifications import urls as notifications_urls
-from console.notifications.models import Notification, Webhook
+from console.notifications.models import Notification, Webhook, WebhookDelivery
 from console.registry import services as registry
 from console.registry import urls as registry_urls
 from console.registry.kinds import KINDS, MODEL_CONFIG, PROMPT
@@ -1251,6 +1251,7 @@ ENDPOINTS: list[Endpoint] = [
         "accounts:api_keys",
         "post",
         perm=ADMIN,
+        ok=302,  # Post/Redirect/Get: the new key is shown (once) on the page it redirects to
         data=lambda world: {"name": "matrix-key", "environment": "dev", "scopes": ["config:read"]},
         audit_action="api_key.create",
     ),
@@ -1264,23 +1265,25 @@ ENDPOINTS: list[Endpoint] = [
         data=lambda world: {},
         audit_action="api_key.revoke",
     ),
-    # Rotation renders the page with the new key (shown once): 200, not a redirect.
+    # Rotation redirects to the keys page, which shows the new key once.
     Endpoint(
         "api key rotate POST",
         "accounts:api_key_rotate",
         "post",
         perm=ADMIN,
+        ok=302,
         params=lambda world: {"key_id": world.api_key.pk},
         data=lambda world: {"grace": "1h"},
         audit_action="api_key.rotate",
     ),
     Endpoint("webhooks", "notifications:webhooks", perm=ADMIN),
-    # Adding one renders the page with its signing secret (shown once): 200.
+    # Adding one redirects to the page, which shows its signing secret once.
     Endpoint(
         "webhooks POST",
         "notifications:webhooks",
         "post",
         perm=ADMIN,
+        ok=302,
         data=lambda world: {"url": "https://hooks.matrix.net/new", "events": "promotion."},
         audit_action="webhook.create",
     ),
@@ -1303,6 +1306,16 @@ ENDPOINTS: list[Endpoint] = [
         params=lambda world: {"hook_id": world.disabled_webhook.pk},
         data=lambda world: {},
         audit_action="webhook.enable",
+    ),
+    Endpoint(
+        "webhook test POST",
+        "notifications:webhook_test",
+        "post",
+        perm=ADMIN,
+        ok=302,
+        params=lambda world: {"hook_id": world.webhook.pk},
+        data=lambda world: {},
+        audit_action="webhook.test",
     ),
     Endpoint(
         "webhook delete POST",
@@ -1438,6 +1451,9 @@ def _fingerprint(world: World) -> dict:
     webhooks = sorted(
         Webhook.objects.filter(application=world.app).values_list("pk", "url", "events", "active")
     )
+    webhook_deliveries = sorted(
+        WebhookDelivery.objects.filter(webhook__application=world.app).values_list("pk", "kind")
+    )
     return {
         "heads": heads,
         "bindings": bindings,
@@ -1448,6 +1464,7 @@ def _fingerprint(world: World) -> dict:
         "import_jobs": import_jobs,
         "api_keys": api_keys,
         "webhooks": webhooks,
+        "webhook_deliveries": webhook_deliveries,
         **_release_fingerprint(),
     }
 
@@ -1614,9 +1631,17 @@ def test_expectations_for_flags_evals_releases_and_usage():
     # Prices: admin only.
     assert row("prices POST") == [403, 403, 403, 403, 302]
     # API keys and webhooks: admin only.
-    assert row("api key rotate POST") == [403, 403, 403, 403, 200]
+    # Creating and rotating redirect (Post/Redirect/Get); the new secret shows on the next page.
+    assert row("api keys POST") == [403, 403, 403, 403, 302]
+    assert row("api key rotate POST") == [403, 403, 403, 403, 302]
     assert row("webhooks") == [403, 403, 403, 403, 200]
-    for label in ("webhook disable POST", "webhook enable POST", "webhook delete POST"):
+    assert row("webhooks POST") == [403, 403, 403, 403, 302]
+    for label in (
+        "webhook disable POST",
+        "webhook enable POST",
+        "webhook test POST",
+        "webhook delete POST",
+    ):
         assert row(label) == [403, 403, 403, 403, 302]
         assert expected_status(by_label[label], OUTSIDER) == 404
     # Decisions redirect everyone back; only approvers and admins get through.
