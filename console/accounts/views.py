@@ -4,10 +4,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.csrf import requires_csrf_token
 
 from console.accounts import services
-from console.accounts.forms import THROTTLED, GrantForm, SignInForm
+from console.accounts.forms import NO_ACCOUNT, THROTTLED, GrantForm, SignInForm
 from console.accounts.models import Membership
 from console.accounts.roles import ADMIN, PERMISSION_ACTIONS, ROLE_PERMISSIONS, Role, roles_with
 from console.core.permissions import ApplicationPermissionDenied, access_application
@@ -70,6 +72,18 @@ def members(request: HttpRequest, app: str) -> HttpResponse:
         .select_related("user")
         .order_by("user__username")
     )
+    create_account_url = None
+    if (
+        form.has_error("username", NO_ACCOUNT)
+        and request.user.is_staff
+        and request.user.has_perm("auth.add_user")
+    ):
+        # An operator adding someone without an account: one click to the admin's form for it.
+        create_account_url = (
+            reverse("admin:auth_user_add")
+            + "?"
+            + urlencode({"username": form.data.get("username", "").strip()})
+        )
     return render(
         request,
         "accounts/members.html",
@@ -77,6 +91,7 @@ def members(request: HttpRequest, app: str) -> HttpResponse:
             "application": application,
             "memberships": memberships,
             "form": form,
+            "create_account_url": create_account_url,
             "roles": Role.choices,
             "role_permissions": ROLE_PERMISSIONS,
         },
