@@ -17,3 +17,8 @@ urlpatterns = [
     path("", include("console.registry.urls")),
     path("django-admin/", admin.site.urls),
 ]
+
+# The error pages render inside the console's layout and explain themselves.
+handler403 = "console.accounts.views.permission_denied"
+handler404 = "console.core.errors.page_not_found"
+handler500 = "console.core.errors.server_error"

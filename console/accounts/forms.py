@@ -2,11 +2,13 @@ from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
+from django.urls import reverse
 
 from console.accounts import throttle
 from console.accounts.roles import Role
 
 THROTTLED = "throttled"
+NO_ACCOUNT = "no_account"
 
 
 class ThrottledSignInMixin:
@@ -34,9 +36,26 @@ class GrantForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
 
     def clean_username(self):
+        """An existing, active account. Airlock has no sign-up: when there is none, say how an
+        operator makes one (the Django admin's Users page, or createsuperuser for another
+        operator) instead of leaving the admin at a dead end."""
         username = self.cleaned_data["username"].strip()
-        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        user = get_user_model().objects.filter(username=username).first()
         if user is None:
-            raise forms.ValidationError(f"No active user named {username!r}.")
+            raise forms.ValidationError(
+                "No account named “%(username)s”. Airlock has no sign-up: an operator creates "
+                "accounts in the Django admin (%(add_url)s, for a staff account allowed to add "
+                "users) or, for another operator, with `python manage.py createsuperuser`; "
+                "then add them here.",
+                code=NO_ACCOUNT,
+                params={"username": username, "add_url": reverse("admin:auth_user_add")},
+            )
+        if not user.is_active:
+            raise forms.ValidationError(
+                "The account “%(username)s” is deactivated: an operator can reactivate it in "
+                "the Django admin (%(users_url)s, “Active”), then add them here.",
+                code="inactive",
+                params={"username": username, "users_url": reverse("admin:auth_user_changelist")},
+            )
         self.user = user
         return username

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from console.accounts import keys
 from console.accounts.models import ApiKey, ApiKeyScope
 from console.accounts.roles import ADMIN
+from console.core import shown_once
 from console.core.permissions import access_application
 
 # What the rotate form offers for the old key: POST value → (grace in seconds, label).
@@ -58,12 +59,52 @@ def _page(
     return response
 
 
+def _slot(application) -> str:
+    return f"api-key:{application.pk}"
+
+
+def _show_once(
+    request: HttpRequest, application, issued: keys.IssuedKey, old: ApiKey | None = None
+) -> HttpResponse:
+    """Redirect to the keys page, which shows the new key once (Post/Redirect/Get)."""
+    shown_once.keep(
+        request,
+        _slot(application),
+        {
+            "key": issued.api_key.pk,
+            "secret": issued.secret,
+            "rotated_from": old.pk if old is not None else None,
+        },
+    )
+    return redirect("accounts:api_keys", app=application.key)
+
+
+def _taken(request: HttpRequest, application) -> dict:
+    """The key created just before this page (if any): `issued` and `rotated` for the page."""
+    kept = shown_once.take(request, _slot(application))
+    if not kept:
+        return {}
+    key = ApiKey.objects.filter(application=application, pk=kept["key"]).first()
+    if key is None:
+        return {}
+    issued = keys.IssuedKey(key, kept["secret"])
+    old = (
+        ApiKey.objects.filter(application=application, pk=kept["rotated_from"]).first()
+        if kept.get("rotated_from")
+        else None
+    )
+    if old is None:
+        return {"issued": issued}
+    return {"issued": issued, "rotated": keys.RotatedKey(old=old, issued=issued)}
+
+
 @login_required
 def api_keys(request: HttpRequest, app: str) -> HttpResponse:
-    """Admins list and create keys. A new key is rendered in this response only, never again."""
+    """Admins list and create keys. A new key is shown on the page the POST redirects to, once:
+    reloading that page neither shows it again nor creates another."""
     application = access_application(request, app, ADMIN)
     if request.method != "POST":
-        return _page(request, application)
+        return _page(request, application, **_taken(request, application))
     values = {
         "name": request.POST.get("name", "").strip(),
         "environment": request.POST.get("environment", ""),
@@ -87,7 +128,7 @@ def api_keys(request: HttpRequest, app: str) -> HttpResponse:
     except ValidationError as exc:
         errors = {k: " ".join(v) for k, v in exc.message_dict.items()}
         return _page(request, application, errors=errors, values=values)
-    return _page(request, application, issued=issued)
+    return _show_once(request, application, issued)
 
 
 @login_required
@@ -105,7 +146,8 @@ def api_key_revoke(request: HttpRequest, app: str, key_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def api_key_rotate(request: HttpRequest, app: str, key_id: int) -> HttpResponse:
-    """Issue the replacement (rendered in this response only) and retire the old key."""
+    """Issue the replacement (shown once, on the page this redirects to) and retire the old
+    key."""
     application = access_application(request, app, ADMIN)
     key = ApiKey.objects.filter(application=application, pk=key_id).first()
     if key is None:
@@ -123,4 +165,4 @@ def api_key_rotate(request: HttpRequest, app: str, key_id: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, f"Cannot rotate: {' '.join(exc.messages)}")
         return redirect("accounts:api_keys", app=app)
-    return _page(request, application, issued=rotated.issued, rotated=rotated)
+    return _show_once(request, application, rotated.issued, old=rotated.old)

@@ -30,3 +30,18 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 ALL_PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
+
+# What each permission lets a member do, in the words the 403 page uses:
+# "your role in Support Bot (viewer) cannot edit prompts, …; admins can grant it".
+PERMISSION_ACTIONS: dict[str, str] = {
+    VIEW: "see this application",
+    CURATE: "curate golden sets",
+    ENGINEER: "edit prompts, model configs and flags, rebind environments or launch evals",
+    APPROVE: "approve promotions",
+    ADMIN: "manage members, API keys, webhooks and release policies",
+}
+
+
+def roles_with(perm: str) -> list[str]:
+    """The roles holding `perm`, in the table's order."""
+    return [role for role in Role.values if perm in ROLE_PERMISSIONS[role]]

@@ -4,12 +4,15 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.csrf import requires_csrf_token
 
 from console.accounts import services
-from console.accounts.forms import THROTTLED, GrantForm, SignInForm
+from console.accounts.forms import NO_ACCOUNT, THROTTLED, GrantForm, SignInForm
 from console.accounts.models import Membership
-from console.accounts.roles import ADMIN, ROLE_PERMISSIONS, Role
-from console.core.permissions import access_application
+from console.accounts.roles import ADMIN, PERMISSION_ACTIONS, ROLE_PERMISSIONS, Role, roles_with
+from console.core.permissions import ApplicationPermissionDenied, access_application
 
 
 class LoginView(auth_views.LoginView):
@@ -69,6 +72,18 @@ def members(request: HttpRequest, app: str) -> HttpResponse:
         .select_related("user")
         .order_by("user__username")
     )
+    create_account_url = None
+    if (
+        form.has_error("username", NO_ACCOUNT)
+        and request.user.is_staff
+        and request.user.has_perm("auth.add_user")
+    ):
+        # An operator adding someone without an account: one click to the admin's form for it.
+        create_account_url = (
+            reverse("admin:auth_user_add")
+            + "?"
+            + urlencode({"username": form.data.get("username", "").strip()})
+        )
     return render(
         request,
         "accounts/members.html",
@@ -76,7 +91,31 @@ def members(request: HttpRequest, app: str) -> HttpResponse:
             "application": application,
             "memberships": memberships,
             "form": form,
+            "create_account_url": create_account_url,
             "roles": Role.choices,
             "role_permissions": ROLE_PERMISSIONS,
         },
     )
+
+
+@requires_csrf_token
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """The 403 page: for a role check, which application, the member's role, what that role
+    cannot do and who can change it; for any other refusal, the reason it was given."""
+    context: dict = {"reason": ""}
+    if isinstance(exception, ApplicationPermissionDenied):
+        application = exception.application
+        membership = (
+            Membership.objects.filter(application=application, user=request.user).first()
+            if request.user.is_authenticated
+            else None
+        )
+        context |= {
+            "application": application,
+            "role": Role(membership.role).label.lower() if membership else "",
+            "action": PERMISSION_ACTIONS.get(exception.perm, "do this"),
+            "roles_allowed": [Role(r).label.lower() for r in roles_with(exception.perm)],
+        }
+    elif exception is not None and exception.args and isinstance(exception.args[0], str):
+        context["reason"] = exception.args[0]
+    return render(request, "403.html", context, status=403)

@@ -16,6 +16,16 @@ from guardian.shortcuts import get_objects_for_user, get_user_perms
 VIEW = "view_application"
 
 
+class ApplicationPermissionDenied(PermissionDenied):
+    """A member of `application` whose role lacks `perm`: the 403 page names both (and the
+    member's role), so the refusal explains itself and says who can change it."""
+
+    def __init__(self, application, perm: str):
+        super().__init__(f"Your role in {application.name} does not allow this.")
+        self.application = application
+        self.perm = perm
+
+
 def application_model():
     return apps.get_model("registry", "Application")
 
@@ -49,8 +59,10 @@ def access_application(request: HttpRequest, key: str, perm: str | None = None):
     perms = application_perms(request.user, application)
     if VIEW not in perms:
         raise Http404("No such application")
-    if perm is not None and perm not in perms:
-        raise PermissionDenied(f"Your role in {application.name} does not allow this.")
+    # Set before the permission check too: a refused member still sees the application's
+    # navigation on the 403 page, which is theirs to see.
     request.application = application
     request.app_perms = perms
+    if perm is not None and perm not in perms:
+        raise ApplicationPermissionDenied(application, perm)
     return application

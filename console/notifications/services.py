@@ -389,6 +389,54 @@ def set_webhook_active(*, actor: Any, webhook: Webhook, active: bool) -> bool:
     return True
 
 
+TEST_KIND = "webhook.test"
+
+
+def send_test_delivery(*, actor: Any, webhook: Webhook) -> WebhookDelivery:
+    """Queue one signed test event to `webhook`, whatever its event filter, through the same
+    path as every delivery: signed with its secret, sent by the worker through the egress guard
+    (allowlist, resolved address, no redirects), retried like the others. Refused for a disabled
+    webhook, which receives nothing. Audited; sent after commit."""
+    with transaction.atomic():
+        hook = Webhook.objects.select_for_update().get(pk=webhook.pk)
+        if not hook.active:
+            raise ValidationError(
+                "this webhook is disabled and receives nothing, test events included: "
+                "enable it first"
+            )
+        application = hook.application
+        title = f"Test delivery from Airlock for {application.name}"
+        delivery = WebhookDelivery.objects.create(
+            webhook=hook,
+            kind=TEST_KIND,
+            payload={
+                "kind": TEST_KIND,
+                "application": application.key,
+                "title": title,
+                "body": "A test event sent from the Webhooks page. Nothing happened in Airlock.",
+                "url": "",
+                "at": timezone.now().isoformat(),
+                "data": {"test": True},
+            },
+        )
+        audit.record(
+            actor=actor,
+            action="webhook.test",
+            obj=hook,
+            object_label=hook.url,
+            application=application,
+            after={"delivery": delivery.pk, "kind": TEST_KIND},
+        )
+
+        def after_commit():
+            from console.notifications.tasks import deliver_webhook
+
+            deliver_webhook.delay(delivery.pk)
+
+        transaction.on_commit(after_commit)
+    return delivery
+
+
 def delete_webhook(*, actor: Any, webhook: Webhook) -> None:
     """Delete a webhook and its delivery history; queued deliveries are dropped."""
     with transaction.atomic():

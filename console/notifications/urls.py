@@ -16,6 +16,11 @@ urlpatterns = [
         name="webhook_enable",
     ),
     path(
+        "apps/<slug:app>/webhooks/<int:hook_id>/test/",
+        views.webhook_test,
+        name="webhook_test",
+    ),
+    path(
         "apps/<slug:app>/webhooks/<int:hook_id>/delete/",
         views.webhook_delete,
         name="webhook_delete",

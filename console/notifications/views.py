@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from console.accounts.roles import ADMIN
+from console.core import shown_once
 from console.core.permissions import access_application
 from console.notifications import services
 from console.notifications.models import Webhook, WebhookDelivery
@@ -96,12 +97,26 @@ def _page(
     return response
 
 
+def _slot(application) -> str:
+    return f"webhook-secret:{application.pk}"
+
+
+def _taken(request: HttpRequest, application) -> services.CreatedWebhook | None:
+    """The webhook added just before this page and its secret, once."""
+    kept = shown_once.take(request, _slot(application))
+    if not kept:
+        return None
+    hook = Webhook.objects.filter(application=application, pk=kept["webhook"]).first()
+    return services.CreatedWebhook(hook, kept["secret"]) if hook is not None else None
+
+
 @login_required
 def webhooks(request: HttpRequest, app: str) -> HttpResponse:
-    """Admins list and add webhooks. A new secret is rendered in this response only."""
+    """Admins list and add webhooks. A new secret is shown on the page the POST redirects to,
+    once: reloading that page neither shows it again nor adds another webhook."""
     application = access_application(request, app, ADMIN)
     if request.method != "POST":
-        return _page(request, application)
+        return _page(request, application, created=_taken(request, application))
     values = {"url": request.POST.get("url", "").strip(), "events": request.POST.get("events", "")}
     try:
         created = services.create_webhook(
@@ -110,7 +125,10 @@ def webhooks(request: HttpRequest, app: str) -> HttpResponse:
     except ValidationError as exc:
         errors = {k: " ".join(v) for k, v in exc.message_dict.items()}
         return _page(request, application, errors=errors, values=values)
-    return _page(request, application, created=created)
+    shown_once.keep(
+        request, _slot(application), {"webhook": created.webhook.pk, "secret": created.secret}
+    )
+    return redirect("notifications:webhooks", app=app)
 
 
 def _webhook(request: HttpRequest, app: str, hook_id: int) -> Webhook:
@@ -153,4 +171,23 @@ def webhook_delete(request: HttpRequest, app: str, hook_id: int) -> HttpResponse
     hook = _webhook(request, app, hook_id)
     services.delete_webhook(actor=request.user, webhook=hook)
     messages.success(request, f"Deleted the webhook to {hook.url} and its delivery history.")
+    return redirect("notifications:webhooks", app=app)
+
+
+@login_required
+@require_POST
+def webhook_test(request: HttpRequest, app: str, hook_id: int) -> HttpResponse:
+    """Send one signed test event to the webhook (queued: its result joins Recent deliveries)."""
+    hook = _webhook(request, app, hook_id)
+    try:
+        delivery = services.send_test_delivery(actor=request.user, webhook=hook)
+    except ValidationError as exc:
+        messages.error(request, f"Cannot send a test to {hook.url}: {' '.join(exc.messages)}.")
+    else:
+        messages.success(
+            request,
+            f"Sent a test event to {hook.url} (delivery #{delivery.pk}, "
+            f"X-Airlock-Event: {services.TEST_KIND}): its result appears under "
+            "Recent deliveries within seconds.",
+        )
     return redirect("notifications:webhooks", app=app)

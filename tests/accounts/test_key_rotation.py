@@ -164,29 +164,40 @@ def test_grace_must_be_whole_seconds_up_to_seven_days(admin, issued, grace):
 # --- views -----------------------------------------------------------------------------------
 
 
+def keys_url(application) -> str:
+    return reverse("accounts:api_keys", kwargs={"app": application.key})
+
+
 def test_admin_rotates_from_the_page_and_sees_the_new_key_once(admin_client, application, issued):
-    page = admin_client.get(reverse("accounts:api_keys", kwargs={"app": application.key}))
+    page = admin_client.get(keys_url(application))
     assert rotate_url(application, issued.api_key).encode() in page.content
-    response = admin_client.post(rotate_url(application, issued.api_key), {"grace": "24h"})
-    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    # Post/Redirect/Get: the POST answers with a redirect that carries no secret.
+    posted = admin_client.post(rotate_url(application, issued.api_key), {"grace": "24h"})
+    assert posted.status_code == 302 and posted["Location"] == keys_url(application)
     new = ApiKey.objects.exclude(pk=issued.api_key.pk).get()
+    response = admin_client.get(posted["Location"])
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     secret = response.context["issued"].secret
     assert keys.hash_key(secret) == new.key_hash and secret.encode() in response.content
     body = response.content.decode()
     assert "Rotated web-prod" in body and "keeps working until" in body
-    # The create form on this page still posts to the keys page, not to the rotate URL.
+    assert 'data-copy="#new-key"' in body and "js/copy.js" in body
     assert f'action="/apps/{application.key}/keys/"' in body
     old = ApiKey.objects.get(pk=issued.api_key.pk)
     assert timedelta(hours=23, minutes=59) < old.expires_at - timezone.now() <= timedelta(hours=24)
     assert last_event().action == "api_key.rotate"
-    # Never shown again.
-    listing = admin_client.get(reverse("accounts:api_keys", kwargs={"app": application.key}))
+    # A reload shows it no more and rotates nothing again.
+    count, events = ApiKey.objects.count(), AuditEvent.objects.count()
+    listing = admin_client.get(posted["Location"])
     assert secret.encode() not in listing.content and b"Replaced by" in listing.content
+    assert (ApiKey.objects.count(), AuditEvent.objects.count()) == (count, events)
 
 
 def test_rotate_now_from_the_page(admin_client, application, issued, client):
-    response = admin_client.post(rotate_url(application, issued.api_key), {"grace": "now"})
-    assert response.status_code == 200
+    response = admin_client.post(
+        rotate_url(application, issued.api_key), {"grace": "now"}, follow=True
+    )
+    assert response.redirect_chain == [(keys_url(application), 302)]
     assert b"is revoked: it stops working within a second" in response.content
     assert ApiKey.objects.get(pk=issued.api_key.pk).revoked_at is not None
 

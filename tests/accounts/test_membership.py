@@ -466,9 +466,34 @@ class TestMembersPage:
             members_url(application), {"username": "nobody", "role": "viewer"}
         )
         assert response.status_code == 200
-        assert response.context["form"].errors == {"username": ["No active user named 'nobody'."]}
+        [error] = response.context["form"].errors["username"]
+        # Not a dead end: it says how accounts are made, with what this project offers.
+        assert error.startswith("No account named “nobody”. Airlock has no sign-up:")
+        assert "/django-admin/auth/user/add/" in error
+        assert "python manage.py createsuperuser" in error
+        assert "then add them here" in error
+        body = response.content.decode()
+        assert "No account named “nobody”" in body and 'class="field has-error"' in body
+        # An admin who is no operator gets no link to a page they cannot use.
+        assert "Create the account “nobody”" not in body
         assert events_since(seq) == []
         assert Membership.objects.filter(application=application).count() == 1
+
+    def test_an_operator_gets_a_link_to_create_the_account(self, client, application):
+        operator = add(application, Role.ADMIN, "op")
+        operator.is_staff = operator.is_superuser = True
+        operator.save()
+        client.force_login(operator)
+        response = client.post(
+            members_url(application), {"username": "new.person", "role": "viewer"}
+        )
+        assert response.status_code == 200
+        link = reverse("admin:auth_user_add") + "?username=new.person"
+        assert f'href="{link}"' in response.content.decode()
+        assert "Create the account “new.person”" in response.content.decode()
+        # The link's page exists and is prefilled.
+        add_page = client.get(link)
+        assert add_page.status_code == 200 and b'value="new.person"' in add_page.content
 
     def test_inactive_user_cannot_be_added(self, admin_client, application):
         ghost = quick_user("ghost")
@@ -478,7 +503,9 @@ class TestMembersPage:
             members_url(application), {"username": "ghost", "role": "viewer"}
         )
         assert response.status_code == 200
-        assert "username" in response.context["form"].errors
+        [error] = response.context["form"].errors["username"]
+        assert error.startswith("The account “ghost” is deactivated")
+        assert "/django-admin/auth/user/" in error
         assert not Membership.objects.filter(user=ghost).exists()
 
     def test_unknown_role_is_a_form_error(self, admin_client, application):

@@ -25,20 +25,44 @@ def admin_client(client, member):
 
 
 def test_admin_creates_a_key_shown_once_and_stored_hashed(admin_client, application):
-    response = admin_client.post(
+    posted = admin_client.post(
         keys_url(application),
         {"name": "web-prod", "environment": "prod", "scopes": ["config:read"]},
     )
+    # Post/Redirect/Get: the secret is not in the redirect's URL, it waits in the session.
+    assert posted.status_code == 302 and posted["Location"] == keys_url(application)
+    response = admin_client.get(posted["Location"])
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     secret = response.context["issued"].secret
-    assert secret.encode() in response.content
+    assert secret.encode() in response.content and secret not in posted["Location"]
+    assert b'data-copy="#new-key"' in response.content
     key = ApiKey.objects.get(name="web-prod")
     assert key.key_hash == hash_key(secret) and key.environment.key == "prod"
     event = AuditEvent.objects.order_by("-seq").first()
     assert event.action == "api_key.create" and secret not in str(event.after)
-    # Never again: the list page shows only the prefix.
+    # Never again: reloading the page shows only the prefix, and creates no second key.
     listing = admin_client.get(keys_url(application))
     assert secret.encode() not in listing.content and key.prefix.encode() in listing.content
+    assert ApiKey.objects.count() == 1
+    assert AuditEvent.objects.filter(action="api_key.create").count() == 1
+    assert "shown-once:" not in " ".join(admin_client.session.keys())
+
+
+def test_a_key_waiting_to_be_shown_is_shown_only_on_its_own_application(admin_client, application):
+    from django.contrib.auth import get_user_model
+
+    from console.accounts.services import grant_role
+    from console.audit.services import SYSTEM
+    from tests.factories import make_application
+
+    other = make_application("other")
+    boss = get_user_model().objects.get(username="boss")  # admin of both applications
+    grant_role(actor=SYSTEM, user=boss, application=other, role=Role.ADMIN)
+    admin_client.post(
+        keys_url(application), {"name": "a", "environment": "prod", "scopes": ["config:read"]}
+    )
+    assert admin_client.get(keys_url(other)).context["issued"] is None
+    assert admin_client.get(keys_url(application)).context["issued"] is not None
 
 
 def test_form_errors_are_shown_and_nothing_is_created(admin_client, application):

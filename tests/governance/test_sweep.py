@@ -509,6 +509,9 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
             constant({}),
         ),
     ),
+    "notifications:webhook_test": (
+        Case("send-test", to("notifications:webhook_test"), constant({})),
+    ),
     "notifications:webhook_delete": (
         Case("delete", to("notifications:webhook_delete"), constant({})),
     ),

@@ -318,19 +318,24 @@ def test_delete_is_audited_and_takes_its_deliveries(admin, application, hook):
 
 
 def test_admin_adds_a_webhook_and_sees_the_secret_once(admin_client, application, production):
-    response = admin_client.post(
-        page_url(application), {"url": HOOK, "events": "promotion. budget."}
-    )
+    posted = admin_client.post(page_url(application), {"url": HOOK, "events": "promotion. budget."})
+    # Post/Redirect/Get: the secret waits in the session, never in the URL.
+    assert posted.status_code == 302 and posted["Location"] == page_url(application)
+    response = admin_client.get(posted["Location"])
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     secret = response.context["created"].secret
     hook = Webhook.objects.get()
     assert hook.secret == secret and hook.events == ["promotion.", "budget."]
     body = response.content.decode()
     assert secret in body and "X-Airlock-Signature: sha256=&lt;hex&gt;" in body
+    assert 'data-copy="#new-secret"' in body and "js/copy.js" in body
     assert last_event().action == "webhook.create"
+    # A reload shows the secret no more and adds no second webhook.
     listing = admin_client.get(page_url(application))
     assert listing.status_code == 200 and listing["Cache-Control"] == "no-store"
     assert secret not in listing.content.decode() and HOOK in listing.content.decode()
+    assert Webhook.objects.count() == 1
+    assert AuditEvent.objects.filter(action="webhook.create").count() == 1
 
 
 @pytest.mark.parametrize(
@@ -478,3 +483,92 @@ def test_webhooks_page_queries_do_not_grow_with_webhooks_or_deliveries(
     assert len(response.context["webhooks"]) == 10
     assert sum(len(h.recent) for h in response.context["webhooks"]) == 5 + 9 * 20
     assert len(large.captured_queries) == len(small.captured_queries)
+
+
+# --- test delivery ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def eager_tasks():
+    from console.celery import app as celery_app
+
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = eager
+
+
+def test_send_test_delivery_reaches_a_loopback_receiver_signed(
+    admin_client, admin, application, settings, allow_loopback, eager_tasks,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    settings.DEBUG = True  # a local receiver on 127.0.0.1 over http
+    receiver = Receiver([200])
+    allow_loopback(receiver.server.server_address[1])  # the only address this test may reach
+    try:
+        # The filter does not apply to a test: an admin checks the endpoint, not the filter.
+        created = services.create_webhook(
+            actor=admin, application=application, url=receiver.url, events="budget."
+        )
+        page = admin_client.get(page_url(application))
+        assert action_url(application, created.webhook, "test").encode() in page.content
+        assert b"Send test delivery" in page.content
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client.post(
+                action_url(application, created.webhook, "test"), follow=True
+            )
+    finally:
+        receiver.close()
+    assert response.redirect_chain == [(page_url(application), 302)]
+    assert b"Sent a test event to" in response.content
+    assert len(receiver.requests) == 1
+    request = receiver.requests[0]
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert headers["x-airlock-event"] == "webhook.test"
+    expected = (
+        "sha256=" + hmac.new(created.secret.encode(), request["body"], hashlib.sha256).hexdigest()
+    )
+    assert hmac.compare_digest(headers["x-airlock-signature"], expected)
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.kind, delivery.status, delivery.attempts) == ("webhook.test", "delivered", 1)
+    assert headers["x-airlock-delivery"] == str(delivery.pk)
+    event = last_event()
+    assert (event.action, event.object_id, event.after["delivery"]) == (
+        "webhook.test",
+        str(created.webhook.pk),
+        delivery.pk,
+    )
+    # The page shows it among the recent deliveries.
+    assert b"webhook.test" in admin_client.get(page_url(application)).content
+
+
+def test_a_test_delivery_goes_through_the_egress_guard(
+    admin, application, production, eager_tasks, django_capture_on_commit_callbacks
+):
+    # Allowed when saved; the allowlist since changed. The guard refuses before any socket.
+    hook = services.create_webhook(actor=admin, application=application, url=HOOK).webhook
+    production.AIRLOCK_EGRESS_ALLOW = []
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery = services.send_test_delivery(actor=admin, webhook=hook)
+    delivery.refresh_from_db()
+    assert delivery.status == "failed" and "delivery failed" in delivery.last_error
+
+
+def test_a_disabled_webhook_gets_no_test(admin_client, admin, application, hook):
+    services.set_webhook_active(actor=admin, webhook=hook, active=False)
+    before = state()
+    response = admin_client.post(action_url(application, hook, "test"), follow=True)
+    assert b"Cannot send a test" in response.content and b"enable it first" in response.content
+    assert state() == before
+
+
+def test_only_admins_send_test_deliveries(client, member, application, hook):
+    users = [member(role, f"t-{role}") for role in (Role.VIEWER, Role.ENGINEER, Role.APPROVER)]
+    admin = member(Role.ADMIN, "t-admin")
+    before = state()
+    for user in users:
+        client.force_login(user)
+        assert client.post(action_url(application, hook, "test")).status_code == 403
+    client.force_login(admin)
+    assert client.get(action_url(application, hook, "test")).status_code == 405
+    assert state() == before
