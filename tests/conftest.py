@@ -95,6 +95,37 @@ def public_hosts(names: dict[str, str], also: tuple[str, ...] = ()):
         egress.getaddrinfo = real
 
 
+@contextlib.contextmanager
+def rolled_back_world(django_db_blocker, build):
+    """For module-scoped worlds: `build()` inside a transaction rolled back when the module is
+    done; pytest-django runs each test in a savepoint inside it, so every test sees exactly
+    the state `build` left."""
+    from django.db import transaction
+
+    with django_db_blocker.unblock():
+        outer = transaction.atomic()
+        outer.__enter__()
+        try:
+            world = build()
+        except BaseException:
+            transaction.set_rollback(True)
+            outer.__exit__(None, None, None)
+            raise
+    try:
+        yield world
+    finally:
+        with django_db_blocker.unblock():
+            transaction.set_rollback(True)
+            outer.__exit__(None, None, None)
+
+
+def name_public_hosts(settings, dns, names: dict[str, str], *also: str) -> None:
+    """Per test: the guard resolves `names` from the test's table and allows them (and `also`)."""
+    for name, address in names.items():
+        dns[name] = [address]
+    settings.AIRLOCK_EGRESS_ALLOW = [*settings.AIRLOCK_EGRESS_ALLOW, *names, *also]
+
+
 @pytest.fixture(autouse=True)
 def dns(monkeypatch):
     """No test sends a DNS query: the guard's resolver answers from this table ({name: [ip]})

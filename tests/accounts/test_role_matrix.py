@@ -35,7 +35,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.messages import ERROR, get_messages
 from django.core.cache import caches
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Sum
 from django.urls import URLPattern, URLResolver, reverse
 from django.utils import timezone
@@ -75,7 +75,7 @@ from console.usage import budgets as usage_budgets
 from console.usage import services as usage
 from console.usage import urls as usage_urls
 from console.usage.models import Budget, PricePoint, UsageEvent
-from tests.conftest import public_hosts
+from tests.conftest import name_public_hosts, public_hosts, rolled_back_world
 from tests.evals.helpers import model_content
 from tests.factories import MODEL_CONTENT, PROMPT_CONTENT, make_application
 
@@ -423,23 +423,18 @@ def shared_world(django_db_setup, django_db_blocker):
     transaction so that tests can be wrapped like this), so every cell sees exactly this state.
     """
     server, base_url = serve_in_thread(0)
-    with django_db_blocker.unblock():
-        outer = transaction.atomic()
-        outer.__enter__()
-        try:
-            with public_hosts(PUBLIC_HOSTS, also=(urlsplit(base_url).netloc,)):
-                world = build_world(base_url)
-                world.simulator = urlsplit(base_url).netloc
-        except BaseException:
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
-            raise
+    simulator = urlsplit(base_url).netloc
+
+    def build() -> World:
+        with public_hosts(PUBLIC_HOSTS, also=(simulator,)):
+            world = build_world(base_url)
+        world.simulator = simulator
+        return world
+
     try:
-        yield world
+        with rolled_back_world(django_db_blocker, build) as world:
+            yield world
     finally:
-        with django_db_blocker.unblock():
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
         server.shutdown()
         server.server_close()
 
@@ -447,11 +442,7 @@ def shared_world(django_db_setup, django_db_blocker):
 @pytest.fixture
 def world(shared_world, db, settings, dns) -> World:
     """The shared world for one test (its writes roll back); runtime caches start empty."""
-    for name, address in PUBLIC_HOSTS.items():
-        dns[name] = [address]
-    settings.AIRLOCK_EGRESS_ALLOW = [
-        *settings.AIRLOCK_EGRESS_ALLOW, *PUBLIC_HOSTS, shared_world.simulator
-    ]  # fmt: skip
+    name_public_hosts(settings, dns, PUBLIC_HOSTS, shared_world.simulator)
     caches["default"].clear()
     api_auth.forget_all()
     snapshot.forget_all()

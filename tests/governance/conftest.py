@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import pytest
 from django.core.cache import caches
-from django.db import transaction
 from django.test import Client
 
 from console.api import auth as api_auth
@@ -19,7 +18,7 @@ from console.audit.models import AuditEvent
 from console.celery import app as celery_app
 from console.registry.models import Environment
 from console.releases import policies
-from tests.conftest import public_hosts
+from tests.conftest import name_public_hosts, public_hosts, rolled_back_world
 from tests.governance.world import World, build_world
 
 
@@ -111,30 +110,21 @@ def shared_world(django_db_setup, django_db_blocker):
     pytest-django runs each test in a savepoint inside it."""
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True  # last-used stamps run inline, never to a broker
-    with django_db_blocker.unblock():
-        outer = transaction.atomic()
-        outer.__enter__()
-        try:
-            with public_hosts(PUBLIC_HOSTS):
-                world = build_world()
-        except BaseException:
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
-            raise
+
+    def build() -> World:
+        with public_hosts(PUBLIC_HOSTS):
+            return build_world()
+
     try:
-        yield world
+        with rolled_back_world(django_db_blocker, build) as world:
+            yield world
     finally:
-        with django_db_blocker.unblock():
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
         celery_app.conf.task_always_eager = eager
 
 
 @pytest.fixture
 def world(shared_world, db, settings, dns) -> World:
-    for name, address in PUBLIC_HOSTS.items():
-        dns[name] = [address]
-    settings.AIRLOCK_EGRESS_ALLOW = [*settings.AIRLOCK_EGRESS_ALLOW, *PUBLIC_HOSTS]
+    name_public_hosts(settings, dns, PUBLIC_HOSTS)
     caches["default"].clear()
     api_auth.forget_all()
     snapshot.forget_all()
