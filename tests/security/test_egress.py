@@ -39,8 +39,9 @@ def post_hook(client, application, url: str):
 
 
 def saved(response) -> bool:
-    """The webhooks page answered with the new hook's secret (shown once)."""
-    return response.status_code == 200 and response.context["created"] is not None
+    """The hook was added: the page redirects (Post/Redirect/Get) to the webhooks page that
+    shows its secret once; a refusal answers 200 with the form's error."""
+    return response.status_code == 302 and response["Location"].endswith("/webhooks/")
 
 
 def field_errors(response, name: str) -> list[str]:
