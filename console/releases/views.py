@@ -186,7 +186,11 @@ def detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
         current, number = policies.current(promotion.environment)
         policy_change = {
             "number": number,
-            "changes": [c for c in diff_contents(current, promotion.proposal) if c.changed],
+            "rows": [
+                (field, _policy_value(current.get(field)), _policy_value(proposed))
+                for field, proposed in promotion.proposal.items()
+                if current.get(field) != proposed
+            ],
             "loosenings": promotion.evidence.get("loosenings", []),
         }
     else:
@@ -244,6 +248,21 @@ def detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
             "can_control": ENGINEER in perms,
         },
     )
+
+
+def _policy_value(value) -> str:
+    """A policy field as people write it: gates one per line, lists comma-separated."""
+    if isinstance(value, list):
+        return (
+            "\n".join(
+                f"{v['metric']} {v['op']} {v['threshold']:g}" if isinstance(v, dict) else str(v)
+                for v in value
+            )
+            or "none"
+        )
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "—" if value is None else str(value)
 
 
 @login_required

@@ -58,11 +58,15 @@ def test_tightening_applies_at_once_and_loosening_waits_for_another_admin(world)
     assert policies.current(world.prod)[1] == 2 and world.prod.eval_gate_required
     detail = as_(world, "admin").get(response["Location"]).content.decode()
     assert "turns the eval gate off" in detail
+    assert "<td><code>eval_gate</code></td><td>yes</td><td>no</td>" in detail
     admin2 = make_member(world.application, Role.ADMIN, "adm2")
     other = Client()
     other.force_login(admin2)
     # The approver's inbox does not offer it (they cannot decide it); another admin's does.
     inbox = f"/apps/{world.application.key}/releases/"
+    as_approver = as_(world, "approver").get(response["Location"]).content.decode()
+    assert "Only another admin decides on a release policy change." in as_approver
+    assert 'value="approve"' not in as_approver
     assert request not in as_(world, "approver").get(inbox).context["awaiting"]
     assert request in other.get(inbox).context["awaiting"]
     other.post(f"{inbox}{request.pk}/act/", {"action": "approve"})
