@@ -7,7 +7,7 @@ import re
 from django import forms
 from django.core.exceptions import ValidationError
 
-from console.evals.metrics import METRICS, OPS
+from console.evals.metrics import METRICS, OPS, gate_text
 from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS, JUDGED
 
 GATE_LINE = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=)\s*([-+]?[0-9]*\.?[0-9]+)\s*$")
@@ -27,7 +27,7 @@ SCORER_LABELS = {
 
 
 def gates_to_text(gates: list[dict]) -> str:
-    return "\n".join(f"{g['metric']} {g['op']} {g['threshold']:g}" for g in gates)
+    return "\n".join(gate_text(g) for g in gates)
 
 
 def parse_gates(text: str) -> list[dict]:

@@ -112,6 +112,11 @@ class GateOutcome:
         return {**self.__dict__, "margin": self.margin}
 
 
+def gate_text(gate: dict) -> str:
+    """A gate as people write it: `metric op threshold`."""
+    return f"{gate['metric']} {gate['op']} {float(gate['threshold']):g}"
+
+
 def check_gates(metrics: dict, gates: list[dict], max_error_rate: float) -> tuple[str, dict]:
     """('passed' | 'failed' | 'errored', detail). Too many errors to judge → errored;
     a metric the run did not measure fails its gate (evidence must exist to pass)."""

@@ -80,6 +80,18 @@ class Flag(models.Model):
         return self.kind == FlagKind.KILL_SWITCH
 
 
+def served_definition(flag: Flag) -> dict:
+    """The part of a flag's definition an environment serves. Each rules version carries a
+    copy, so a protected environment keeps serving the definition it was promoted with while
+    the flag is edited for the others."""
+    return {"kind": flag.kind, "variants": flag.variants, "off_variant": flag.off_variant}
+
+
+def definition_in(content: dict | None, flag: Flag) -> dict:
+    """The definition a rules version serves (versions older than the copy serve the flag's)."""
+    return (content or {}).get("definition") or served_definition(flag)
+
+
 class FlagRules(VersionedHead):
     """One flag's rule set in one environment (a versioned head) plus its kill-switch state.
 

@@ -12,7 +12,7 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from console.flags.evaluation import FlagDefinition
-from console.flags.models import Flag, FlagKind, FlagRules, FlagRulesVersion
+from console.flags.models import Flag, FlagKind, FlagRules, FlagRulesVersion, definition_in
 from console.registry.models import Application, Environment
 from console.registry.selectors import environments
 
@@ -195,11 +195,7 @@ def environment_flags(environment: Environment) -> EnvironmentFlags:
             continue  # not in this protected environment until a promotion brings it
         killed = bool(head and head.killed)
         number = head.latest_number if head else 0
-        served = (content or {}).get("definition") or {
-            "kind": flag.kind,
-            "variants": flag.variants,
-            "off_variant": flag.off_variant,
-        }
+        served = definition_in(content, flag)
         variants, off_variant = served["variants"], served["off_variant"]
         definitions[flag.key] = FlagDefinition.from_content(
             key=flag.key,

@@ -16,7 +16,14 @@ from django.utils import timezone
 from console.audit import services as audit
 from console.core.versioning import SaveResult, acting_user, save_version, version_author
 from console.flags import validation
-from console.flags.models import Flag, FlagKind, FlagRules, FlagType
+from console.flags.models import (
+    Flag,
+    FlagKind,
+    FlagRules,
+    FlagType,
+    definition_in,
+    served_definition,
+)
 from console.flags.signals import flag_rules_changed
 from console.registry.models import Application, Environment
 from console.registry.services import PromotionRequired
@@ -50,18 +57,6 @@ def _definition(flag: Flag) -> dict:
         "variants": flag.variants,
         "off_variant": flag.off_variant,
     }
-
-
-def served_definition(flag: Flag) -> dict:
-    """The part of a flag's definition an environment serves. Each rules version carries a
-    copy, so a protected environment keeps serving the definition it was promoted with while
-    the flag is edited for the others."""
-    return {"kind": flag.kind, "variants": flag.variants, "off_variant": flag.off_variant}
-
-
-def definition_in(content: dict | None, flag: Flag) -> dict:
-    """The definition a rules version serves (versions older than the copy serve the flag's)."""
-    return (content or {}).get("definition") or served_definition(flag)
 
 
 def served_off_variant(head: FlagRules) -> str:

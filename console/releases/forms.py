@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from console.evals import metrics as eval_metrics
+from console.evals.forms import gates_to_text
 
 
 class PolicyForm(forms.Form):
@@ -48,9 +49,7 @@ class PolicyForm(forms.Form):
             "required_approvals": content.get("required_approvals", 0),
             "eval_gate": content.get("eval_gate"),
             "datasets": "\n".join(content.get("datasets", [])),
-            "gates": "\n".join(
-                f"{g['metric']} {g['op']} {g['threshold']:g}" for g in content.get("gates", [])
-            ),
+            "gates": gates_to_text(content.get("gates", [])),
             "max_error_rate": content.get("max_error_rate", 0.1),
             "breakers": "\n".join(content.get("breakers", [])),
         }

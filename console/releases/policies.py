@@ -155,7 +155,7 @@ def loosenings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     new_gates = {_gate_key(g): g["threshold"] for g in new.get("gates", [])}
     for gate in old.get("gates", []):
         threshold = new_gates.get(_gate_key(gate))
-        label = f"{gate['metric']} {gate['op']} {gate['threshold']:g}"
+        label = eval_metrics.gate_text(gate)
         if threshold is None:
             found.append(f"drops gate {label}")
         elif (gate["op"] == ">=" and threshold < gate["threshold"]) or (

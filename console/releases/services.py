@@ -240,9 +240,7 @@ def open_request(
             raise ValidationError(
                 {"version": f"these rules are already live in {environment.name}"}
             )
-        evidence = evidence_mod.no_eval_evidence(
-            environment, "flag rule changes carry no eval evidence: approvers judge the rules"
-        )
+        evidence = evidence_mod.flag_rules_evidence(environment)
         bundle = Bundle(prompt=None, model=None)
     else:
         bundle = bundle_for(kind, version, environment, paired)
@@ -591,9 +589,7 @@ def reconfirm(*, actor, request: PromotionRequest) -> PromotionRequest:
         live = live_version(request.kind, version, environment)
         evidence = fresh_evidence(request)
         if evidence is None:
-            evidence = evidence_mod.no_eval_evidence(
-                environment, "flag rule changes carry no eval evidence: approvers judge the rules"
-            )
+            evidence = evidence_mod.flag_rules_evidence(environment)
         if request.eval_gate_required and not evidence.ok:
             raise EvidenceMissing(evidence.missing)
         _launch_baselines(evidence, environment)

@@ -126,9 +126,7 @@ def new(request: HttpRequest, app: str) -> HttpResponse:
     # Only for the page: a successful submission gathers its own evidence in open_request.
     live = services.live_version(kind, version, environment)
     if kind == "flag_rules":
-        evidence = evidence_mod.no_eval_evidence(
-            environment, "flag rule changes carry no eval evidence: approvers judge the rules"
-        )
+        evidence = evidence_mod.flag_rules_evidence(environment)
         bundle = None
     else:
         try:
