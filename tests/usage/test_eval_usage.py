@@ -12,9 +12,9 @@ from django.utils import timezone
 from console.datasets.demo import items as demo_items
 from console.evals import services as evals
 from console.evals.models import EvalResult, EvalRun
+from console.ops.management.commands.seed_demo import ANSWER_V3
 from console.registry import services as registry
 from console.registry.kinds import MODEL_CONFIG, PROMPT
-from console.registry.management.commands.seed_demo import ANSWER_V3
 from console.usage import selectors, services
 from console.usage.models import UsageEvent, UsageHourly
 from tests.evals.helpers import model_content, publish_items
