@@ -15,7 +15,7 @@ from console.evals.models import EvalResult, EvalRun
 from console.ops.management.commands.seed_demo import ANSWER_V3
 from console.registry import services as registry
 from console.registry.kinds import MODEL_CONFIG, PROMPT
-from console.usage import selectors, services
+from console.usage import selectors
 from console.usage.models import UsageEvent, UsageHourly
 from tests.evals.helpers import model_content, publish_items
 from tests.usage.helpers import price, rollup
@@ -61,7 +61,7 @@ def test_an_eval_run_records_its_spend_as_eval_usage(application, engineer, simu
         assert e.cost == expected.quantize(Decimal("0.00000001"))
         assert e.cost > 0
     # Recording again (a redelivered task) stores nothing new.
-    assert services.record_eval_usage(EvalRun.objects.get(pk=run.pk)) == 0
+    assert evals.record_eval_usage(EvalRun.objects.get(pk=run.pk)) == 0
     assert UsageEvent.objects.count() == 5
 
     rollup()
