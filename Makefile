@@ -32,10 +32,11 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) var db.sqlite3 .pytest_cache
+	rm -rf $(VENV) var db.sqlite3 .pytest_cache .import_linter_cache

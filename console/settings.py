@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "console.notifications",
     "console.releases",
     "console.api",
+    "console.ops",
 ]
 
 MIDDLEWARE = [

@@ -6,11 +6,8 @@ the URL × role test matrix are written against it.
 
 from django.db import models
 
-VIEW = "view_application"
-CURATE = "curate_application"
-ENGINEER = "engineer_application"
-APPROVE = "approve_application"
-ADMIN = "admin_application"
+# The permission names live in core (registry's views check them without importing accounts).
+from console.core.permissions import ADMIN, APPROVE, CURATE, ENGINEER, VIEW
 
 
 class Role(models.TextChoices):

@@ -13,7 +13,13 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from guardian.shortcuts import get_objects_for_user, get_user_perms
 
+# The object permissions on an Application (declared on registry.Application's Meta). Views of
+# every app name them from here; console.accounts.roles bundles them into roles.
 VIEW = "view_application"
+CURATE = "curate_application"
+ENGINEER = "engineer_application"
+APPROVE = "approve_application"
+ADMIN = "admin_application"
 
 
 class ApplicationPermissionDenied(PermissionDenied):

@@ -99,31 +99,48 @@ def _retry_after(response) -> float | None:
         return None
 
 
+MAX_CLIENTS = 32
+# Built clients by _client_key, oldest first. Reads take no lock (a dict lookup is atomic); every
+# write happens under _clients_lock, so one key is built once however many threads ask at once.
 _clients: dict[tuple, openai.OpenAI] = {}
 _clients_lock = threading.Lock()
 
 
+def _client_key(config: dict, api_key: str) -> tuple:
+    """Everything that makes one SDK client differ from another: where it connects, the key it
+    sends, its timeout, and the egress allowlist its pooled connections were checked against.
+    A model config saved with a new base_url or timeout, a rotated key, or a changed allowlist
+    gives a new key, so the next call builds a fresh client."""
+    timeout = float(config.get("timeout_s") or 30)
+    return (config["base_url"], api_key, timeout, egress.allowlist())
+
+
 def client_for(config: dict) -> openai.OpenAI:
-    """One SDK client per (base_url, key, timeout): connection pools are reused across calls.
+    """The one SDK client for this configuration: connection pools are reused across calls.
 
     Raises provider_keys.KeyRefused before anything is sent when the config's api_key_env may
-    not go to its base_url. The lock makes the many threads of one run share a single client."""
+    not go to its base_url. Threads asking at once share a single client (lock + second look);
+    at most MAX_CLIENTS are kept, the oldest dropped first. A dropped client is not closed, since
+    a call in another thread may still be using it; its pool is released when it is collected."""
     api_key = provider_keys.key_for(config)
-    timeout = float(config.get("timeout_s") or 30)
-    key = (config["base_url"], config.get("api_key_env") or "", api_key, timeout)
+    key = _client_key(config, api_key)
     client = _clients.get(key)
-    if client is None:
-        with _clients_lock:
-            client = _clients.get(key)
-            if client is None:
-                client = openai.OpenAI(
-                    base_url=config["base_url"],
-                    api_key=api_key or "not-set",
-                    timeout=timeout,
-                    max_retries=0,
-                    http_client=egress.http_client(timeout),
-                )
-                _clients[key] = client
+    if client is not None:
+        return client
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            base_url, _api_key, timeout, _allowlist = key
+            client = openai.OpenAI(
+                base_url=base_url,
+                api_key=api_key or "not-set",
+                timeout=timeout,
+                max_retries=0,
+                http_client=egress.http_client(timeout),
+            )
+            while len(_clients) >= MAX_CLIENTS:
+                del _clients[next(iter(_clients))]
+            _clients[key] = client
     return client
 
 

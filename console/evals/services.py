@@ -28,6 +28,8 @@ from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS, JUDGED
 from console.evals.simulator import tokens
 from console.registry.templating import MissingVariables
 from console.registry.validation import DESTINATION_REFUSED, model_config_problems
+from console.usage import services as usage
+from console.usage.models import UsageEvent
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=30)
@@ -508,8 +510,6 @@ def _finalize(run: EvalRun, stop_reason: str) -> str:
     else:
         status = EvalRun.Status.COMPLETED
         verdict, detail = eval_metrics.check_gates(summary, run.gates, run.max_error_rate)
-    from console.usage.services import record_eval_usage
-
     record_eval_usage(run)
     with transaction.atomic():
         EvalRun.objects.filter(pk=run.pk).update(
@@ -564,3 +564,51 @@ def set_gate_policy(
             after={"gates": gates, "max_error_rate": max_error_rate},
         )
     return policy
+
+
+def record_eval_usage(run: EvalRun) -> int:
+    """An eval run's model calls, recorded as usage tagged `eval` (priced the same way as
+    production traffic). Idempotent: event ids derive from run and item."""
+    if run.model_version_id is None:
+        return 0
+    model = run.model_version.content.get("model", "")
+    ref = f"{run.model_version.head.key}@{run.model_version.number}"
+    prompt = (
+        f"{run.prompt_version.head.key}@{run.prompt_version.number}"
+        if run.prompt_version_id
+        else ""
+    )
+    rows = EvalResult.objects.filter(run=run).values(
+        "item_id",
+        "created_at",
+        "prompt_tokens",
+        "cached_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "status",
+    )
+    events = [
+        {
+            "event_id": f"eval-{run.pk}-{r['item_id']}",
+            "time": r["created_at"].isoformat(),
+            "model": ref if model else "",
+            "prompt_version": prompt,
+            "feature": "eval",
+            "input_tokens": r["prompt_tokens"],
+            "cached_tokens": min(r["cached_tokens"], r["prompt_tokens"]),
+            "output_tokens": r["completion_tokens"],
+            "latency_ms": r["latency_ms"],
+            "status": "ok" if r["status"] == "ok" else "error",
+        }
+        for r in rows
+    ]
+    stored = 0
+    for start in range(0, len(events), usage.MAX_BATCH):
+        batch = events[start : start + usage.MAX_BATCH]
+        stored += usage.ingest(
+            application=run.application,
+            environment=None,
+            events=batch,
+            source=UsageEvent.Source.EVAL,
+        ).accepted
+    return stored

@@ -12,12 +12,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from console.accounts.roles import ENGINEER
 from console.audit.selectors import events_for_object
 from console.core.canonical import loads
 from console.core.diff import diff_contents
 from console.core.forms import apply_errors
-from console.core.permissions import access_application, user_applications
+from console.core.permissions import ENGINEER, access_application, user_applications
 from console.core.versioning import VersionConflict
 from console.registry import selectors, services
 from console.registry.forms import CONTENT_FORMS, BindForm, HeadForm, VersionMetaForm

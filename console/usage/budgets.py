@@ -3,10 +3,12 @@ cost circuit breaker at 100% (kill a switch, or move a flag to a cheaper variant
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.urls import reverse
@@ -15,9 +17,32 @@ from django.utils import timezone
 from console.audit import services as audit
 from console.audit.services import SYSTEM
 from console.notifications.services import notify
+from console.registry.models import Environment
 from console.usage.models import Budget, BudgetAlert, UsageDaily, UsageEvent
 
 DEFAULT_THRESHOLDS = [50, 80, 100, 120]
+
+# Whether a breaker may move a flag in an environment is that environment's release policy's
+# call. Release policies live in console.releases, a layer above usage: it installs its rule here
+# when the app starts (ReleasesConfig.ready), so usage never imports it.
+BreakerRule = Callable[[Environment, str, str], bool]
+_breaker_rule: BreakerRule | None = None
+
+
+def set_breaker_rule(rule: BreakerRule | None) -> None:
+    global _breaker_rule
+    _breaker_rule = rule
+
+
+def breaker_allowed(environment: Environment, flag_key: str, variant: str) -> bool:
+    """May a budget breaker move `flag_key` to `variant` in `environment`? Asks the installed
+    rule; with none installed nothing may be decided, so it refuses loudly."""
+    if _breaker_rule is None:
+        raise ImproperlyConfigured(
+            "No rule decides where budget breakers may fire: console.releases installs it when "
+            "the app starts; add it to INSTALLED_APPS."
+        )
+    return _breaker_rule(environment, flag_key, variant)
 
 
 def period_start(budget: Budget, now: datetime) -> datetime:
@@ -144,8 +169,6 @@ def _act(budget: Budget, alert: BudgetAlert) -> dict:
             "environments": [e.key for e in envs],
             "summary": f"killed {flag.key} in {', '.join(e.key for e in envs)}",
         }
-    from console.releases.policies import breaker_allowed
-
     variant = budget.action.get("variant")
     # A protected environment moves only where its (approved) release policy lets this
     # breaker fire; elsewhere the alert is all that happens there.
@@ -207,8 +230,6 @@ def _per_user(budget: Budget, now: datetime) -> list[BudgetAlert]:
 def _variant_breaker_errors(application, environment, flag, variant: str) -> dict:
     """A breaker that moves a flag must name one of its variants, and may only aim at a
     protected environment whose release policy lists that action."""
-    from console.releases.policies import breaker_allowed
-
     if variant not in flag.variant_keys:
         return {"action": f"{flag.key} has no variant {variant!r}"}
     targets = [environment] if environment is not None else list(application.environments.all())

@@ -334,56 +334,6 @@ def _insert_sql() -> tuple[str, tuple[str, ...]]:
     return sql, tuple(f.attname for f in fields)
 
 
-def record_eval_usage(run) -> int:
-    """An eval run's model calls, recorded as usage tagged `eval` (priced the same way as
-    production traffic). Idempotent: event ids derive from run and item."""
-    from console.evals.models import EvalResult
-
-    if run.model_version_id is None:
-        return 0
-    model = run.model_version.content.get("model", "")
-    ref = f"{run.model_version.head.key}@{run.model_version.number}"
-    prompt = (
-        f"{run.prompt_version.head.key}@{run.prompt_version.number}"
-        if run.prompt_version_id
-        else ""
-    )
-    rows = EvalResult.objects.filter(run=run).values(
-        "item_id",
-        "created_at",
-        "prompt_tokens",
-        "cached_tokens",
-        "completion_tokens",
-        "latency_ms",
-        "status",
-    )
-    events = [
-        {
-            "event_id": f"eval-{run.pk}-{r['item_id']}",
-            "time": r["created_at"].isoformat(),
-            "model": ref if model else "",
-            "prompt_version": prompt,
-            "feature": "eval",
-            "input_tokens": r["prompt_tokens"],
-            "cached_tokens": min(r["cached_tokens"], r["prompt_tokens"]),
-            "output_tokens": r["completion_tokens"],
-            "latency_ms": r["latency_ms"],
-            "status": "ok" if r["status"] == "ok" else "error",
-        }
-        for r in rows
-    ]
-    stored = 0
-    for start in range(0, len(events), MAX_BATCH):
-        batch = events[start : start + MAX_BATCH]
-        stored += ingest(
-            application=run.application,
-            environment=None,
-            events=batch,
-            source=UsageEvent.Source.EVAL,
-        ).accepted
-    return stored
-
-
 # ---------------------------------------------------------------- prices
 
 

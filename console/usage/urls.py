@@ -1,11 +1,10 @@
 from django.urls import path
 
-from console.usage import api, views
+from console.usage import views
 
 app_name = "usage"
 base = "apps/<slug:app>/usage/"
 urlpatterns = [
-    path("api/v1/usage", api.ingest, name="api-usage"),
     path(base, views.dashboard, name="dashboard"),
     path(f"{base}export.csv", views.export, name="export"),
     path(f"{base}budgets/", views.budgets, name="budgets"),

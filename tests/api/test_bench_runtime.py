@@ -7,7 +7,7 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from console.api.management.commands import bench_runtime
+from console.ops.management.commands import bench_runtime
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:8123/api/v1/config
   2 threads and 64 connections

@@ -10,9 +10,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from console.audit import selectors
-from console.audit.management.commands.bench_audit import BENCH_TAG, READER
 from console.audit.models import AuditEvent
 from console.audit.verify import verify_chain
+from console.ops.management.commands.bench_audit import BENCH_TAG, READER
 
 PAGES = {
     "unfiltered", "action", "action_rare", "action_prefix", "action_prefix_no_match", "actor",

@@ -10,11 +10,11 @@ import pytest
 from django.core.management import call_command
 
 from console.audit.models import AuditEvent
-from console.core.management.commands import runconsole
 from console.evals import llm
 from console.evals.llm import RetryPolicy
 from console.evals.simulator import serve_in_thread
-from console.registry.management.commands.seed_demo import follow_simulator
+from console.ops.management.commands import runconsole
+from console.ops.management.commands.seed_demo import follow_simulator
 from console.registry.models import Application
 
 MESSAGES = [{"role": "user", "content": "How long do I have to return an item?"}]

@@ -12,14 +12,14 @@ from console.datasets import services as datasets
 from console.datasets.demo import items as demo_items
 from console.evals import demo as evals_demo
 from console.evals.models import EvalResult, EvalRun
-from console.registry import services as registry
-from console.registry.kinds import MODEL_CONFIG, PROMPT
-from console.registry.management.commands.seed_demo import (
+from console.ops.management.commands.seed_demo import (
     ANSWER_V1,
     ANSWER_V2,
     ANSWER_V3,
     model,
 )
+from console.registry import services as registry
+from console.registry.kinds import MODEL_CONFIG, PROMPT
 
 HTMX = {"HX-Request": "true"}
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -204,3 +206,72 @@ def test_the_api_key_comes_from_the_named_environment_variable(simulator, monkey
     assert client.max_retries == 0  # ours, not the SDK's
     assert llm.client_for(config(base_url, api_key_env="EVAL_TEST_KEY")) is client
     assert llm.client_for(config(base_url, api_key_env="")).api_key == "not-set"
+
+
+class CountingOpenAI:
+    """The SDK class, counting constructions; each takes a moment so racing threads overlap."""
+
+    def __init__(self, real):
+        self.real = real
+        self.built: list[dict] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, **kwargs):
+        time.sleep(0.02)
+        with self.lock:
+            self.built.append(kwargs)
+        return self.real(**kwargs)
+
+
+@pytest.fixture
+def built(monkeypatch):
+    counter = CountingOpenAI(llm.openai.OpenAI)
+    monkeypatch.setattr(llm.openai, "OpenAI", counter)
+    monkeypatch.setattr(llm, "_clients", {})
+    return counter
+
+
+def test_many_threads_asking_at_once_share_one_client(built):
+    conf = config("http://127.0.0.1:9/v1")
+    start = threading.Barrier(50)
+
+    def ask(_):
+        start.wait()
+        return llm.client_for(conf)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        clients = list(pool.map(ask, range(50)))
+    assert len(built.built) == 1
+    assert all(c is clients[0] for c in clients)
+
+
+def test_each_configuration_gets_its_own_client(built, monkeypatch, settings):
+    base = "http://127.0.0.1:9/v1"
+    settings.AIRLOCK_PROVIDER_KEYS = {"EVAL_TEST_KEY": ("127.0.0.1:9",)}
+    first = llm.client_for(config(base))
+    assert llm.client_for(config(base, model="other", temperature=1)) is first  # not the client
+    others = [
+        llm.client_for(config("http://127.0.0.1:10/v1")),
+        llm.client_for(config(base, timeout_s=7)),
+    ]
+    monkeypatch.setenv("EVAL_TEST_KEY", "sk-old")
+    with_key = llm.client_for(config(base, api_key_env="EVAL_TEST_KEY"))
+    monkeypatch.setenv("EVAL_TEST_KEY", "sk-rotated")  # the same config, a new key behind it
+    rotated = llm.client_for(config(base, api_key_env="EVAL_TEST_KEY"))
+    assert llm.client_for(config(base, api_key_env="EVAL_TEST_KEY")) is rotated
+    settings.AIRLOCK_EGRESS_ALLOW = ["127.0.0.1:9"]  # pooled connections were checked before
+    narrowed = llm.client_for(config(base))
+    clients = [first, *others, with_key, rotated, narrowed]
+    assert len({id(c) for c in clients}) == len(clients) == len(built.built) == 6
+    assert (with_key.api_key, rotated.api_key) == ("sk-old", "sk-rotated")
+    assert others[1].timeout == 7.0
+
+
+def test_the_cache_keeps_at_most_max_clients(built, monkeypatch):
+    monkeypatch.setattr(llm, "MAX_CLIENTS", 3)
+    oldest = llm.client_for(config("http://127.0.0.1:9/v1", timeout_s=1))
+    for timeout in (2, 3, 4):
+        llm.client_for(config("http://127.0.0.1:9/v1", timeout_s=timeout))
+    assert len(llm._clients) == 3
+    assert llm.client_for(config("http://127.0.0.1:9/v1", timeout_s=1)) is not oldest
+    assert len(built.built) == 5

@@ -317,7 +317,7 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
     "api-openapi": GET_ONLY,
     "ofrep-bulk": RUNTIME_API,
     "ofrep-flag": RUNTIME_API,
-    "usage:api-usage": RUNTIME_API,
+    "api-usage": RUNTIME_API,
     # Accounts.
     "accounts:login": (
         Case(
@@ -1093,7 +1093,7 @@ def _runtime_posts(world: World) -> list[tuple[str, str, bytes]]:
     }  # fmt: skip
     context = {"context": {"targetingKey": "user-1", "email": "a@acme.com"}}
     return [
-        ("usage:api-usage", reverse("usage:api-usage"), json.dumps(big).encode()),
+        ("api-usage", reverse("api-usage"), json.dumps(big).encode()),
         ("ofrep-bulk", reverse("ofrep-bulk"), json.dumps(context).encode()),
         ("ofrep-flag", reverse("ofrep-flag", kwargs={"key": "support-prompt"}),
          json.dumps(context).encode()),
@@ -1137,9 +1137,9 @@ def test_runtime_keys_change_nothing(world, key_name):
     # The keys did what they may: the usage key was accepted, the read key evaluated.
     statuses = dict(answered)
     if key_name == "prod-app":
-        assert statuses["usage:api-usage"] == 403 and statuses["ofrep-bulk"] == 200
+        assert statuses["api-usage"] == 403 and statuses["ofrep-bulk"] == 200
     if key_name == "prod-usage":
-        assert statuses["usage:api-usage"] == 202 and statuses["ofrep-bulk"] == 403
+        assert statuses["api-usage"] == 202 and statuses["ofrep-bulk"] == 403
 
 
 # --------------------------------------------------------------------- django.contrib.admin

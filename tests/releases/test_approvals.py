@@ -100,7 +100,7 @@ def test_evidence_from_a_real_eval_run_against_the_simulator(world, simulator_ur
         actor=engineer, kind=MODEL_CONFIG, application=world.application, key="sim",
         name="Simulated", content=model_content(simulator_url),
     ).version  # fmt: skip
-    from console.registry.management.commands.seed_demo import ANSWER_V3
+    from console.ops.management.commands.seed_demo import ANSWER_V3
 
     registry.save_head_version(actor=engineer, head=world.prompt, content=ANSWER_V3, base_number=3)
     v4 = world.prompt.versions.get(number=4)

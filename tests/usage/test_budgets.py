@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
@@ -271,3 +271,11 @@ def test_the_budgets_page_creates_a_budget_for_engineers_only(priced, engineer_c
     page = viewer.get(budgets_url(priced))
     assert page.status_code == 200 and "Team cap" in page.content.decode()
     assert Budget.objects.count() == 1
+
+
+def test_breakers_ask_the_rule_releases_installs_and_refuse_without_one(monkeypatch):
+    # Usage sits below releases: the release policy's rule is installed at start-up, not imported.
+    assert budgets._breaker_rule is policies.breaker_allowed
+    monkeypatch.setattr(budgets, "_breaker_rule", None)
+    with pytest.raises(ImproperlyConfigured, match=r"console\.releases installs it"):
+        budgets.breaker_allowed(None, "answer-model", "small")

@@ -12,10 +12,10 @@ from django.utils import timezone
 from console.datasets.demo import items as demo_items
 from console.evals import services as evals
 from console.evals.models import EvalResult, EvalRun
+from console.ops.management.commands.seed_demo import ANSWER_V3
 from console.registry import services as registry
 from console.registry.kinds import MODEL_CONFIG, PROMPT
-from console.registry.management.commands.seed_demo import ANSWER_V3
-from console.usage import selectors, services
+from console.usage import selectors
 from console.usage.models import UsageEvent, UsageHourly
 from tests.evals.helpers import model_content, publish_items
 from tests.usage.helpers import price, rollup
@@ -61,7 +61,7 @@ def test_an_eval_run_records_its_spend_as_eval_usage(application, engineer, simu
         assert e.cost == expected.quantize(Decimal("0.00000001"))
         assert e.cost > 0
     # Recording again (a redelivered task) stores nothing new.
-    assert services.record_eval_usage(EvalRun.objects.get(pk=run.pk)) == 0
+    assert evals.record_eval_usage(EvalRun.objects.get(pk=run.pk)) == 0
     assert UsageEvent.objects.count() == 5
 
     rollup()

@@ -27,10 +27,10 @@ from django.urls import reverse
 
 from console.audit.models import AuditEvent
 from console.datasets import services as datasets
-from console.datasets.management.commands.bench_datasets import bench_item
 from console.datasets.models import Dataset
 from console.flags import services as flags
 from console.flags.models import Flag
+from console.ops.management.commands.bench_datasets import bench_item
 from console.registry.models import Application
 from console.usage import services as usage
 from console.usage.models import LATENCY_BUCKETS_MS, UsageDaily, UsageHourly

@@ -17,7 +17,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from console.registry.management.commands.seed_demo import (
+from console.ops.management.commands.seed_demo import (
     DEMO_PASSWORD,
     DEMO_USERS,
     SIMULATOR_HOST,
