@@ -85,7 +85,8 @@ def test_main_pages_have_no_serious_axe_violations(production_page, artifacts):
         assert response.status == 200, (name, path, response.status)
         if name in {"eval-compare", "costs"}:  # judge the page with its charts drawn
             page.locator("[data-chart] .main-svg").first.wait_for()
-        page.wait_for_load_state("networkidle")
+        if name == "golden-set-editor":  # its hints panel loads itself through htmx
+            page.wait_for_load_state("networkidle")
         report[name] = axe.run(page).response["violations"]
 
     (folder / "axe-report.json").write_text(json.dumps(report, indent=2))

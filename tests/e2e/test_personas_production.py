@@ -140,7 +140,9 @@ def test_curator_edits_adds_and_publishes_a_golden_set(production_page, artifact
 
     # Publish v2: the preview lists what changed.
     page.goto(f"/apps/{APP}/datasets/support-golden/publish/")
-    expect(page.locator(".item-change").first).to_be_visible()
+    expect(page.locator(".plan-cell.added")).to_contain_text("1 added")
+    expect(page.locator(".plan-cell.changed")).to_contain_text("1 changed")
+    expect(page.locator(".item-change", has_text="refunds-002")).to_contain_text("lost the receipt")
     page.get_by_label("Message").fill("Clearer refund question, one address question")
     steps.shot(page, "publish-preview")
     page.get_by_role("button", name="Publish v2").click()
