@@ -95,6 +95,16 @@ def test_approver_approves_anothers_request_and_cannot_decide_their_own(producti
     expect(decide).to_contain_text("You cannot decide on your own request")
     expect(decide.get_by_role("button", name="Approve")).to_have_count(0)
     steps.shot(admin, "own-request")
+    # Nor does the server take a hand-made approval of it.
+    token = admin.locator("input[name=csrfmiddlewaretoken]").first.input_value()
+    answer = admin.request.post(
+        f"/apps/{APP}/releases/{own.pk}/act/",
+        form={"action": "approve", "comment": "mine", "csrfmiddlewaretoken": token},
+    )
+    assert answer.ok, answer.status
+    assert "You cannot approve or reject your own request." in answer.text()
+    own.refresh_from_db()
+    assert own.status == "pending" and not own.approvals.exists()
 
     # The approver sees it too, and is told who decides.
     approver.goto(f"/apps/{APP}/releases/{own.pk}/")
