@@ -392,6 +392,15 @@
     });
   }
 
+  // Escape closes an open kill / restore confirm step and puts the focus back on its control.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    var open = event.target.closest && event.target.closest("details.kill-confirm[open]");
+    if (!open) return;
+    open.open = false;
+    $(open, "summary").focus();
+  });
+
   document.addEventListener("DOMContentLoaded", function () { init(document); });
   document.addEventListener("htmx:afterSwap", function (event) { init(event.detail.target); });
   // htmx swaps with outerHTML replace the target: look at the whole document again.

@@ -7,8 +7,11 @@ it is missing the journeys skip with the reason, or fail when AIRLOCK_REQUIRE_SE
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import pytest
 # calls made by the test itself (seeding, assertions) with SynchronousOnlyOperation.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
-from tests.conftest import need
+from tests.conftest import SIMULATOR, _reachable, need
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -94,3 +97,100 @@ def log_in(page, username: str, password: str = DEMO_PASSWORD) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "/accounts/login" not in url)
+
+
+@pytest.fixture(scope="module")
+def production_web(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[str]:
+    """bin/web (gunicorn, DEBUG=0) on the test database with the demo seeded, ONE per module:
+    the module's tests share it. The demo is committed (the server is another process), so the
+    test database is emptied when the module is done, as a transactional test would leave it.
+    The web process publishes eval runs to the dedicated worker Redis db (tests/evals/workers).
+    Every test using it takes `production_db` (directly or through `production_page`)."""
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import override_settings
+
+    from tests.deploy.test_processes import Output, free_port, production_environment, wait_for
+    from tests.evals.workers import dedicated_broker_url
+
+    broker = settings.CELERY_BROKER_URL
+    need(
+        broker.startswith("redis") and _reachable(broker, 6379),
+        "needs Redis as the broker (set CELERY_BROKER_URL=redis://...)",
+    )
+    with django_db_blocker.unblock():
+        need(
+            connection.vendor == "postgresql", "needs PostgreSQL (set DATABASE_URL=postgres://...)"
+        )
+        with override_settings(AIRLOCK_EGRESS_ALLOW=[SIMULATOR]):
+            call_command("seed_demo", stdout=io.StringIO())
+    data_dir = tmp_path_factory.mktemp("production-web")
+    port = free_port()
+    env = {
+        **production_environment(broker, data_dir),
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "CELERY_BROKER_URL": dedicated_broker_url(broker),
+    }
+    web = subprocess.Popen(
+        ["bin/web"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    log = Output(web)
+    try:
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", 180)
+        except OSError:
+            pytest.fail(f"bin/web never answered:\n{log.text()[-3000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        web.send_signal(signal.SIGTERM)
+        try:
+            web.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            web.kill()
+        with django_db_blocker.unblock():
+            call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture
+def production_db(production_web, db) -> None:
+    """ORM access from the test to the database `production_web` serves: the test's own writes
+    are rolled back, it reads what the demo and the server committed. (Asking for `db` is also
+    what makes pytest-django create the test database at all.)"""
+
+
+@pytest.fixture
+def production_page(browser, production_web, production_db) -> Iterator[Callable]:
+    """production_page() → a page on `production_web` in a fresh context (its own cookies)."""
+    contexts = []
+
+    def make():
+        context = browser.new_context(base_url=production_web, viewport=VIEWPORT)
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.js_errors = errors
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+class Steps:
+    """Numbered screenshots of one journey: test-artifacts/<journey>/NN-step.png."""
+
+    def __init__(self, root: Path, journey: str):
+        self.folder = root / journey
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("*.png"):
+            old.unlink()
+        self.count = 0
+
+    def shot(self, page, step: str, **options) -> Path:
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{step}.png"
+        page.screenshot(path=path, **({"full_page": True} | options))
+        return path

@@ -5,25 +5,13 @@ is fetched compressed and only by those pages. Load times are written to test-ar
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
-from django.core.management import call_command
 
 from console.evals.models import EvalRun
-from tests.deploy.test_processes import (
-    ROOT,
-    Output,
-    free_port,
-    production_environment,
-    wait_for,
-)
 from tests.e2e.conftest import DEMO_PASSWORD, VIEWPORT
 
 pytestmark = pytest.mark.e2e
@@ -33,29 +21,6 @@ APP = "support-bot"
 COLD_LIMIT_S = 5.0
 WARM_LIMIT_S = 2.0
 PLOTLY = re.compile(r"/static/vendor/plotly/plotly-cartesian\.min\.[0-9a-f]{12}\.js$")
-
-
-@pytest.fixture
-def production_web(postgres_tx, redis_url, tmp_path) -> Iterator[str]:
-    call_command("seed_demo", stdout=io.StringIO())
-    port = free_port()
-    env = {**production_environment(redis_url, tmp_path), "GUNICORN_BIND": f"127.0.0.1:{port}"}
-    web = subprocess.Popen(
-        ["bin/web"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    log = Output(web)
-    try:
-        try:
-            wait_for(f"http://127.0.0.1:{port}/health", 180)
-        except OSError:
-            pytest.fail(f"bin/web never answered:\n{log.text()[-3000:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        web.send_signal(signal.SIGTERM)
-        try:
-            web.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            web.kill()
 
 
 NAVIGATION = """() => {
@@ -75,7 +40,7 @@ def timed_goto(page, url: str) -> tuple[float, dict]:
     return time.perf_counter() - started, page.evaluate(NAVIGATION)
 
 
-def test_a_person_uses_the_production_console(browser, production_web, artifacts):
+def test_a_person_uses_the_production_console(browser, production_web, production_db, artifacts):
     from playwright.sync_api import expect
 
     context = browser.new_context(base_url=production_web, viewport=VIEWPORT)
