@@ -921,6 +921,17 @@ def _eval_endpoints() -> list[Endpoint]:
             data=lambda world: {},
             audit_action="eval.cancel",
         ),
+        # Re-running a finished run on a golden set version launches a run: engineers only.
+        Endpoint(
+            "eval rerun POST",
+            "evals:rerun",
+            "post",
+            params=_run_of("runs", 0),
+            perm=ENGINEER,
+            ok=302,
+            data=lambda world: {"dataset_version": str(world.runs[0].dataset_version_id)},
+            audit_action="eval.launch",
+        ),
         Endpoint(
             "eval cancel POST (finished)",
             "evals:cancel",
