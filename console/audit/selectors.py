@@ -120,12 +120,14 @@ def action_choices(names: list[str]) -> list[tuple[str, list[tuple[str, str]]]]:
 
 def word_matches(word: str, names: list[str]) -> list[str]:
     """Actions one search word finds: a word (or dotted words) of the action starts with it,
-    so "dataset" finds dataset.*, "pub" dataset.publish and "prompt.ver" prompt.version.*."""
+    so "dataset" finds dataset.*, "pub" dataset.publish, "prompt.ver" prompt.version.* and
+    "policy" environment_policy.change."""
     word = word.lower()
     found = []
     for name in names:
-        parts = name.split(".")
-        if any(".".join(parts[i:]).startswith(word) for i in range(len(parts))):
+        # Word starts: the name's start and every character after a "." or "_".
+        starts = [0, *(n + 1 for n, ch in enumerate(name) if ch in "._")]
+        if any(name.startswith(word, start) for start in starts):
             found.append(name)
     return found
 
@@ -247,10 +249,15 @@ def _as_fields(value: Any) -> dict:
 def changes(before: Any, after: Any) -> list[Change]:
     """What an event changed, field by field (nested objects by dotted path), leaving out the
     fields that stayed the same; console/core/diff.py pairs the lines of multi-line text."""
+    diffs = diff_contents(_as_fields(before), _as_fields(after))
+    paths = [d.path for d in diffs]
     out = []
-    for d in diff_contents(_as_fields(before), _as_fields(after)):
+    for d in diffs:
         if d.status == "same" or (d.path == "(value)" and not d.before and not d.after):
             continue  # unchanged, or the placeholder an empty object flattens to
+        emptied = d.status in {"added", "removed"} and (d.before == {} or d.after == {})
+        if emptied and any(p.startswith(f"{d.path}.") for p in paths):
+            continue  # an empty object that gained (or lost) fields: they are listed
         out.append(_change(d))
     return out
 

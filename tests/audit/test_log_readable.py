@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 START = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
 ACTIONS = [
     "dataset.create", "dataset.publish", "dataset.item.update", "datasetx.purge",
-    "prompt.version.create", "prompt.bind", "eval.gates.change",
+    "prompt.version.create", "prompt.bind", "eval.gates.change", "environment_policy.change",
 ]  # fmt: skip
 
 
@@ -54,7 +54,7 @@ def reader(client, mine):
 def events(mine):
     return append_events(
         [
-            spec(n, action, mine, actor="alice" if n % 2 else "bob")
+            spec(n, action, mine, actor="alice" if n % 3 else "bob")
             for n, action in enumerate(ACTIONS * 3)
         ]
     )
@@ -112,7 +112,9 @@ def test_an_action_from_an_old_link_stays_selected(reader, events):
         ("Pub", {"dataset.publish"}),
         ("prompt.ver", {"prompt.version.create"}),
         ("gates", {"eval.gates.change"}),
+        ("policy", {"environment_policy.change"}),
         ("item", {"dataset.item.update"}),
+        ("purge", {"datasetx.purge"}),
         ("create", {"dataset.create", "prompt.version.create", "application.create"}),
         ("nothing-like-this", set()),
     ],
@@ -159,9 +161,9 @@ def changed(mine):
             spec(
                 2, "prompt.version.create", mine,
                 before={"content": {"template": TEMPLATE_V1, "model": "gpt-4o-mini"},
-                        "tags": ["faq"]},
+                        "tags": ["faq"], "params": {}},
                 after={"content": {"template": TEMPLATE_V2, "model": "gpt-4o"},
-                       "tags": ["faq", "v2"], "reviewed": True},
+                       "tags": ["faq", "v2"], "reviewed": True, "params": {"top_k": 5}},
             ),
             spec(3, "dataset.create", mine, before=None,
                  after={"key": "golden", "name": "Golden set", "items": 0}),
@@ -182,6 +184,8 @@ def test_before_and_after_read_as_field_changes_not_a_dict_repr(reader, changed)
     assert "content.model gpt-4o-mini → gpt-4o" in page
     assert "tags faq → faq, v2" in page
     assert "reviewed yes" in page
+    # An empty object that gained a field shows the field, not "(empty) → (removed)".
+    assert "params.top_k 5" in page and "(removed)" not in page
     # A created object lists what it was created with, not "None → {...}".
     assert "3 fields set" in page and "key golden" in page and "name Golden set" in page
 
