@@ -1627,7 +1627,9 @@ def test_expectations_for_flags_evals_releases_and_usage():
     for label in ("flags list", "eval run", "release detail", "usage dashboard", "prices"):
         assert row(label) == [200] * 5
     # Engineer writes (flags, evals, releases, budgets): engineer and admin.
-    for label in ("flag kill POST", "eval new POST", "release new POST", "budgets POST"):
+    for label in (
+        "flag kill POST", "eval new POST", "eval rerun POST", "release new POST", "budgets POST",
+    ):  # fmt: skip
         assert row(label) == [403, 403, 302, 403, 302]
     assert row("eval estimate POST") == [403, 403, 200, 403, 200]
     # Prices: admin only.
