@@ -44,9 +44,16 @@ def log(request: HttpRequest) -> HttpResponse:
         if scoped is not None:
             request.application = scoped
             request.app_perms = application_perms(request.user, scoped)
+    names = selectors.actions()
     events, next_cursor = ([], None)
     if not errors:
-        events, next_cursor = selectors.page(selectors.search(request.user, filters), before)
+        events, next_cursor = selectors.page(
+            selectors.search(request.user, filters, action_names=names), before
+        )
+    for event in events:
+        event.changes = selectors.changes(event.before, event.after)
+        event.change_summary = selectors.change_summary(event.changes)
+    choices = selectors.action_choices(names)
     template = "audit/log.html#results" if request.htmx else "audit/log.html"
     return render(
         request,
@@ -59,6 +66,10 @@ def log(request: HttpRequest) -> HttpResponse:
             "next_cursor": next_cursor,
             "is_first_page": before is None,
             "applications": user_applications(request.user).only("key", "name"),
+            "action_choices": choices,
+            # An action from an old link that no event has (yet) stays selectable.
+            "action_unlisted": filters.action
+            and all(filters.action != value for _, options in choices for value, _ in options),
         },
     )
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+import math
+from collections import Counter
+from dataclasses import dataclass, field
 
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
@@ -75,8 +77,67 @@ def result_rows(run: EvalRun) -> dict[str, dict]:
         "latency_ms",
         "output",
         "reasons",
+        "error",
     )
     return {r["item_id"]: r for r in rows}
+
+
+@dataclass(frozen=True)
+class ErroredRun:
+    """A run with results, every one of them an error: there is nothing of it to compare."""
+
+    run: EvalRun
+    items: int
+    error: str  # the most common error message
+    times: int  # how many items failed with it
+
+
+def errored_on_every_item(run: EvalRun, rows: dict[str, dict]) -> ErroredRun | None:
+    if not rows or any(r["status"] == EvalResult.Status.OK for r in rows.values()):
+        return None
+    counts = Counter((r["error"] or "no error message recorded").strip() for r in rows.values())
+    error, times = counts.most_common(1)[0]
+    return ErroredRun(run, len(rows), error, times)
+
+
+def _number_pair(actual: float, threshold: float) -> tuple[str, str]:
+    """Both numbers at the fewest decimals that keep two significant digits of the smaller one
+    and tell them apart (so 0.8467 against 0.85 reads 0.847 < 0.850, not 0.85 < 0.85)."""
+    if max(abs(actual), abs(threshold)) >= 100:
+        return f"{actual:,.0f}", f"{threshold:,.0f}"
+    smallest = min((abs(v) for v in (actual, threshold) if v), default=1.0)
+    first = max(2, 1 - math.floor(math.log10(smallest)))
+    a = t = ""
+    for places in range(first, first + 5):
+        a, t = f"{actual:.{places}f}", f"{threshold:.{places}f}"
+        if a != t:
+            return a, t
+    return a, t
+
+
+def failed_gates(run: EvalRun) -> list[str]:
+    """The gates a failed run missed, as `metric actual < threshold` (or `not measured`)."""
+    out = []
+    for gate in (run.verdict_detail or {}).get("gates", []):
+        if gate.get("passed"):
+            continue
+        if gate.get("actual") is None:
+            out.append(f"{gate['metric']} not measured (needs {gate['op']} {gate['threshold']:g})")
+            continue
+        actual, threshold = _number_pair(float(gate["actual"]), float(gate["threshold"]))
+        missed = "<" if gate["op"] == ">=" else ">"
+        out.append(f"{gate['metric']} {actual} {missed} {threshold}")
+    return out
+
+
+def verdict_note(run: EvalRun) -> str:
+    """Why a finished run did not pass, short enough for the run list."""
+    if run.verdict == EvalRun.Verdict.FAILED:
+        gates = failed_gates(run)
+        return "failed: " + "; ".join(gates) if gates else ""
+    if run.verdict == EvalRun.Verdict.ERRORED:
+        return (run.verdict_detail or {}).get("reason", "")
+    return ""
 
 
 @dataclass
@@ -90,12 +151,26 @@ class Comparison:
     common: int
     verdict: str
     charts: dict
+    errored: list[ErroredRun] = field(default_factory=list)
+
+    @property
+    def paired(self) -> int:
+        """Items both runs scored (neither errored): what the deltas are computed over."""
+        return max((d.n for d in self.deltas), default=0)
 
 
 def compare_runs(base: EvalRun, candidate: EvalRun, *, charts: bool = True) -> Comparison:
     """Paired comparison of two runs; `charts=False` skips the Plotly specs (promotion evidence
     reads only the verdict and deltas)."""
     b_rows, c_rows = result_rows(base), result_rows(candidate)
+    errored = [
+        e
+        for e in (errored_on_every_item(base, b_rows), errored_on_every_item(candidate, c_rows))
+        if e is not None
+    ]
+    if errored:
+        # Every item of one side is an error: no pair to score, no chart worth drawing.
+        return Comparison(base, candidate, [], [], [], 0, 0, "nothing to compare", {}, errored)
     b_names = _score_names(b_rows)
     names = [
         "pass_rate",
@@ -121,7 +196,9 @@ def compare_runs(base: EvalRun, candidate: EvalRun, *, charts: bool = True) -> C
     both_fail = sum(
         1 for i in common if b_rows[i]["passed"] is False and c_rows[i]["passed"] is False
     )
-    verdict = overall_verdict(deltas)
+    # No item scored in both runs (one side errored wherever the other answered): say so
+    # rather than headline "no detectable difference" over an empty table.
+    verdict = overall_verdict(deltas) if deltas else "nothing to compare"
     return Comparison(
         base,
         candidate,

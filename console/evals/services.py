@@ -10,6 +10,7 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, transaction
@@ -568,47 +569,89 @@ def set_gate_policy(
 
 def record_eval_usage(run: EvalRun) -> int:
     """An eval run's model calls, recorded as usage tagged `eval` (priced the same way as
-    production traffic). Idempotent: event ids derive from run and item."""
-    if run.model_version_id is None:
-        return 0
-    model = run.model_version.content.get("model", "")
-    ref = f"{run.model_version.head.key}@{run.model_version.number}"
+    production traffic), and its judge calls at the cost the run itself recorded for them
+    (the run page's "model + judge"), so the costs page counts what the run spent.
+    Idempotent: event ids derive from run and item."""
     prompt = (
         f"{run.prompt_version.head.key}@{run.prompt_version.number}"
         if run.prompt_version_id
         else ""
     )
-    rows = EvalResult.objects.filter(run=run).values(
-        "item_id",
-        "created_at",
-        "prompt_tokens",
-        "cached_tokens",
-        "completion_tokens",
-        "latency_ms",
-        "status",
+    rows = list(
+        EvalResult.objects.filter(run=run).values(
+            "item_id",
+            "created_at",
+            "prompt_tokens",
+            "cached_tokens",
+            "completion_tokens",
+            "latency_ms",
+            "status",
+            "judge_cost",
+        )
     )
-    events = [
-        {
-            "event_id": f"eval-{run.pk}-{r['item_id']}",
-            "time": r["created_at"].isoformat(),
-            "model": ref if model else "",
-            "prompt_version": prompt,
-            "feature": "eval",
-            "input_tokens": r["prompt_tokens"],
-            "cached_tokens": min(r["cached_tokens"], r["prompt_tokens"]),
-            "output_tokens": r["completion_tokens"],
-            "latency_ms": r["latency_ms"],
-            "status": "ok" if r["status"] == "ok" else "error",
-        }
-        for r in rows
-    ]
     stored = 0
-    for start in range(0, len(events), usage.MAX_BATCH):
-        batch = events[start : start + usage.MAX_BATCH]
-        stored += usage.ingest(
-            application=run.application,
+    if run.model_version_id is not None:
+        model = run.model_version.content.get("model", "")
+        ref = f"{run.model_version.head.key}@{run.model_version.number}"
+        events = [
+            {
+                "event_id": f"eval-{run.pk}-{r['item_id']}",
+                "time": r["created_at"].isoformat(),
+                "model": ref if model else "",
+                "prompt_version": prompt,
+                "feature": "eval",
+                "input_tokens": r["prompt_tokens"],
+                "cached_tokens": min(r["cached_tokens"], r["prompt_tokens"]),
+                "output_tokens": r["completion_tokens"],
+                "latency_ms": r["latency_ms"],
+                "status": "ok" if r["status"] == "ok" else "error",
+            }
+            for r in rows
+        ]
+        for start in range(0, len(events), usage.MAX_BATCH):
+            batch = events[start : start + usage.MAX_BATCH]
+            stored += usage.ingest(
+                application=run.application,
+                environment=None,
+                events=batch,
+                source=UsageEvent.Source.EVAL,
+            ).accepted
+    return stored + _record_judge_usage(run, prompt, rows)
+
+
+def _record_judge_usage(run: EvalRun, prompt: str, rows: list[dict]) -> int:
+    """One event per judged item carrying the judge calls' cost as the run priced them (from
+    the judge model config): the run keeps no judge token counts to price them again, so these
+    events have no tokens, and repricing (which prices tokens) leaves them as they are."""
+    if run.judge_model_version_id is None:
+        return 0
+    judge = run.judge_model_version
+    judged = [r for r in rows if r["judge_cost"] > 0]
+    if not judged:
+        return 0
+    ids = {f"eval-{run.pk}-{r['item_id']}-judge": r for r in judged}
+    existing = set(
+        UsageEvent.objects.filter(
+            application_id=run.application_id, environment__isnull=True, event_id__in=list(ids)
+        ).values_list("event_id", flat=True)
+    )
+    now = timezone.now()
+    fresh = [
+        UsageEvent(
+            application_id=run.application_id,
             environment=None,
-            events=batch,
+            event_id=event_id,
+            at=r["created_at"],
+            received_at=now,
+            model=judge.content.get("model", "") or f"{judge.head.key}@{judge.number}",
+            model_config=f"{judge.head.key}@{judge.number}",
+            prompt_version=prompt,
+            feature="eval",
             source=UsageEvent.Source.EVAL,
-        ).accepted
-    return stored
+            cost=Decimal(str(r["judge_cost"])).quantize(Decimal("0.00000001")),
+        )
+        for event_id, r in ids.items()
+        if event_id not in existing
+    ]
+    UsageEvent.objects.bulk_create(fresh, batch_size=usage.MAX_BATCH, ignore_conflicts=True)
+    return len(fresh)

@@ -11,4 +11,5 @@ urlpatterns = [
     path(f"{base}compare/", views.compare, name="compare"),
     path(f"{base}<int:pk>/", views.run_detail, name="run"),
     path(f"{base}<int:pk>/cancel/", views.run_cancel, name="cancel"),
+    path(f"{base}<int:pk>/rerun/", views.rerun, name="rerun"),
 ]

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from console.accounts.roles import ENGINEER
@@ -42,6 +43,8 @@ def run_list(request: HttpRequest, app: str) -> HttpResponse:
     page = Paginator(selectors.runs(application, prompt=prompt, model=model), 50).get_page(
         request.GET.get("page")
     )
+    for run in page.object_list:
+        run.note = selectors.verdict_note(run)
     return render(
         request,
         "evals/run_list.html",
@@ -229,19 +232,80 @@ def compare(request: HttpRequest, app: str) -> HttpResponse:
         candidate = _run(application, int(request.GET.get("b", "")))
     except ValueError:
         raise Http404("Choose two runs to compare") from None
+    context = {
+        "application": application,
+        "base": base,
+        "candidate": candidate,
+        "metric_labels": METRICS,
+        "can_launch": ENGINEER in request.app_perms,
+    }
     if base.dataset_version_id != candidate.dataset_version_id:
+        # Items cannot be paired across versions; offer to run A where B ran instead.
+        return render(request, "evals/compare.html", context | {"mismatch": True})
+    return render(
+        request, "evals/compare.html", context | {"cmp": selectors.compare_runs(base, candidate)}
+    )
+
+
+def _golden(version: DatasetVersion) -> str:
+    return f"{version.head.key} v{version.number}"
+
+
+@login_required
+@require_POST
+def rerun(request: HttpRequest, app: str, pk: int) -> HttpResponse:
+    """Launch run `pk` again — same target, judge, scorers, gates and limits — on another
+    published golden set version (the one a run it is compared with used)."""
+    application = access_application(request, app, ENGINEER)
+    source = _run(application, pk)
+    raw = request.POST.get("dataset_version", "")
+    version = _pick(DatasetVersion, application, raw)
+    compare_with = request.POST.get("compare_with", "")
+    back = (
+        redirect(f"{reverse('evals:compare', kwargs={'app': app})}?a={pk}&b={compare_with}")
+        if compare_with.isdigit()
+        else redirect("evals:run", app=app, pk=pk)
+    )
+    if version is None:
         messages.error(
             request,
-            "These runs used different golden set versions; compare runs on the same version "
-            "so every item is paired.",
+            f"dataset_version: {raw!r} is not a published golden set version of "
+            f"{application.name}.",
         )
-        return redirect("evals:runs", app=app)
-    return render(
-        request,
-        "evals/compare.html",
-        {
-            "application": application,
-            "cmp": selectors.compare_runs(base, candidate),
-            "metric_labels": METRICS,
-        },
+        return back
+    judge_prompts = {
+        metric: prompt
+        for metric, prompt_pk in (source.judge_prompts or {}).items()
+        if (prompt := _pick(PromptVersion, application, prompt_pk)) is not None
+    }
+    try:
+        run = services.launch_run(
+            actor=request.user,
+            application=application,
+            dataset_version=version,
+            prompt_version=source.prompt_version,
+            model_version=source.model_version,
+            http_target=source.http_target or None,
+            judge_model_version=source.judge_model_version,
+            judge_prompts=judge_prompts,
+            scorers=list(source.scorers),
+            scorer_options=source.scorer_options,
+            gates=source.gates,
+            max_error_rate=source.max_error_rate,
+            cost_cap=source.cost_cap,
+            concurrency=source.concurrency,
+        )
+    except services.DuplicateRun as exc:
+        messages.warning(request, str(exc))
+        return redirect("evals:run", app=app, pk=exc.run.pk)
+    except ValidationError as exc:
+        messages.error(
+            request,
+            f"Could not re-run #{pk} on {_golden(version)}: " + "; ".join(exc.messages),
+        )
+        return back
+    follow = f" Compare it with #{compare_with} when it finishes." if compare_with.isdigit() else ""
+    messages.success(
+        request, f"Launched run #{run.pk}: run #{pk}'s set-up on {_golden(version)}.{follow}"
     )
+    return redirect("evals:run", app=app, pk=run.pk)

@@ -112,6 +112,29 @@ class Dashboard:
     latency: dict = field(default_factory=dict)
 
 
+EVAL_LABEL = "eval"  # the environment breakdown's row for eval runs (which have none)
+NO_ENVIRONMENT = "(no environment)"
+
+
+def _pct(part: int, whole: int) -> float | None:
+    return round(100 * part / whole, 2) if whole else None
+
+
+def rates(requests: int, errors: int, cache_hits: int, up: int, down: int) -> dict:
+    """Error, cache hit and thumbs-down rates in percent (None when there is nothing to divide
+    by). Thumbs down is a share of the rated responses (up + down), not of all requests."""
+    rated = up + down
+    return {
+        "errors": errors,
+        "error_pct": _pct(errors, requests),
+        "cache_hits": cache_hits,
+        "cache_hit_pct": _pct(cache_hits, requests),
+        "rated": rated,
+        "thumbs_down": down,
+        "thumbs_down_pct": _pct(down, rated),
+    }
+
+
 def percentile_from_buckets(counts: list[int], p: float) -> float | None:
     total = sum(counts)
     if not total:
@@ -136,9 +159,13 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
             requests=Sum("requests"),
             errors=Sum("errors"),
             savings=Sum("cache_savings"),
+            cache_hits=Sum("cache_hits"),
+            thumbs_up=Sum("thumbs_up"),
+            thumbs_down=Sum("thumbs_down"),
         )
         .order_by("day")
     )
+    signals = {"cache_hits": 0, "thumbs_up": 0, "thumbs_down": 0}
     by_day: dict[date, dict] = {}
     for row in daily:
         entry = by_day.setdefault(
@@ -156,6 +183,8 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
         entry["requests"] += row["requests"] or 0
         entry["errors"] += row["errors"] or 0
         entry["savings"] += row["savings"] or 0
+        for name in signals:
+            signals[name] += row[name] or 0
         if row["source"] == "eval":
             entry["eval_cost"] += row["cost"] or 0
     day, board.days = f.since, []
@@ -184,23 +213,50 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
         "cost_per_request": (total_cost / total_requests) if total_requests else None,
         "cost_per_1k": (total_cost * 1000 / total_requests) if total_requests else None,
     }
+    board.totals.update(
+        rates(
+            total_requests,
+            board.totals["errors"],
+            signals["cache_hits"],
+            signals["thumbs_up"],
+            signals["thumbs_down"],
+        )
+    )
     for name, column in BREAKDOWNS.items():
         limit = 12
-        extra = {"errors": Sum("errors")} if name == "feature" else {}
+        # Evals have no environment: they are grouped apart by source and labelled "eval",
+        # not shown as a nameless environment.
+        group = (column, "source") if name == "environment" else (column,)
         rows = list(
-            qs.values(column)
-            .annotate(cost=Sum("cost"), requests=Sum("requests"), **extra)
+            qs.values(*group)
+            .annotate(
+                cost=Sum("cost"),
+                requests=Sum("requests"),
+                errors=Sum("errors"),
+                cache_hits=Sum("cache_hits"),
+                thumbs_up=Sum("thumbs_up"),
+                thumbs_down=Sum("thumbs_down"),
+            )
             .order_by("-cost")[:limit]
         )
         if name == "environment":
             keys = dict(application.environments.values_list("pk", "key"))
             for r in rows:
-                r[column] = keys.get(r[column], "")
+                r[column] = keys.get(r[column], "") or (
+                    EVAL_LABEL if r["source"] == "eval" else NO_ENVIRONMENT
+                )
         board.breakdowns[name] = [
             {
                 "label": r[column] or "(none)",
                 "cost": r["cost"] or Decimal(0),
                 "requests": r["requests"] or 0,
+                **rates(
+                    r["requests"] or 0,
+                    r["errors"] or 0,
+                    r["cache_hits"] or 0,
+                    r["thumbs_up"] or 0,
+                    r["thumbs_down"] or 0,
+                ),
             }
             for r in rows
         ]

@@ -426,9 +426,11 @@ def record_price(
             .values_list("effective_from", flat=True)
             .first()
         )
+        # Events without tokens have nothing a price applies to: a judge call recorded at its
+        # eval run's cost keeps that cost.
         affected = UsageEvent.objects.filter(
             application=application, model=model, at__gte=effective_from
-        )
+        ).exclude(input_tokens=0, cached_tokens=0, output_tokens=0)
         if following is not None:
             affected = affected.filter(at__lt=following)
         before = affected.aggregate(total=Sum("cost"), n=Count("id"))

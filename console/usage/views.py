@@ -26,6 +26,10 @@ def _filters(request):
     return selectors.UsageFilters.from_query(request.GET, timezone.now().date())
 
 
+# Breakdowns whose rollups carry errors, ratings and cache hits, shown as a rates table.
+RATE_GROUPS = ("model", "feature", "environment")
+
+
 @login_required
 @require_GET
 def dashboard(request: HttpRequest, app: str) -> HttpResponse:
@@ -40,6 +44,7 @@ def dashboard(request: HttpRequest, app: str) -> HttpResponse:
         "figures": charts.figures(board),
         "spenders": selectors.top_spenders(application, filters),
         "options": selectors.filter_options(application),
+        "rate_tables": [(name, board.breakdowns[name]) for name in RATE_GROUPS],
         "budgets": list(
             Budget.objects.filter(application=application).select_related("environment")
         ),

@@ -921,6 +921,17 @@ def _eval_endpoints() -> list[Endpoint]:
             data=lambda world: {},
             audit_action="eval.cancel",
         ),
+        # Re-running a finished run on a golden set version launches a run: engineers only.
+        Endpoint(
+            "eval rerun POST",
+            "evals:rerun",
+            "post",
+            params=_run_of("runs", 0),
+            perm=ENGINEER,
+            ok=302,
+            data=lambda world: {"dataset_version": str(world.runs[0].dataset_version_id)},
+            audit_action="eval.launch",
+        ),
         Endpoint(
             "eval cancel POST (finished)",
             "evals:cancel",
@@ -1610,7 +1621,9 @@ def test_expectations_for_flags_evals_releases_and_usage():
     for label in ("flags list", "eval run", "release detail", "usage dashboard", "prices"):
         assert row(label) == [200] * 5
     # Engineer writes (flags, evals, releases, budgets): engineer and admin.
-    for label in ("flag kill POST", "eval new POST", "release new POST", "budgets POST"):
+    for label in (
+        "flag kill POST", "eval new POST", "eval rerun POST", "release new POST", "budgets POST",
+    ):  # fmt: skip
         assert row(label) == [403, 403, 302, 403, 302]
     assert row("eval estimate POST") == [403, 403, 200, 403, 200]
     # Prices: admin only.

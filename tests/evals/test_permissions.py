@@ -25,6 +25,7 @@ ROUTES = {
     "new:post": ("post", WRITE),
     "estimate": ("post", WRITE),
     "cancel": ("post", WRITE),
+    "rerun": ("post", WRITE),
 }
 ROLES = [Role.VIEWER, Role.CURATOR, Role.ENGINEER, Role.APPROVER, Role.ADMIN]
 WRITERS = {Role.ENGINEER, Role.ADMIN}
@@ -53,6 +54,9 @@ def world(application, engineer):
         "prompt_version": prompt,
         "model_version": model,
     }
+    _, other_version = publish_items(
+        application, engineer, "golden-next", [{"id": "b", "question": "Do you ship abroad?"}]
+    )
     first = services.launch_run(**kwargs)
     second = services.launch_run(**{**kwargs, "scorers": ["contains_all"]})
     post = {
@@ -63,7 +67,8 @@ def world(application, engineer):
         "scorers": ["contains_all", "refusal"],
         "gates": "pass_rate >= 0.5",
     }
-    return {"app": application, "runs": (first, second), "post": post}
+    rerun = {"dataset_version": str(other_version.pk)}
+    return {"app": application, "runs": (first, second), "post": post, "rerun": rerun}
 
 
 def url_for(name: str, world) -> str:
@@ -72,6 +77,8 @@ def url_for(name: str, world) -> str:
     route = name.split(":")[0]
     if route in {"run", "cancel"}:
         return reverse(f"evals:{route}", kwargs={"app": app, "pk": second.pk})
+    if route == "rerun":
+        return reverse("evals:rerun", kwargs={"app": app, "pk": first.pk})
     url = reverse(f"evals:{route}", kwargs={"app": app})
     if route == "compare":
         url += f"?a={first.pk}&b={second.pk}"
@@ -95,7 +102,7 @@ def expected(who: str, name: str) -> int:
     if who == "non-member":
         return 404
     if kind == READ or who in WRITERS:
-        return 302 if name in {"new:post", "cancel"} else 200
+        return 302 if name in {"new:post", "cancel", "rerun"} else 200
     return 403
 
 
@@ -109,12 +116,13 @@ def test_role_matrix(who, name, world):
     if method == "get":
         response = client.get(url)
     else:
-        response = client.post(url, world["post"] if name == "new:post" else {})
+        data = {"new:post": world["post"], "rerun": world["rerun"]}.get(name, {})
+        response = client.post(url, data)
     assert response.status_code == expected(who, name), (who, name, response.status_code)
     if who == "anonymous":
         assert response["Location"].startswith(reverse("accounts:login"))
     second = EvalRun.objects.get(pk=world["runs"][1].pk)
-    if who in WRITERS and name == "new:post":
+    if who in WRITERS and name in {"new:post", "rerun"}:
         run = EvalRun.objects.order_by("-pk").first()
         assert EvalRun.objects.count() == before[0] + 1
         assert run.created_by.username == f"u-{who}"

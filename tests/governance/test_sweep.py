@@ -44,6 +44,7 @@ from django.utils import timezone
 
 from console.core.canonical import canonical_json
 from console.datasets.models import DatasetItem
+from console.evals.models import EvalRun
 from console.flags.models import FlagRules
 from console.releases import rollouts
 from console.releases import services as releases
@@ -306,6 +307,13 @@ def constant(body: dict) -> Callable[[World], dict]:
     return lambda world: dict(body)
 
 
+def finished_run_of(world: World):
+    """A completed eval run of the world's application (one of its passing runs)."""
+    return EvalRun.objects.filter(application=world.app, status=EvalRun.Status.COMPLETED).earliest(
+        "pk"
+    )
+
+
 # ------------------------------------------------------------------------- the route table
 
 ROUTES: dict[str, str | tuple[Case, ...]] = {
@@ -413,6 +421,13 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
     "evals:compare": GET_ONLY,
     "evals:run": GET_ONLY,
     "evals:cancel": (Case("cancel-run", to("evals:cancel"), constant({})),),
+    "evals:rerun": (
+        Case(
+            "rerun-on-a-version",
+            to("evals:rerun", pk=lambda world, user: finished_run_of(world).pk),
+            lambda world: {"dataset_version": world.eval_post["dataset_version"]},
+        ),
+    ),
     # Flags: the definition as served, the rules, kill and restore.
     "flags:list": GET_ONLY,
     "flags:new": (

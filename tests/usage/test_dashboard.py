@@ -90,7 +90,7 @@ def test_the_dashboard_shows_totals_from_rollups(story, viewer_client):
     assert board.totals["savings"] == Decimal("1")  # gpt-4o cached: (2 − 1) × 1M / 1M
     assert [d["cost"] for d in board.days] == [0, Decimal(2), Decimal("4.5"), 0]
     by_env = {r["label"]: r["cost"] for r in board.breakdowns["environment"]}
-    assert by_env == {"prod": Decimal(5), "staging": Decimal(1), "(none)": Decimal("0.5")}
+    assert by_env == {"prod": Decimal(5), "staging": Decimal(1), "eval": Decimal("0.5")}
     by_model = {r["label"]: r["cost"] for r in board.breakdowns["model"]}
     assert by_model == {"gpt-4o-mini": Decimal("5.5"), "gpt-4o": Decimal(1)}
     assert board.features[0]["feature"] == "answer" and board.features[0]["cost"] == Decimal(5)
@@ -193,7 +193,7 @@ def test_csv_export_of_every_view(story, viewer_client):
         "model": {"gpt-4o-mini": Decimal("5.5"), "gpt-4o": Decimal(1)},
         "prompt": {"answer@2": Decimal(4), "(none)": Decimal("2.5")},
         "feature": {"answer": Decimal(5), "escalate": Decimal(1), "eval": Decimal("0.5")},
-        "environment": {"prod": Decimal(5), "staging": Decimal(1), "(none)": Decimal("0.5")},
+        "environment": {"prod": Decimal(5), "staging": Decimal(1), "eval": Decimal("0.5")},
     }
     for view, totals in expected.items():
         response = viewer_client.get(url(story, "export.csv"), {**params, "view": view})
