@@ -123,24 +123,36 @@ def _plain_key(key: str) -> bool:
 
 
 def _plain_value(value: Any) -> bool:
-    """Whether a text value reads back as itself when written unquoted."""
-    return (
-        isinstance(value, str)
-        and value != ""
-        and value == value.strip()
-        and "\n" not in value
-        and "\r" not in value
-        and not _json(value)[0]
-    )
+    """Whether a text value reads back as itself when written unquoted: one line, or several
+    written as indented continuation lines (none blank, none with edge spaces)."""
+    if not isinstance(value, str) or value == "" or "\r" in value or _json(value)[0]:
+        return False
+    return all(line and line == line.strip() for line in value.split("\n"))
 
 
 def variables_to_text(mapping: dict | None) -> str:
-    """Variables as edit-box text: `name: value`, one per line."""
+    """Variables as edit-box text: `name: value`, one per line; a value of several lines
+    continues on lines indented by two spaces."""
     lines = []
     for key, value in (mapping or {}).items():
         name = key if _plain_key(key) else _dump(key)
-        lines.append(f"{name}: {value if _plain_value(value) else _dump(value)}")
+        shown = value.replace("\n", "\n  ") if _plain_value(value) else _dump(value)
+        lines.append(f"{name}: {shown}")
     return "\n".join(lines)
+
+
+def _with_continuations(lines: list[str]) -> list[tuple[int, str]]:
+    """(line number, entry) per entry: an indented line continues the entry above it."""
+    entries: list[tuple[int, str]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if entries and line[:1] in {" ", "\t"}:
+            first, text = entries[-1]
+            entries[-1] = (first, f"{text}\n{line.strip()}")
+        else:
+            entries.append((number, line))
+    return entries
 
 
 def _entry(field: str, entry: str, position: str) -> tuple[str, Any]:
@@ -170,8 +182,7 @@ def _entry(field: str, entry: str, position: str) -> tuple[str, Any]:
     return key, value if ok else value_text
 
 
-def _variables_from_entries(field: str, entries: list[str], unit: str) -> dict:
-    numbered = [(n, e) for n, e in enumerate(entries, start=1) if e.strip()]
+def _variables_from_entries(field: str, numbered: list[tuple[int, str]], unit: str) -> dict:
     several = len(numbered) > 1
     result: dict[str, Any] = {}
     first_seen: dict[str, int] = {}
@@ -212,7 +223,7 @@ def variables_from_text(field: str, text: str) -> dict:
         return {}
     if stripped.startswith("{"):
         return _variables_json(field, stripped)
-    return _variables_from_entries(field, _lines(text), "line")
+    return _variables_from_entries(field, _with_continuations(_lines(text)), "line")
 
 
 def variables_from_csv(field: str, cell: str) -> dict | None:
@@ -223,8 +234,8 @@ def variables_from_csv(field: str, cell: str) -> dict | None:
         return None
     if stripped.startswith("{"):
         return _variables_json(field, stripped)
-    entries = [part for line in _lines(stripped) for part in line.split(";")]
-    return _variables_from_entries(field, entries, "entry")
+    entries = [part for line in _lines(stripped) for part in line.split(";") if part.strip()]
+    return _variables_from_entries(field, list(enumerate(entries, start=1)), "entry")
 
 
 # ---------------------------------------------------------------- CSV cells and edit boxes

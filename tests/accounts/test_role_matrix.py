@@ -739,6 +739,11 @@ def _dataset_endpoints() -> list[Endpoint]:
             audit_action="dataset.publish",
         ),
         Endpoint("versions", "datasets:versions", params=_golden),
+        Endpoint(
+            "version items",
+            "datasets:version",
+            params=lambda world: {"key": world.dataset.key, "number": 1},
+        ),
         Endpoint("diff", "datasets:diff", params=_golden, query="a=1&b=draft"),
     ]
 

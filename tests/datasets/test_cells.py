@@ -24,6 +24,7 @@ VARIABLES = [
     {"zip": "02139", "count": "2", "flag": "true", "quoted": '"hi"', "empty": ""},
     {"padded": " x ", "lines": "a\nb", "colon": "a: b", "semi": "a; b"},
     {"has:colon": "v", " spaced ": "v", '"quote': "v"},
+    {"context": "[a] first line\n[b] second", "gap": "a\n\nb", "edge": "a\n b", "js": "[1,\n2]"},
 ]
 
 
@@ -36,6 +37,17 @@ def test_variables_round_trip_through_the_edit_box(value):
 def test_variables_are_shown_as_name_value_lines():
     text = cells.variables_to_text({"customer": "Ada", "n": 2, "zip": "02139", "code": "7"})
     assert text == 'customer: Ada\nn: 2\nzip: 02139\ncode: "7"'
+
+
+def test_a_value_of_several_lines_continues_on_indented_lines():
+    value = {"context": "[refunds] 30 days.\n[shipping] Free over $50.", "tier": "gold"}
+    text = cells.variables_to_text(value)
+    assert text == "context: [refunds] 30 days.\n  [shipping] Free over $50.\ntier: gold"
+    typed = "context: first\n    second\n\ttabbed\ntier: gold"
+    assert cells.variables_from_text("variables", typed) == {
+        "context": "first\nsecond\ntabbed",
+        "tier": "gold",
+    }
 
 
 LISTS = [[], ["30 days", "receipt"], ["[draft] policy"], ['["x"]'], ["two\nlines"], ["a; b"]]
