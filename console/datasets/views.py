@@ -210,19 +210,12 @@ def cell(request: HttpRequest, app: str, key: str, item_id: str, field: str) -> 
     except JSONInputError:
         base = None  # no usable base: the save is checked against the current value
     try:
-        value = from_text(field, text)
-    except ItemError as exc:
-        value, error = None, str(exc)
-    else:
-        error = ""
-    try:
-        if error:
-            raise ValidationError(error)
         saved = services.update_item_field(
-            actor=request.user, item=item, field_name=field, value=value, base=base
+            actor=request.user, item=item, field_name=field, value=from_text(field, text), base=base
         )
-    except ValidationError as exc:
-        context = _cell_context(dataset, item, field, error=error or _errors(exc))
+    except (ItemError, ValidationError) as exc:
+        error = str(exc) if isinstance(exc, ItemError) else _errors(exc)
+        context = _cell_context(dataset, item, field, error=error)
         context["text"] = text  # keep what the curator typed
         context["base"] = request.POST.get("base", "")
         return render(request, "datasets/editor.html#cell_edit", context)

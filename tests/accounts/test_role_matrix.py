@@ -1725,6 +1725,7 @@ DATASET_OBJECT_ROUTES = [
     ("datasets:hints", "get", {}, ""),
     ("datasets:variable_gaps", "get", {}, ""),
     ("datasets:versions", "get", {}, ""),
+    ("datasets:version", "get", {"number": 1}, ""),
     ("datasets:diff", "get", {}, "a=1&b=2"),
     ("datasets:export", "get", {}, "format=jsonl&version=1"),
     ("datasets:cell", "get", {"item_id": "refund-1", "field": "question"}, ""),

@@ -106,8 +106,20 @@ def test_every_column_fits_a_laptop_and_long_values_expand(laptop, golden, artif
     assert "tier: gold" in box.input_value()
     assert overflow(page)["doc"] <= 1440
     page.screenshot(path=str(artifacts / "dataset-editor-1440-editing.png"), full_page=False)
-    box.press("Escape")
+
+    # A line that is not "name: value" is refused with the line, the value and an example.
+    box.press("ControlOrMeta+End")
+    box.press("Enter")
+    box.type("premium customer")
+    box.press("Control+Enter")
+    error = cell.locator(".cell-error")
+    expect(error).to_contain_text('variables: line 4: "premium customer" is not "name: value"')
+    expect(error).to_contain_text('e.g. "customer: Ada"')
+    page.screenshot(path=str(artifacts / "dataset-editor-1440-error.png"), full_page=False)
+    cell.locator("textarea").press("Escape")
     expect(cell.locator("textarea")).to_have_count(0)
+    item.refresh_from_db()
+    assert set(item.variables) == {"profile", "tier", "url"}
     assert page.js_errors == []
 
 
