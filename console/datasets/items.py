@@ -108,7 +108,8 @@ def clean_field(name: str, value: Any) -> Any:
             return {}
         if not isinstance(value, dict):
             raise ItemError(
-                name, f'{_shown(value)} is not "name: value" pairs — e.g. {{"tier": "gold"}}'
+                name,
+                f'{_shown(value)} is not an object of names and values — e.g. {{"tier": "gold"}}',
             )
         try:
             canonical_json(value)

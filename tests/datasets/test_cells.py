@@ -191,3 +191,26 @@ def _upload(data: bytes):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     return SimpleUploadedFile("items.csv", data, content_type="text/csv")
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "message"),
+    [
+        ('{"question": "Q?", "variables": "tier: gold"}', "variables", "is not an object"),
+        ('{"question": "Q?", "tags": "refunds"}', "tags", '"refunds" is not a list of text'),
+        ('{"question": "Q?", "expected_contains": [7]}', "expected_contains", "7 is not text"),
+        ('{"question": "Q?", "unanswerable": "maybe"}', "unanswerable", '"maybe" is not true'),
+    ],
+)
+def test_jsonl_errors_quote_the_value_with_an_example(curator, filled, line, field, message):
+    from console.datasets.services import ImportRejected
+
+    before = state(filled)
+    with pytest.raises(ImportRejected) as caught:
+        services.import_file(
+            actor=curator, dataset=filled, data=(line + "\n").encode(), filename="x.jsonl"
+        )
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.field) == (1, field)
+    assert message in problem.message and "e.g." in problem.message
+    assert state(filled) == before
