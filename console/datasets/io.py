@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from console.core import csvcells, jsoninput
+from console.datasets.cells import from_csv_cell
 from console.datasets.items import (
     CONTENT_FIELDS,
     FIELDS,
     MAX_ITEM_BYTES,
     ItemError,
     clean_item,
-    from_csv_cell,
     to_csv_cell,
 )
 

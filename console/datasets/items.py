@@ -2,18 +2,22 @@
 
 One mapping for both formats (documented in the README):
 
-| field / CSV column      | type                  | CSV cell                              |
-|-------------------------|-----------------------|---------------------------------------|
-| id                      | text ≤ 64, optional   | plain text; generated when empty      |
-| question                | text, required        | plain text                            |
-| variables               | JSON object           | JSON, e.g. {"tier": "gold"}           |
-| expected_contains       | list of text          | JSON array, e.g. ["30 days", "receipt"] |
-| expected_not_contains   | list of text          | JSON array                            |
-| expected_sources        | list of text          | JSON array of document ids/paths      |
-| reference_answer        | text                  | plain text                            |
-| unanswerable            | boolean               | true/false, yes/no, 1/0 (empty=false) |
-| tags                    | list of text          | JSON array                            |
-| note                    | text                  | plain text                            |
+| field / CSV column      | type                  | CSV cell (import)                       |
+|-------------------------|-----------------------|-----------------------------------------|
+| id                      | text ≤ 64, optional   | plain text; generated when empty        |
+| question                | text, required        | plain text                              |
+| variables               | object                | `tier: gold; region: eu` (or lines), or |
+|                         |                       | a JSON object, e.g. {"tier": "gold"}    |
+| expected_contains       | list of text          | `30 days; receipt`, or a JSON array     |
+| expected_not_contains   | list of text          | as expected_contains                    |
+| expected_sources        | list of text          | document ids/paths, as above            |
+| reference_answer        | text                  | plain text                              |
+| unanswerable            | boolean               | true/false, yes/no, 1/0 (empty=false)   |
+| tags                    | list of text          | `refunds; multi-part`, or a JSON array  |
+| note                    | text                  | plain text                              |
+
+Exports write lists and variables as JSON, which imports back unchanged. How cells are
+written by people (here and in the editor) is console.datasets.cells.
 """
 
 from __future__ import annotations
@@ -23,8 +27,7 @@ import re
 import uuid
 from typing import Any
 
-from console.core.canonical import canonical_json, content_hash, loads
-from console.core.jsoninput import JSONInputError
+from console.core.canonical import canonical_json, content_hash
 
 FIELDS = [
     "id", "question", "variables", "expected_contains", "expected_not_contains",
@@ -56,13 +59,25 @@ def new_item_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _shown(value: Any) -> str:
+    """A refused value quoted for an error message, shortened when long."""
+    if isinstance(value, str):
+        text = '"' + " ↵ ".join(value.splitlines()) + '"'
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):
+            text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def clean_field(name: str, value: Any) -> Any:
     """Validate one field's value (already decoded from JSON); raise ItemError."""
     if name in TEXT_FIELDS:
         if value is None:
             value = ""
         if not isinstance(value, str):
-            raise ItemError(name, "must be text")
+            raise ItemError(name, f"{_shown(value)} is not text")
         value = value.strip() if name == "question" else value
         if name == "question" and not value:
             raise ItemError(name, "is required")
@@ -70,21 +85,32 @@ def clean_field(name: str, value: Any) -> Any:
     if name in LIST_FIELDS:
         if value is None:
             return []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ItemError(name, 'must be a list of text, e.g. ["30 days", "receipt"]')
+        if not isinstance(value, list):
+            raise ItemError(
+                name, f'{_shown(value)} is not a list of text — e.g. ["30 days", "receipt"]'
+            )
+        for entry in value:
+            if not isinstance(entry, str):
+                raise ItemError(name, f'{_shown(entry)} is not text — e.g. "30 days"')
         cleaned = [v.strip() for v in value if v.strip()]
         if name == "tags":
-            cleaned = [t.lower() for t in cleaned]
-            bad = [t for t in cleaned if not TAG_PATTERN.match(t)]
+            bad = [t for t in cleaned if not TAG_PATTERN.match(t.lower())]
             if bad:
-                raise ItemError(name, f"{bad[0]!r} is not a tag (a-z, 0-9, - and _, ≤ 40)")
+                raise ItemError(
+                    name,
+                    f'{_shown(bad[0])} is not a tag (a-z, 0-9, - and _, up to 40) — e.g. "refunds"',
+                )
+            cleaned = [t.lower() for t in cleaned]
             cleaned = sorted(set(cleaned))
         return cleaned
     if name == "variables":
         if value in (None, ""):
             return {}
         if not isinstance(value, dict):
-            raise ItemError(name, 'must be a JSON object, e.g. {"tier": "gold"}')
+            raise ItemError(
+                name,
+                f'{_shown(value)} is not an object of names and values — e.g. {{"tier": "gold"}}',
+            )
         try:
             canonical_json(value)
         except (ValueError, TypeError) as exc:
@@ -97,12 +123,16 @@ def clean_field(name: str, value: Any) -> Any:
             return value.strip().lower() in TRUE
         if value is None:
             return False
-        raise ItemError(name, "must be true or false")
+        raise ItemError(name, f'{_shown(value)} is not true or false — e.g. "yes" or "no"')
     if name == "id":
         if value in (None, ""):
             return ""
         if not isinstance(value, str) or not ID_PATTERN.match(value):
-            raise ItemError(name, "must be 1-64 letters, digits, '.', '_', ':' or '-'")
+            raise ItemError(
+                name,
+                f"{_shown(value)} is not an id (1-64 letters, digits, '.', '_', ':' or '-') — "
+                'e.g. "refund-1"',
+            )
         return value
     raise ItemError(name, "is not a known field")
 
@@ -142,17 +172,3 @@ def to_csv_cell(name: str, value: Any) -> str:
     if name == "unanswerable":
         return "true" if value else "false"
     return value or ""
-
-
-def from_csv_cell(name: str, cell: str) -> Any:
-    """Decode a CSV cell to the field's JSON value; raise ItemError naming the field."""
-    if name in LIST_FIELDS or name == "variables":
-        text = cell.strip()
-        if not text:
-            return None
-        try:
-            return loads(text)
-        except JSONInputError as exc:
-            where = f" at column {exc.column}" if exc.column else ""
-            raise ItemError(name, f"malformed JSON ({exc.message}{where})") from None
-    return cell

@@ -80,7 +80,9 @@ class DatasetItem(models.Model):
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="draft_items")
     item_id = models.CharField(max_length=64)
-    position = models.PositiveIntegerField(default=0)
+    # Display and publish order. Items added in the editor go first (below the lowest
+    # position, so it may be negative), imports append, duplicates follow their original.
+    position = models.IntegerField(default=0)
     question = models.TextField()
     variables = models.JSONField(default=dict, blank=True)
     expected_contains = models.JSONField(default=list, blank=True)

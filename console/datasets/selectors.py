@@ -66,6 +66,52 @@ def draft_page(dataset: Dataset, filters: ItemFilters, number) -> Page:
     return Paginator(draft_items(dataset, filters), PAGE_SIZE).get_page(number)
 
 
+@dataclass(frozen=True)
+class PublishedRow:
+    """One item of a published version, shaped like a draft item for the read-only table."""
+
+    item_id: str
+    question: str = ""
+    variables: dict = field(default_factory=dict)
+    expected_contains: list = field(default_factory=list)
+    expected_not_contains: list = field(default_factory=list)
+    expected_sources: list = field(default_factory=list)
+    reference_answer: str = ""
+    unanswerable: bool = False
+    tags: list = field(default_factory=list)
+    note: str = ""
+
+
+class _PublishedRows:
+    """A lazy sequence for the Paginator: count and slices each run one query."""
+
+    def __init__(self, queryset: QuerySet):
+        self.queryset = queryset
+
+    def count(self) -> int:
+        return self.queryset.count()
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index):
+        rows = self.queryset.values_list("item_id", "snapshot__content")[index]
+        known = set(CONTENT_FIELDS)
+        return [
+            PublishedRow(item_id, **{k: v for k, v in content.items() if k in known})
+            for item_id, content in rows
+        ]
+
+
+def version_page(version: DatasetVersion, q: str, number) -> Page:
+    """One page of a published version's items, in order; `q` matches an id or the question.
+    Two queries whatever the size (count, then the page with its snapshots)."""
+    qs = PublishedItem.objects.filter(version=version).order_by("position")
+    if q:
+        qs = qs.filter(Q(item_id=q) | Q(snapshot__content__question__icontains=q))
+    return Paginator(_PublishedRows(qs), PAGE_SIZE).get_page(number)
+
+
 def version_items(version: DatasetVersion) -> Iterator[dict]:
     """Every item of a published version, in order, streamed: {'id': ..., **content}."""
     rows = (

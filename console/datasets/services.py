@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 
 from console.audit import services as audit
@@ -83,14 +83,29 @@ def create_dataset(
     return dataset
 
 
-def add_item(*, actor, dataset: Dataset, values: dict) -> DatasetItem:
-    """Add one item to the draft; `values` uses the import field names."""
+def add_item(
+    *, actor, dataset: Dataset, values: dict, after: DatasetItem | None = None
+) -> DatasetItem:
+    """Add one item to the draft; `values` uses the import field names.
+
+    The item goes first in the draft, where the editor shows a newly added row, or straight
+    after `after` (a duplicate sits under its original): the position is stored, so the row
+    stays where it appeared when the page is reloaded."""
     content, errors = clean_item(values)
     if errors:
         raise ValidationError({e.field: e.message for e in errors})
     with transaction.atomic():
         item_id = content.pop("id") or new_item_id()
-        position = (dataset.draft_items.aggregate(m=Max("position"))["m"] or 0) + 1
+        if after is None:
+            first = dataset.draft_items.aggregate(m=Min("position"))["m"]
+            position = 1 if first is None else first - 1
+        else:
+            # Make room in one statement: everything shown after `after` moves down by two,
+            # so the new item fits between even when positions tie (ties order by id).
+            dataset.draft_items.filter(
+                Q(position__gt=after.position) | Q(position=after.position, pk__gt=after.pk)
+            ).update(position=F("position") + 2)
+            position = after.position + 1
         item = DatasetItem(dataset=dataset, item_id=item_id, position=position, **content)
         _stamp(item, actor)
         try:
@@ -108,7 +123,7 @@ def add_item(*, actor, dataset: Dataset, values: dict) -> DatasetItem:
 
 def duplicate_item(*, actor, item: DatasetItem) -> DatasetItem:
     values = {"id": "", **item_content(item)}
-    return add_item(actor=actor, dataset=item.dataset, values=values)
+    return add_item(actor=actor, dataset=item.dataset, values=values, after=item)
 
 
 def update_item_field(

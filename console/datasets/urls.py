@@ -23,5 +23,6 @@ urlpatterns = [
     path(f"{base}<slug:key>/export/", views.export, name="export"),
     path(f"{base}<slug:key>/publish/", views.publish, name="publish"),
     path(f"{base}<slug:key>/versions/", views.versions, name="versions"),
+    path(f"{base}<slug:key>/versions/<int:number>/", views.version_detail, name="version"),
     path(f"{base}<slug:key>/diff/", views.diff, name="diff"),
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from urllib.parse import parse_qs, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import reswap, retarget
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from console.accounts.roles import CURATE
 from console.audit.selectors import events_for_object
@@ -21,8 +21,9 @@ from console.core.jsoninput import JSONInputError
 from console.core.permissions import access_application
 from console.datasets import io as dataset_io
 from console.datasets import selectors, services
+from console.datasets.cells import from_text, to_text
 from console.datasets.forms import DatasetForm, ImportForm, PublishForm
-from console.datasets.items import CONTENT_FIELDS, FIELDS, LIST_FIELDS
+from console.datasets.items import CONTENT_FIELDS, FIELDS, ItemError
 from console.datasets.models import Dataset, DatasetItem, DatasetVersion, ImportJob
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
@@ -69,32 +70,12 @@ def _version(dataset: Dataset, number) -> DatasetVersion:
     return version
 
 
-def as_text(field: str, value) -> str:
-    """How a value appears in an edit box: lists one per line, variables as JSON."""
-    if field in LIST_FIELDS:
-        return "\n".join(value or [])
-    if field == "variables":
-        return json.dumps(value, ensure_ascii=False, indent=1) if value else ""
-    if field == "unanswerable":
-        return "true" if value else "false"
-    return value or ""
-
-
-def from_text(field: str, text: str):
-    """Parse an edit box back into a value; ValidationError names the field."""
-    if field in LIST_FIELDS:
-        return [line for line in text.splitlines() if line.strip()]
-    if field == "variables":
-        if not text.strip():
-            return {}
-        try:
-            return loads(text)
-        except JSONInputError as exc:
-            where = f" at line {exc.line}, column {exc.column}" if exc.line else ""
-            raise ValidationError({field: f"malformed JSON ({exc.message}{where})"}) from None
-    if field == "unanswerable":
-        return text.strip().lower() in {"true", "on", "1", "yes"}
-    return text
+def _errors(exc: ValidationError) -> str:
+    """A refusal as one line that names each field: `variables: "foo" is not …`."""
+    if hasattr(exc, "error_dict"):
+        named = exc.message_dict.items()
+        return "; ".join(f"{name}: {msg}" for name, msgs in named for msg in msgs)
+    return "; ".join(exc.messages)
 
 
 # ---------------------------------------------------------------- list and create
@@ -194,7 +175,7 @@ def _cell_context(dataset: Dataset, item: DatasetItem, field: str, **extra) -> d
         "field": field,
         "label": LABELS[field],
         "value": value,
-        "text": as_text(field, value),
+        "text": to_text(field, value),
         "base": canonical_json(value),
         "can_edit": True,
         **extra,
@@ -232,14 +213,15 @@ def cell(request: HttpRequest, app: str, key: str, item_id: str, field: str) -> 
         saved = services.update_item_field(
             actor=request.user, item=item, field_name=field, value=from_text(field, text), base=base
         )
-    except ValidationError as exc:
-        context = _cell_context(dataset, item, field, error="; ".join(exc.messages))
+    except (ItemError, ValidationError) as exc:
+        error = str(exc) if isinstance(exc, ItemError) else _errors(exc)
+        context = _cell_context(dataset, item, field, error=error)
         context["text"] = text  # keep what the curator typed
         context["base"] = request.POST.get("base", "")
         return render(request, "datasets/editor.html#cell_edit", context)
     except services.ItemConflict as exc:
         context = _cell_context(
-            dataset, exc.item, field, conflict=exc, theirs=as_text(field, exc.current)
+            dataset, exc.item, field, conflict=exc, theirs=to_text(field, exc.current)
         )
         context["text"] = text  # keep mine; the new base makes the next save deliberate
         return render(request, "datasets/editor.html#cell_edit", context)
@@ -262,15 +244,27 @@ def item_add(request: HttpRequest, app: str, key: str) -> HttpResponse:
             },
         )
     except ValidationError as exc:
-        response = render(
-            request,
-            "datasets/editor.html#add_error",
-            {"error": "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.message_dict.items())},
-        )
+        response = render(request, "datasets/editor.html#add_error", {"error": _errors(exc)})
         return reswap(retarget(response, "#add-error"), "innerHTML")
+    if not _showing_first_page(request):
+        # The new item is first in the unfiltered draft: show it there rather than on top of
+        # a page or a filter it does not belong to (a reload would then move it).
+        messages.success(request, f"Added {item.item_id} at the top of the golden set.")
+        return HttpResponseClientRedirect(
+            reverse("datasets:editor", kwargs={"app": app, "key": key})
+        )
     response = render(request, "datasets/editor.html#row", _row_context(request, dataset, item))
     response["HX-Trigger"] = "dataset-changed"
     return response
+
+
+def _showing_first_page(request: HttpRequest) -> bool:
+    """Whether the editor page that sent an htmx request shows the first page, unfiltered."""
+    current = request.headers.get("HX-Current-URL", "")
+    query = parse_qs(urlsplit(current).query)
+    filters = selectors.ItemFilters.from_query({k: v[-1] for k, v in query.items()})
+    first = query.get("page", ["1"])[-1] in {"", "1"}
+    return first and not (filters.q or filters.tag or filters.changed)
 
 
 def _row_context(request, dataset: Dataset, item: DatasetItem) -> dict:
@@ -438,6 +432,29 @@ def versions(request: HttpRequest, app: str, key: str) -> HttpResponse:
         request,
         "datasets/versions.html",
         {"application": dataset.application, "dataset": dataset, "versions": rows},
+    )
+
+
+@login_required
+@require_GET
+def version_detail(request: HttpRequest, app: str, key: str, number: int) -> HttpResponse:
+    """A published version's items as a read-only table, a page at a time."""
+    dataset = _dataset(request, app, key)
+    version = _version(dataset, number)
+    q = (request.GET.get("q") or "").strip()[:200]
+    page = selectors.version_page(version, q, request.GET.get("page"))
+    return render(
+        request,
+        "datasets/version.html",
+        {
+            "application": dataset.application,
+            "dataset": dataset,
+            "version": version,
+            "page": page,
+            "q": q,
+            "columns": COLUMNS,
+            "is_latest": version.number == dataset.latest_number,
+        },
     )
 
 

@@ -739,6 +739,11 @@ def _dataset_endpoints() -> list[Endpoint]:
             audit_action="dataset.publish",
         ),
         Endpoint("versions", "datasets:versions", params=_golden),
+        Endpoint(
+            "version items",
+            "datasets:version",
+            params=lambda world: {"key": world.dataset.key, "number": 1},
+        ),
         Endpoint("diff", "datasets:diff", params=_golden, query="a=1&b=draft"),
     ]
 
@@ -1727,6 +1732,7 @@ DATASET_OBJECT_ROUTES = [
     ("datasets:hints", "get", {}, ""),
     ("datasets:variable_gaps", "get", {}, ""),
     ("datasets:versions", "get", {}, ""),
+    ("datasets:version", "get", {"number": 1}, ""),
     ("datasets:diff", "get", {}, "a=1&b=2"),
     ("datasets:export", "get", {}, "format=jsonl&version=1"),
     ("datasets:cell", "get", {"item_id": "refund-1", "field": "question"}, ""),

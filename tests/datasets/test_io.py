@@ -235,7 +235,7 @@ MALFORMED = [
         "csv-wrong-json-type",
         "j.csv",
         csv_bytes(
-            ["question", "expected_contains", "unanswerable"], ["Fine?", '"30 days"', "maybe"]
+            ["question", "expected_contains", "unanswerable"], ["Fine?", '["30 days", 5]', "maybe"]
         ),
         [(2, "expected_contains"), (2, "unanswerable")],
     ),

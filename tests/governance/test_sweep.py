@@ -411,6 +411,7 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
         Case("publish-golden-set", to("datasets:publish"), constant({"message": "sweep"})),
     ),
     "datasets:versions": GET_ONLY,
+    "datasets:version": GET_ONLY,
     "datasets:diff": GET_ONLY,
     # Evals.
     "evals:runs": GET_ONLY,

@@ -212,6 +212,7 @@ class Command(BaseCommand):
             "golden set editor search": u("datasets:editor", key=dataset.key) + "?q=refund",
             "golden set hints (10k)": u("datasets:hints", key=dataset.key),
             "golden set versions": u("datasets:versions", key=dataset.key),
+            "golden set version (10k)": u("datasets:version", key=dataset.key, number=1),
             "flags (1k)": u("flags:list"),
             "flag detail": u("flags:detail", key="support-prompt"),
             "evals": u("evals:runs"),
