@@ -241,7 +241,7 @@ def compare(request: HttpRequest, app: str) -> HttpResponse:
         "evals/compare.html",
         {
             "application": application,
-            "cmp": selectors.compare_runs(base, candidate),
+            "cmp": selectors.cached_comparison(base, candidate),
             "metric_labels": METRICS,
         },
     )
