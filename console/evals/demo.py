@@ -7,8 +7,9 @@ import socket
 
 from console.datasets.models import Dataset
 from console.evals import services
+from console.evals.models import EvalRun, GatePolicy
 from console.evals.scorers import DEFAULT_SCORERS, JUDGED
-from console.evals.simulator import serve_in_thread
+from console.evals.simulator import Faults, serve_in_thread
 from console.registry import services as registry
 from console.registry.kinds import PROMPT
 
@@ -41,16 +42,47 @@ GATES = [
 SCORERS = [*DEFAULT_SCORERS, *JUDGED]
 
 
+# The demo runs keep few calls in flight: on a busy machine a call's measured latency is mostly
+# its wait for a CPU, and the demo gates include a latency bound.
+DEMO_CONCURRENCY = 4
+# A demo run whose outcome says more about the machine than about the prompt (items that timed
+# out or were refused, a latency gate missed) is run again, up to this many runs in all.
+DEMO_ATTEMPTS = 3
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def seed_evals(application, engineer, port: int = 8100) -> None:
-    """The demo's two finished runs, made against a simulator started on `port` (the one the
-    demo model configs call) unless something already listens there."""
-    if application.eval_runs.exists():
-        return
+def machine_trouble(run: EvalRun) -> str:
+    """Why a finished demo run reflects the machine (timeouts, load) rather than the prompt, or
+    "" when it does not. The simulator answers deterministically, so anything else — a gate
+    missed on quality — is the demo's story and stays."""
+    if run.status != EvalRun.Status.COMPLETED:
+        return f"run #{run.pk} {run.status}"
+    errors = run.metrics.get("errors") or 0
+    if errors:
+        return f"run #{run.pk}: {errors} of {run.metrics.get('items')} items errored"
+    slow = [
+        gate["metric"]
+        for gate in (run.verdict_detail or {}).get("gates", [])
+        if gate["metric"].startswith("latency") and not gate.get("passed")
+    ]
+    if slow:
+        return f"run #{run.pk} missed its {', '.join(slow)} gate"
+    return ""
+
+
+def seed_evals(
+    application, engineer, port: int = 8100, faults: Faults | None = None, log=None
+) -> list[EvalRun]:
+    """The demo's finished runs of answer-question v2 and v3, made synchronously against a
+    simulator started on `port` (the one the demo model configs call; with `faults` such as a
+    latency) unless something already listens there. A run spoiled by the machine — timeouts,
+    a missed latency gate — is run again (DEMO_ATTEMPTS in all), so the demo's evidence does not
+    depend on how busy the machine was. Seeding twice reuses good runs."""
+    say = log or (lambda message: None)
     judges = {}
     for key, content, name in (
         ("judge-faithfulness", JUDGE_FAITHFULNESS, "Judge: faithfulness"),
@@ -69,31 +101,57 @@ def seed_evals(application, engineer, port: int = 8100) -> None:
             ).version.head
         judges[key] = head.versions.get(number=head.latest_number)
     dataset = Dataset.objects.get(application=application, key="support-golden")
-    services.set_gate_policy(
-        actor=engineer, application=application, dataset=dataset, gates=GATES, max_error_rate=0.1
-    )
-    server = serve_in_thread(port)[0] if _port_free(port) else None
+    if not GatePolicy.objects.filter(application=application, dataset=dataset).exists():
+        services.set_gate_policy(
+            actor=engineer,
+            application=application,
+            dataset=dataset,
+            gates=GATES,
+            max_error_rate=0.1,
+        )
+    prompt = application.prompts.get(key="answer-question")
+    # prod serves gpt-main@1: evidence for prod is about the model it runs on.
+    model_version = application.model_configs.get(key="gpt-main").versions.get(number=1)
+    judge_model = application.model_configs.get(key="judge")
+    dataset_version = dataset.versions.get(number=dataset.latest_number)
+    server = serve_in_thread(port, faults)[0] if _port_free(port) else None
+    runs = []
     try:
-        prompt = application.prompts.get(key="answer-question")
-        model = application.model_configs.get(key="gpt-main")
-        judge_model = application.model_configs.get(key="judge")
         for number in (2, 3):
-            run = services.launch_run(
-                actor=engineer,
-                application=application,
-                dataset_version=dataset.versions.get(number=dataset.latest_number),
-                prompt_version=prompt.versions.get(number=number),
-                # prod serves gpt-main@1: evidence for prod is about the model it runs on.
-                model_version=model.versions.get(number=1),
-                judge_model_version=judge_model.versions.get(number=judge_model.latest_number),
-                judge_prompts={
-                    "faithfulness": judges["judge-faithfulness"],
-                    "relevance": judges["judge-relevance"],
-                },
-                scorers=SCORERS,
+            prompt_version = prompt.versions.get(number=number)
+            run = (
+                application.eval_runs.filter(
+                    prompt_version=prompt_version,
+                    model_version=model_version,
+                    dataset_version__head=dataset,
+                )
+                .order_by("-pk")
+                .first()
             )
-            services.execute_run(run.pk, owner="seed_demo")
+            attempt = 0
+            while run is None or (machine_trouble(run) and attempt < DEMO_ATTEMPTS):
+                if run is not None:
+                    say(f"Running the demo eval again: {machine_trouble(run)}.")
+                attempt += 1
+                run = services.launch_run(
+                    actor=engineer,
+                    application=application,
+                    dataset_version=dataset_version,
+                    prompt_version=prompt_version,
+                    model_version=model_version,
+                    judge_model_version=judge_model.versions.get(number=judge_model.latest_number),
+                    judge_prompts={
+                        "faithfulness": judges["judge-faithfulness"],
+                        "relevance": judges["judge-relevance"],
+                    },
+                    scorers=SCORERS,
+                    concurrency=DEMO_CONCURRENCY,
+                )
+                services.execute_run(run.pk, owner="seed_demo")
+                run.refresh_from_db()
+            runs.append(run)
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
+    return runs

@@ -7,6 +7,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 
@@ -157,6 +158,27 @@ class Comparison:
     def paired(self) -> int:
         """Items both runs scored (neither errored): what the deltas are computed over."""
         return max((d.n for d in self.deltas), default=0)
+
+
+# Finished runs never change, so neither does their comparison (bootstrap intervals over every
+# item: the compare page's slowest part). Keyed by both runs and their finish times.
+COMPARISON_TTL_S = 24 * 3600
+
+
+def cached_comparison(base: EvalRun, candidate: EvalRun) -> Comparison:
+    """compare_runs with charts, kept in the cache once both runs have finished."""
+    if base.finished_at is None or candidate.finished_at is None or base.active or candidate.active:
+        return compare_runs(base, candidate)
+    key = "airlock:eval-comparison:" + ":".join(
+        f"{r.pk}-{r.finished_at.timestamp():.6f}" for r in (base, candidate)
+    )
+    found = cache.get(key)
+    if isinstance(found, Comparison):
+        found.base, found.candidate = base, candidate
+        return found
+    comparison = compare_runs(base, candidate)
+    cache.set(key, comparison, COMPARISON_TTL_S)
+    return comparison
 
 
 def compare_runs(base: EvalRun, candidate: EvalRun, *, charts: bool = True) -> Comparison:

@@ -243,7 +243,9 @@ def compare(request: HttpRequest, app: str) -> HttpResponse:
         # Items cannot be paired across versions; offer to run A where B ran instead.
         return render(request, "evals/compare.html", context | {"mismatch": True})
     return render(
-        request, "evals/compare.html", context | {"cmp": selectors.compare_runs(base, candidate)}
+        request,
+        "evals/compare.html",
+        context | {"cmp": selectors.cached_comparison(base, candidate)},
     )
 
 

@@ -19,6 +19,7 @@ from console.core.forms import apply_errors
 from console.core.permissions import ENGINEER, access_application, user_applications
 from console.core.versioning import VersionConflict
 from console.registry import selectors, services
+from console.registry.dashboard import panels as dashboard_panels
 from console.registry.forms import CONTENT_FORMS, BindForm, HeadForm, VersionMetaForm
 from console.registry.kinds import Kind, kind_of
 from console.registry.templating import render as render_template
@@ -60,6 +61,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def dashboard(request: HttpRequest, app: str) -> HttpResponse:
     application = access_application(request, app)
     context = selectors.dashboard(application)
+    context.update(dashboard_panels(request, application))
     context["application"] = application
     context["recent_events"] = events_for_object(application=application, limit=8)
     return render(request, "registry/dashboard.html", context)

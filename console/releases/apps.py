@@ -11,3 +11,8 @@ class ReleasesConfig(AppConfig):
         from console.usage.budgets import set_breaker_rule
 
         set_breaker_rule(breaker_allowed)
+
+        from console.registry import dashboard
+        from console.releases.dashboard import operations
+
+        dashboard.register(operations)

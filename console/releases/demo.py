@@ -8,10 +8,14 @@ from django.db import transaction
 
 from console.evals.demo import GATES
 from console.releases import policies, services
+from console.releases.evidence import gather
 from console.releases.models import PromotionRequest
 
 
-def seed_releases(application, users: dict) -> None:
+def seed_releases(application, users: dict, log=None) -> PromotionRequest | None:
+    """Prod's demo policy, then the demo request — opened only once its evidence meets that
+    policy (the demo evals ran before, synchronously). When it does not (the evals could not
+    run), seeding says why and carries on without the request; seeding again retries."""
     prod = application.environments.get(key="prod")
     content, number = policies.current(prod)
     if number == 0:
@@ -35,15 +39,27 @@ def seed_releases(application, users: dict) -> None:
                 message="Demo policy: evidence on support-golden under the demo gates",
                 number=0,
             )
-    if PromotionRequest.objects.filter(application=application).exists():
-        return
+    existing = PromotionRequest.objects.filter(application=application).first()
+    if existing is not None:
+        return existing
     prompt = application.prompts.get(key="answer-question")
     model = application.model_configs.get(key="gpt-main")
-    services.open_request(
+    version, paired = prompt.versions.get(number=3), model.versions.get(number=1)
+    bundle = services.bundle_for("prompt", version, prod, paired)
+    evidence = gather(prod, bundle, services.live_bundle(prod, bundle))
+    if not evidence.ok:
+        if log:
+            log(
+                "The demo promotion request was not opened, its evidence is missing: "
+                + "; ".join(evidence.missing)
+                + ". Run seed_demo again to retry."
+            )
+        return None
+    return services.open_request(
         actor=users["engineer"],
         environment=prod,
-        version=prompt.versions.get(number=3),
-        paired=model.versions.get(number=1),
+        version=version,
+        paired=paired,
         justification=(
             "v3 cites its sources and keeps answers short. On support-golden@1 with gpt-main@1 "
             "(what prod runs) it meets every gate of prod's policy, and against v2 (live in "

@@ -24,15 +24,26 @@ def requests(application) -> QuerySet:
     return PromotionRequest.objects.filter(application=application).select_related(*RELATED)
 
 
-def inbox(application, user, perms: frozenset[str]) -> dict[str, list]:
-    """Requests awaiting this user's decision, the user's own open requests, and recent ones."""
-    open_requests = list(requests(application).filter(status__in=PromotionRequest.OPEN))
+def awaiting_decision(
+    application, user, perms: frozenset[str], open_requests: list | None = None
+) -> list[PromotionRequest]:
+    """Open requests this user may decide on now: pending, not their own, not yet decided by
+    them on this revision, and within their role (a policy change needs an admin, anything else
+    an approver). Two queries; `open_requests` saves the first when the caller has them."""
+    if APPROVE not in perms and ADMIN not in perms:
+        return []
+    if open_requests is None:
+        open_requests = list(
+            requests(application)
+            .filter(status=PromotionRequest.Status.PENDING)
+            .exclude(requested_by=user)
+        )
     decided = set(
         Approval.objects.filter(
             request__in=[r.pk for r in open_requests], approver=user
         ).values_list("request_id", "revision")
     )
-    awaiting = [
+    return [
         r
         for r in open_requests
         if (ADMIN if r.kind == PromotionRequest.Kind.POLICY else APPROVE) in perms
@@ -40,6 +51,12 @@ def inbox(application, user, perms: frozenset[str]) -> dict[str, list]:
         and (r.pk, r.revision) not in decided
         and r.status == PromotionRequest.Status.PENDING
     ]
+
+
+def inbox(application, user, perms: frozenset[str]) -> dict[str, list]:
+    """Requests awaiting this user's decision, the user's own open requests, and recent ones."""
+    open_requests = list(requests(application).filter(status__in=PromotionRequest.OPEN))
+    awaiting = awaiting_decision(application, user, perms, open_requests)
     mine = [r for r in open_requests if r.requested_by_id == user.pk]
     counts = dict(
         Approval.objects.filter(

@@ -1,24 +1,73 @@
 // Render Plotly charts whose specs the page embeds as JSON (<script type="application/json">),
 // again after htmx swaps in new figures; size share bars from their data-share attribute.
+//
+// The page's text and tables never wait for charts: plotly.js is a deferred script, and charts
+// are drawn one per frame, those in (or near) the window first, the rest right after — or at
+// once when scrolled to. A chart costs tens of milliseconds to draw, so the first one shows
+// without waiting for the whole page's worth.
 (function () {
   "use strict";
+  var NEAR = 200; // px beyond the window that count as "in view"
+  var queue = [];
+  var scheduled = false;
+  var observer = "IntersectionObserver" in window
+    ? new IntersectionObserver(function (entries) {
+        entries.forEach(function (entry) {
+          if (!entry.isIntersecting) return;
+          var at = queue.indexOf(entry.target);
+          if (at > 0) queue.unshift(queue.splice(at, 1)[0]);
+        });
+      }, { rootMargin: NEAR + "px 0px" })
+    : null;
+
+  function plot(el) {
+    if (observer) observer.unobserve(el);
+    if (!el.isConnected) return;
+    var source = document.getElementById(el.dataset.chart);
+    if (!source) return;
+    var spec = JSON.parse(source.textContent);
+    var layout = Object.assign(
+      { font: { family: "system-ui, sans-serif", size: 12 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)" },
+      spec.layout || {}
+    );
+    Plotly.react(el, spec.data, layout, { displaylogo: false, responsive: true });
+  }
+
+  function pump() {
+    scheduled = false;
+    if (!window.Plotly) return;
+    var el = queue.shift();
+    if (el) plot(el);
+    if (queue.length) schedule();
+  }
+
+  // Draw in the next frame's gap: after this frame is painted, so each chart shows as it is done.
+  function schedule() {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(function () { setTimeout(pump, 0); });
+  }
+
+  function inView(el) {
+    var box = el.getBoundingClientRect();
+    return box.bottom >= -NEAR && box.top <= window.innerHeight + NEAR;
+  }
+
   function draw(root) {
     var scope = root || document;
     scope.querySelectorAll("[data-share]").forEach(function (bar) {
       bar.style.width = Math.round(parseFloat(bar.dataset.share || "0") * 100) + "%";
     });
-    if (!window.Plotly) return;
-    scope.querySelectorAll("[data-chart]").forEach(function (el) {
-      var source = document.getElementById(el.dataset.chart);
-      if (!source) return;
-      var spec = JSON.parse(source.textContent);
-      var layout = Object.assign(
-        { font: { family: "system-ui, sans-serif", size: 12 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)" },
-        spec.layout || {}
-      );
-      Plotly.react(el, spec.data, layout, { displaylogo: false, responsive: true });
-    });
+    var charts = Array.prototype.slice.call(scope.querySelectorAll("[data-chart]"));
+    if (scope.matches && scope.matches("[data-chart]")) charts.unshift(scope);
+    if (!charts.length) return;
+    var near = charts.filter(inView);
+    var later = charts.filter(function (el) { return near.indexOf(el) < 0; });
+    queue = near.concat(queue.filter(function (el) { return charts.indexOf(el) < 0; }), later);
+    if (observer) later.forEach(function (el) { observer.observe(el); });
+    schedule();
   }
+
   function start() { draw(document); }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();

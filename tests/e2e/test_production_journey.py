@@ -16,19 +16,46 @@ from tests.e2e.conftest import DEMO_PASSWORD, VIEWPORT
 
 pytestmark = pytest.mark.e2e
 APP = "support-bot"
-# Cold: a fresh browser profile, nothing cached. Warm: the same page again, static files cached.
-# The aim is 1 s cold and 300 ms warm; the bounds leave room for a busy shared test machine.
+# Cold: a fresh browser profile, nothing cached. Warm: the same page again, static files cached
+# (the median of WARM_LOADS loads, so one stall of a shared machine does not decide it).
+# The aim is 1 s cold and 300 ms warm; the bounds leave room for a busy shared 2-core machine,
+# where plotly.js alone takes 1-2 s to compile and run on a cold load.
 COLD_LIMIT_S = 5.0
-WARM_LIMIT_S = 2.0
+WARM_LIMIT_S = 1.5
+WARM_LOADS = 3
 PLOTLY = re.compile(r"/static/vendor/plotly/plotly-cartesian\.min\.[0-9a-f]{12}\.js$")
 
 
+# Where a chart page's time goes, by the page's own clock (ms from navigation start): the HTML,
+# plotly.js fetched and then ready to use, DOMContentLoaded, the first and the last chart drawn.
+WATCH_CHARTS = """(() => {
+  let plotly;
+  window.__timings = {};
+  Object.defineProperty(window, "Plotly", {configurable: true, get() { return plotly; },
+    set(value) {
+      plotly = value;
+      window.__timings.plotly_ready_ms = Math.round(performance.now());
+    }});
+  new MutationObserver(() => {
+    const drawn = document.querySelectorAll("[data-chart] .main-svg").length;
+    if (!drawn) return;
+    const now = Math.round(performance.now());
+    window.__timings.first_chart_ms = window.__timings.first_chart_ms || now;
+    const charts = document.querySelectorAll("[data-chart]").length;
+    if (document.querySelectorAll("[data-chart].js-plotly-plot").length === charts) {
+      window.__timings.last_chart_ms = window.__timings.last_chart_ms || now;
+    }
+  }).observe(document, {childList: true, subtree: true});
+})()"""
 NAVIGATION = """() => {
   const n = performance.getEntriesByType("navigation")[0];
+  const plotly = performance.getEntriesByType("resource").find(e => e.name.includes("/plotly"));
   return {ttfb_ms: Math.round(n.responseStart),
           html_done_ms: Math.round(n.responseEnd),
+          plotly_fetched_ms: plotly ? Math.round(plotly.responseEnd) : null,
           dom_ready_ms: Math.round(n.domContentLoadedEventEnd),
-          load_ms: Math.round(n.loadEventEnd)};
+          load_ms: Math.round(n.loadEventEnd),
+          ...window.__timings};
 }"""
 
 
@@ -95,11 +122,18 @@ def test_a_person_uses_the_production_console(browser, production_web, productio
         cold_context = browser.new_context(base_url=production_web, viewport=VIEWPORT)
         cold_context.add_cookies(context.cookies())  # signed in, but nothing cached
         cold = cold_context.new_page()
+        cold.add_init_script(WATCH_CHARTS)
         cold.on("pageerror", lambda exc: errors.append(str(exc)))
         seen: dict[str, dict] = {}
         cold.on("response", lambda r, seen=seen: seen.setdefault(r.url, r.headers))
         timings[f"{name}_cold_s"], timings[f"{name}_cold"] = timed_goto(cold, url)
-        timings[f"{name}_warm_s"], timings[f"{name}_warm"] = timed_goto(cold, url)
+        warm = sorted((timed_goto(cold, url) for _ in range(WARM_LOADS)), key=lambda t: t[0])
+        timings[f"{name}_warm_s"], timings[f"{name}_warm"] = warm[WARM_LOADS // 2]
+        timings[f"{name}_warm_all_s"] = [round(t[0], 3) for t in warm]
+        # Text and tables never wait for the charts: DOMContentLoaded comes before any chart
+        # is drawn (they are drawn one per frame afterwards, those in view first).
+        for load in (timings[f"{name}_cold"], *[t[1] for t in warm]):
+            assert load["dom_ready_ms"] <= load["first_chart_ms"], load
         charts = cold.locator("[data-chart].js-plotly-plot")
         assert charts.count() >= 2, name
         expect(charts.first.locator(".main-svg").first).to_be_visible()

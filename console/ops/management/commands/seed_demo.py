@@ -12,6 +12,7 @@ from console.accounts.roles import Role
 from console.accounts.services import grant_role
 from console.audit.services import SYSTEM
 from console.config import SIMULATOR_ADDRESS
+from console.evals.simulator import Faults
 from console.registry import services
 from console.registry.kinds import MODEL_CONFIG, PROMPT
 from console.registry.models import Application
@@ -123,8 +124,22 @@ class Command(BaseCommand):
             f"{SIMULATOR_PORT}). Given for a demo seeded before, its configs move there.",
         )
 
+        parser.add_argument(
+            "--simulator-latency-ms",
+            type=float,
+            default=0.0,
+            help="Latency the simulator started for the demo evals adds to every answer "
+            "(to check that seeding copes with a slow model).",
+        )
+
     @transaction.atomic
-    def handle(self, *args, simulator_port: int | None = None, **options):
+    def handle(
+        self,
+        *args,
+        simulator_port: int | None = None,
+        simulator_latency_ms: float = 0.0,
+        **options,
+    ):
         port = simulator_port or SIMULATOR_PORT
         # Notifications raised while seeding are not news to anyone: keep them out of stdout.
         settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
@@ -196,10 +211,19 @@ class Command(BaseCommand):
         from console.releases.demo import seed_releases
         from console.usage.demo import seed_usage
 
-        seed_evals(application, engineer, port)
+        def warn(message: str) -> None:
+            self.stdout.write(self.style.WARNING(message))
+
+        seed_evals(
+            application,
+            engineer,
+            port,
+            faults=Faults(latency_ms=simulator_latency_ms) if simulator_latency_ms else None,
+            log=warn,
+        )
         seed_flags(application, users)
         seed_usage(application, admin)
-        seed_releases(application, users)
+        seed_releases(application, users, log=warn)
 
         self.stdout.write(
             self.style.SUCCESS("Demo ready: application support-bot (dev, staging, prod).")
