@@ -80,11 +80,12 @@ def forget_all() -> None:
 
 
 def presented_key(request: HttpRequest) -> str:
-    header = request.headers.get("Authorization", "")
+    # request.META, not request.headers: the latter copies every header on first use.
+    header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.headers.get("X-API-Key", "").strip()
+    return request.META.get("HTTP_X_API_KEY", "").strip()
 
 
 STALE_KEY_SECONDS = 300.0
@@ -164,10 +165,11 @@ def authenticate(request: HttpRequest, scope: str) -> Caller:
             "this API key is not valid (unknown or revoked)",
             {"WWW-Authenticate": 'Bearer realm="airlock", error="invalid_token"'},
         )
-    wanted_env = request.headers.get("X-Airlock-Environment") or request.GET.get("environment")
+    query = request.GET if request.META.get("QUERY_STRING") else {}
+    wanted_env = request.META.get("HTTP_X_AIRLOCK_ENVIRONMENT") or query.get("environment")
     if wanted_env and wanted_env != caller.environment_key:
         raise ApiError(403, "forbidden", "this API key belongs to another environment")
-    wanted_app = request.headers.get("X-Airlock-Application") or request.GET.get("application")
+    wanted_app = request.META.get("HTTP_X_AIRLOCK_APPLICATION") or query.get("application")
     if wanted_app and wanted_app != caller.application_key:
         raise ApiError(403, "forbidden", "this API key belongs to another application")
     if scope not in caller.scopes:

@@ -108,7 +108,7 @@ def config(request: HttpRequest, caller: Caller) -> HttpResponse:
     that matches is answered from a dictionary lookup and a string comparison (no query, no
     serialisation, no cache call once the key and the snapshot are warm)."""
     snapshot = snapshot_for(caller.environment_id)
-    if if_none_match(request.headers.get("If-None-Match", ""), snapshot.etag):
+    if if_none_match(request.META.get("HTTP_IF_NONE_MATCH", ""), snapshot.etag):
         return _not_modified(snapshot.etag)
     response = HttpResponse(snapshot.body, content_type=JSON)
     response["ETag"] = snapshot.etag
@@ -170,7 +170,7 @@ def ofrep_bulk(request: HttpRequest, caller: Caller) -> HttpResponse:
         return _json({"errorCode": exc.code, "errorDetails": exc.details}, status=400)
     snapshot = snapshot_for(caller.environment_id)
     etag = bulk_etag(snapshot, context)
-    if if_none_match(request.headers.get("If-None-Match", ""), etag):
+    if if_none_match(request.META.get("HTTP_IF_NONE_MATCH", ""), etag):
         return _not_modified(etag)
     # Each flag's answer is JSON text built once per outcome; the body is their join.
     parts = [ofrep_answer(snapshot, key, context)[1] for key in snapshot.flags]

@@ -10,6 +10,7 @@ from console.core.context import RequestContext, bound, client_ip, new_request_i
 
 access_log = logging.getLogger("airlock.access")
 RUNTIME_PREFIXES = ("/api/v1/", "/ofrep/")
+MATCHES_KEPT = 1024
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -88,17 +89,25 @@ class RuntimeApiMiddleware:
         self.get_response = get_response
         # Only its HTTPS redirect is used (process_request), not its browser headers.
         self.security = SecurityMiddleware(get_response)
+        # Resolved runtime paths (the config, OFREP bulk, OFREP per flag key): resolving one
+        # walks the console's URL patterns on every call otherwise.
+        self._matches: dict[str, object] = {}
 
     def __call__(self, request):
         path = request.path_info
         if not path.startswith(RUNTIME_PREFIXES):
             return self.get_response(request)
-        try:
-            match = resolve(path)
-        except Resolver404:
-            return self.get_response(request)
-        if not getattr(match.func, "lean_stack", False):
-            return self.get_response(request)
+        match = self._matches.get(path)
+        if match is None:
+            try:
+                match = resolve(path)
+            except Resolver404:
+                return self.get_response(request)
+            if not getattr(match.func, "lean_stack", False):
+                return self.get_response(request)
+            if len(self._matches) >= MATCHES_KEPT:
+                self._matches.clear()
+            self._matches[path] = match  # routes do not change while the process runs
         return self.serve(request, match)
 
     def serve(self, request, match):
