@@ -148,6 +148,9 @@ class RuntimeApiMiddleware:
                 status,
                 extra={"fields": fields, "request_id": request_id},
             )
+            # That line is the call's log: Django's own "Not Found"/"Unauthorized" warning for
+            # it (django.request, without the request id) would only repeat it.
+            response._has_been_logged = True
         if echoed or status >= 400:
             response["X-Request-ID"] = request_id
         if status != 304 and not response.streaming:
