@@ -17,7 +17,9 @@ keepalive = 5
 # flat, so recycle rarely. 0 turns it off.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "200000"))
 max_requests_jitter = max_requests // 10
-accesslog = None  # Airlock writes its own structured access log line per request
+# Airlock writes its own structured access log line per console request; runtime API calls are
+# counted on /metrics instead, and logged one by one only when refused or failed.
+accesslog = None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
@@ -28,3 +30,10 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Publish the runtime API calls this worker counted since its last flush (at most 1 s)."""
+    from console.core.metrics import RUNTIME_TALLY
+
+    RUNTIME_TALLY.flush()

@@ -63,6 +63,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Runtime API calls (/api/v1/config, /ofrep/...) are answered here, on a short stack of
+    # their own; everything else goes on down this list.
+    "console.core.middleware.RuntimeApiMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files straight from the web process, before sessions or the database are touched.
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -101,10 +102,19 @@ def ofrep_answer(snapshot: Snapshot, key: str, context: dict) -> tuple[dict, str
 
 _snapshots: dict[int, Snapshot] = {}
 _lock = threading.Lock()
+# One rebuild at a time per environment (single flight): the other threads of this process keep
+# serving the current bytes while it runs, or wait for it once those are too old.
+_build_locks: dict[int, threading.Lock] = {}
+# Bumped by every flag change: a rebuild that read the database before the change is not kept.
+_generation = {"n": 0}
+# A rebuild starts once the snapshot is this old, so that the threads which do not run it can
+# go on serving the current one without it ever getting older than MAX_AGE_SECONDS.
+REFRESH_FRACTION = 0.75
 
 
 def _forget(sender, environment_ids: list[int], **kwargs) -> None:
     with _lock:
+        _generation["n"] += 1
         for environment_id in environment_ids:
             _snapshots.pop(environment_id, None)
 
@@ -114,6 +124,7 @@ flag_rules_changed.connect(_forget, dispatch_uid="api-snapshot-forget")
 
 def forget_all() -> None:
     with _lock:
+        _generation["n"] += 1
         _snapshots.clear()
 
 
@@ -124,12 +135,44 @@ degraded = {"since": None, "error": ""}
 
 
 def snapshot_for(environment_id: int) -> Snapshot:
-    """The environment's snapshot, at most one second old — or, during a database outage, the
-    last good one for up to STALE_LIMIT_SECONDS."""
+    """The environment's snapshot, at most MAX_AGE_SECONDS old — or, during a database outage,
+    the last good one for up to STALE_LIMIT_SECONDS.
+
+    Past REFRESH_FRACTION of its age one thread rebuilds it; the others serve the current one
+    meanwhile, and only wait for the rebuild if the current one has reached MAX_AGE_SECONDS
+    (or there is none)."""
     snapshot = _snapshots.get(environment_id)
     now = time.monotonic()
-    if snapshot is not None and now - snapshot.built_at < MAX_AGE_SECONDS:
-        return snapshot
+    if snapshot is not None:
+        age = now - snapshot.built_at
+        if age < MAX_AGE_SECONDS * REFRESH_FRACTION:
+            return snapshot
+    else:
+        age = math.inf
+    build_lock = _build_locks.get(environment_id)
+    if build_lock is None:
+        build_lock = _build_locks.setdefault(environment_id, threading.Lock())
+    if age < MAX_AGE_SECONDS:
+        if not build_lock.acquire(blocking=False):
+            return snapshot  # another thread is rebuilding it
+    else:
+        build_lock.acquire()
+    try:
+        current = _snapshots.get(environment_id)
+        if (
+            current is not None
+            and current is not snapshot
+            and time.monotonic() - current.built_at < MAX_AGE_SECONDS
+        ):
+            return current  # rebuilt by another thread while this one waited for the lock
+        return _rebuild(environment_id, current)
+    finally:
+        build_lock.release()
+
+
+def _rebuild(environment_id: int, snapshot: Snapshot | None) -> Snapshot:
+    generation = _generation["n"]
+    now = time.monotonic()
     try:
         fresh = build(environment_id)
     except DatabaseError as exc:
@@ -141,7 +184,8 @@ def snapshot_for(environment_id: int) -> Snapshot:
         return snapshot
     degraded["since"] = None
     with _lock:
-        _snapshots[environment_id] = fresh
+        if _generation["n"] == generation:
+            _snapshots[environment_id] = fresh
     return fresh
 
 
@@ -234,6 +278,7 @@ def _referenced(model, environment: Environment, wanted: set[tuple[str, int]], s
 
 
 def build(environment_id: int) -> Snapshot:
+    started = time.monotonic()  # its age counts from before the first read
     environment = Environment.objects.select_related("application").get(pk=environment_id)
     doc, definitions = document(environment)
     body = canonical_json(doc).encode()
@@ -246,7 +291,7 @@ def build(environment_id: int) -> Snapshot:
                 fixed[key] = _encoded(failure_payload(key, exc))
     return Snapshot(
         environment_id=environment_id,
-        built_at=time.monotonic(),
+        built_at=started,
         body=body,
         etag=strong_etag(body),
         flags=definitions,

@@ -1,12 +1,23 @@
-"""Benchmark the runtime API the way production serves it: gunicorn on loopback, a throwaway
-database with 100 flags and 20 live prompts, and `wrk` at 64 connections.
+"""Benchmark the runtime API the way production serves it: `bin/web` (gunicorn, gthread
+workers, DEBUG off) on loopback, a throwaway database with 100 flags and 20 live prompts, and
+`wrk` at 64 connections.
 
-Prints ONE JSON line: requests/s, p50 and p99 (ms) for `GET /api/v1/config` (200 and 304),
-bulk OFREP (`POST /ofrep/v1/evaluate/flags`, a different targeting key on every request) and
-the same server's `/health` as the ceiling, with each one's ratio to the ceiling.
+Prints ONE JSON line: requests/s, p50 and p99 (ms) and server CPU per request (ms, read from
+/proc for the server's processes) for `GET /api/v1/config` (200 and 304), bulk OFREP
+(`POST /ofrep/v1/evaluate/flags`, a different targeting key on every request) and the same
+server's `/health` as the ceiling, with each one's ratio to the ceiling.
 
-Nothing touches your database: the command migrates and seeds a temporary SQLite file, starts
-gunicorn (DEBUG off) against it, and removes it afterwards. Needs `wrk` (apt-get install wrk).
+`--peer unleash` benchmarks Unleash (unleash-server 7.5.1, installed with npm into a temporary
+folder, telemetry and version checks off, its own PostgreSQL database) seeded with the same
+number of flags, interleaved with Airlock round by round on the same endpoints' equivalents
+(client features 200/304, the frontend API's bulk evaluation), and adds both servers' figures
+and Airlock/Unleash ratios to the line. Without node and npm (or without PostgreSQL) the line
+says the peer was skipped and why.
+
+Nothing touches your data: with DATABASE_URL on PostgreSQL the command creates its own
+databases on that server (and drops them afterwards); otherwise a temporary SQLite file. It
+uses CACHE_URL's Redis when set (rate limits shared between workers, as in production), under
+a key id no real key has. Needs `wrk` (apt-get install wrk).
 """
 
 from __future__ import annotations
@@ -21,8 +32,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -31,26 +45,51 @@ from console.config import SIMULATOR_ADDRESS, audit_keys_env
 
 FLAGS = 100
 PROMPTS = 20
+SCENARIOS = ("config_200", "config_304", "ofrep_bulk")
 # Production runs behind a TLS-terminating proxy that says so (SECURE_PROXY_SSL_HEADER); the
 # load generator plays that proxy on loopback.
 PROXY_HEADERS = {"X-Forwarded-Proto": "https"}
+UNLEASH_PACKAGE = "unleash-server@7.5.1"
+# Unleash phones home unless told not to: version checks, telemetry, the package's analytics.
+UNLEASH_QUIET = {
+    "CHECK_VERSION": "false",
+    "SEND_TELEMETRY": "false",
+    "SCARF_ANALYTICS": "false",
+    "DO_NOT_TRACK": "1",
+    "npm_config_update_notifier": "false",
+    "npm_config_fund": "false",
+    "npm_config_audit": "false",
+}
 
 LUA_GET = """
 wrk.method = "GET"
 wrk.headers["X-Forwarded-Proto"] = "https"
-wrk.headers["Authorization"] = "Bearer {key}"
+wrk.headers["Authorization"] = "{auth}"
 {extra}
 """
 LUA_BULK = """
 wrk.method = "POST"
 wrk.headers["X-Forwarded-Proto"] = "https"
-wrk.headers["Authorization"] = "Bearer {key}"
+wrk.headers["Authorization"] = "{auth}"
 wrk.headers["Content-Type"] = "application/json"
 local n = 0
 request = function()
   n = n + 1
   local body = '{{"context":{{"targetingKey":"user-' .. (n % 10000) .. '","plan":"pro",' ..
     '"app_version":"2.5.0","country":"FR"}}}}'
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+# The same context in the shape Unleash's frontend API takes.
+LUA_UNLEASH_BULK = """
+wrk.method = "POST"
+wrk.headers["Authorization"] = "{auth}"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  local body = '{{"context":{{"userId":"user-' .. (n % 10000) .. '","properties":' ..
+    '{{"plan":"pro","app_version":"2.5.0","country":"FR"}}}}}}'
   return wrk.format(nil, nil, nil, body)
 end
 """
@@ -90,7 +129,8 @@ def parse_wrk(output: str) -> dict:
 
 def combine(rounds: list[dict]) -> dict:
     """One endpoint over several rounds: overall requests/s, the median round's p50 and the
-    worst round's p99 (percentiles cannot be averaged; the worst is the honest summary)."""
+    worst round's p99 (percentiles cannot be averaged; the worst is the honest summary), and
+    the server's CPU per request over all rounds when it was measured."""
     requests = sum(r["requests"] for r in rounds)
     seconds = sum(r["seconds"] for r in rounds) or 1.0
     p50s = sorted(r["p50_ms"] for r in rounds)
@@ -99,14 +139,74 @@ def combine(rounds: list[dict]) -> dict:
         "p50_ms": round(p50s[len(p50s) // 2], 2),
         "p99_ms": round(max(r["p99_ms"] for r in rounds), 2),
     }
+    if all("cpu_s" in r for r in rounds) and requests:
+        result["cpu_ms_per_request"] = round(1000 * sum(r["cpu_s"] for r in rounds) / requests, 4)
     errors = sum(r["non_2xx_3xx"] for r in rounds)
     if errors:
         result["non_2xx_3xx"] = errors
     return result
 
 
+def ratios(ours: dict, theirs: dict) -> dict:
+    """Airlock / peer per scenario: throughput (higher is better for Airlock) and server CPU
+    per request (lower is better for Airlock)."""
+    out = {}
+    for name in SCENARIOS:
+        a, b = ours.get(name), theirs.get(name)
+        if not a or not b:
+            continue
+        entry = {"throughput": round(a["rps"] / b["rps"], 3) if b["rps"] else None}
+        if a.get("cpu_ms_per_request") and b.get("cpu_ms_per_request"):
+            entry["cpu_per_request"] = round(a["cpu_ms_per_request"] / b["cpu_ms_per_request"], 3)
+        out[name] = entry
+    return out
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_tree_cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float:
+    """User + system CPU seconds of a process and all its descendants, from /proc/*/stat."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name is in parentheses and may hold spaces: split after its last ')'.
+        fields = text[text.rindex(")") + 2 :].split()
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        ticks[child] = int(fields[11]) + int(fields[12])  # utime, stime
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += ticks.get(current, 0)
+        todo.extend(child for child, parent in parents.items() if parent == current)
+    return total / _CLOCK_TICKS
+
+
+@dataclass
+class Target:
+    """One server under test: where it listens, the process tree to charge CPU to, and its
+    wrk scripts per scenario (path, Lua)."""
+
+    name: str
+    base: str
+    pid: int
+    scenarios: dict[str, tuple[str, str]]
+    rounds: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def _request(url: str, headers: dict, data: bytes | None = None, method: str | None = None):
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, dict(response.headers), response.read()
+
+
 class Command(BaseCommand):
-    help = "Load-test the runtime API under gunicorn with wrk; print one JSON line."
+    help = "Load-test the runtime API under bin/web with wrk (optionally against Unleash)."
 
     def add_arguments(self, parser):
         parser.add_argument("--duration", type=int, default=20, help="seconds per endpoint")
@@ -120,6 +220,18 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=2, help="wrk threads")
         parser.add_argument(
             "--workers", type=int, default=0, help="gunicorn workers (default: CPU count)"
+        )
+        parser.add_argument(
+            "--peer",
+            choices=["none", "unleash"],
+            default="none",
+            help="also benchmark this server, interleaved, and report Airlock/peer ratios",
+        )
+        parser.add_argument(
+            "--peer-dir",
+            default="",
+            help="reuse (or create) this folder for the peer's npm install instead of a "
+            "temporary one",
         )
         parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
         # Internal: seed the temporary database (run in a child with its settings).
@@ -137,88 +249,51 @@ class Command(BaseCommand):
             )
         workers = options["workers"] or os.cpu_count() or 2
         folder = Path(tempfile.mkdtemp(prefix="airlock-bench-"))
-        env = self._child_env(folder)
-        server = None
+        suffix = secrets.token_hex(4)
+        databases: list[str] = []  # PostgreSQL databases this run created, dropped at the end
+        processes: list[subprocess.Popen] = []
         try:
+            database_url = self._database(folder, f"airlock_bench_{suffix}", databases)
+            env = self._child_env(folder, database_url)
             self._run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env)
             key_file = folder / "key"
             self._run(
                 [sys.executable, "manage.py", "bench_runtime", "--prepare", str(key_file)], env
             )
             key = key_file.read_text().strip()
-            port = _free_port()
-            base = f"http://127.0.0.1:{port}"
-            log = open(folder / "gunicorn.log", "w")  # noqa: SIM115 - closed in finally
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "console.wsgi:application",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    str(workers),
-                    "--worker-class",
-                    "sync",
-                    "--backlog",
-                    "2048",
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=settings.BASE_DIR,
-                env=env,
-                stdout=log,
-                stderr=log,
-            )
-            self._wait_until_up(base, server)
-            etag = self._warm(base, key, workers)
-            scenarios = [
-                ("health", "/health", LUA_GET.format(key=key, extra="")),
-                ("config_200", "/api/v1/config", LUA_GET.format(key=key, extra="")),
-                (
-                    "config_304",
-                    "/api/v1/config",
-                    LUA_GET.format(key=key, extra=f"wrk.headers[\"If-None-Match\"] = '{etag}'"),
-                ),
-                ("ofrep_bulk", "/ofrep/v1/evaluate/flags", LUA_BULK.format(key=key)),
-            ]
-            rounds: dict[str, list[dict]] = {name: [] for name, _, _ in scenarios}
+            airlock = self._start_airlock(folder, env, workers, key, processes)
+            targets = [airlock]
+            peer: dict = {"name": "none"}
+            if options["peer"] == "unleash":
+                peer, unleash = self._start_unleash(folder, options, suffix, databases, processes)
+                if unleash is not None:
+                    targets.append(unleash)
             slice_s = max(1, round(options["duration"] / max(1, options["rounds"])))
             for number in range(1, max(1, options["rounds"]) + 1):
-                for name, path, lua in scenarios:
-                    script = folder / f"{name}.lua"
-                    script.write_text(lua)
-                    self.stderr.write(f"bench_runtime: round {number}, {name} for {slice_s} s")
-                    out = subprocess.run(
-                        [
-                            wrk,
-                            f"-t{options['threads']}",
-                            f"-c{options['connections']}",
-                            f"-d{slice_s}s",
-                            "--latency",
-                            "--timeout",
-                            "5s",
-                            "-s",
-                            str(script),
-                            base + path,
-                        ],
-                        capture_output=True,
-                        text=True,
-                        timeout=slice_s + 60,
-                        check=True,
-                    )
-                    rounds[name].append(parse_wrk(out.stdout))
-            results = {name: combine(parts) for name, parts in rounds.items()}
+                for name in ("health", *SCENARIOS):
+                    # Alternate who goes first, so neither always runs right after the other.
+                    order = targets if number % 2 else list(reversed(targets))
+                    for target in order:
+                        if name not in target.scenarios:
+                            continue
+                        self.stderr.write(
+                            f"bench_runtime: round {number}, {target.name} {name} for {slice_s} s"
+                        )
+                        target.rounds.setdefault(name, []).append(
+                            self._wrk(wrk, target, name, folder, options, slice_s)
+                        )
+            results = {name: combine(parts) for name, parts in airlock.rounds.items()}
             ceiling = results["health"]["rps"] or 1.0
             line = {
-                "server": f"gunicorn, {workers} sync workers, 127.0.0.1",
+                "server": f"bin/web: gunicorn, {workers} gthread workers x "
+                f"{env.get('GUNICORN_THREADS', '4')} threads, DEBUG off, 127.0.0.1",
                 "load": f"wrk -t{options['threads']} -c{options['connections']}, "
                 f"{slice_s * max(1, options['rounds'])} s per endpoint in "
                 f"{max(1, options['rounds'])} interleaved rounds",
                 "flags": FLAGS,
                 "prompts": PROMPTS,
-                "cache": settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1],
+                "database": database_url.split(":", 1)[0],
+                "cache": "redis" if env.get("CACHE_URL") else "per-process (no CACHE_URL)",
                 **{
                     name: {
                         **r,
@@ -226,24 +301,325 @@ class Command(BaseCommand):
                     }
                     for name, r in results.items()
                 },
+                "peer": peer,
             }
+            if len(targets) > 1:
+                theirs = {name: combine(parts) for name, parts in targets[1].rounds.items()}
+                peer.update(theirs)
+                line["vs_peer"] = ratios(results, theirs)
             self.stdout.write(json.dumps(line))
         finally:
-            if server is not None:
-                server.terminate()
+            for process in reversed(processes):
+                process.terminate()
                 try:
-                    server.wait(timeout=15)
+                    process.wait(timeout=15)
                 except subprocess.TimeoutExpired:
-                    server.kill()
+                    process.kill()
+            for name in databases:
+                self._drop_database(name)
             if options["keep"]:
                 self.stderr.write(f"bench_runtime: data kept in {folder}")
             else:
                 shutil.rmtree(folder, ignore_errors=True)
 
+    # ------------------------------------------------------------------ measuring
+
+    def _wrk(self, wrk: str, target: Target, name: str, folder: Path, options, slice_s) -> dict:
+        path, lua = target.scenarios[name]
+        script = folder / f"{target.name}-{name}.lua"
+        script.write_text(lua)
+        cpu_before = process_tree_cpu_seconds(target.pid)
+        out = subprocess.run(
+            [
+                wrk,
+                f"-t{options['threads']}",
+                f"-c{options['connections']}",
+                f"-d{slice_s}s",
+                "--latency",
+                "--timeout",
+                "5s",
+                "-s",
+                str(script),
+                target.base + path,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=slice_s + 60,
+            check=True,
+        )
+        cpu = process_tree_cpu_seconds(target.pid) - cpu_before
+        return {**parse_wrk(out.stdout), "cpu_s": cpu}
+
+    # ------------------------------------------------------------------ Airlock
+
+    def _start_airlock(self, folder, env, workers, key, processes) -> Target:
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = open(folder / "web.log", "w")  # noqa: SIM115 - the process holds it until the end
+        server = subprocess.Popen(
+            ["bin/web", "--backlog", "2048", "--log-level", "warning"],
+            cwd=settings.BASE_DIR,
+            env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)},
+            stdout=log,
+            stderr=log,
+        )
+        processes.append(server)
+        # bin/web collects static files first when they are missing: allow for it.
+        self._wait_until_up(base + "/health", server, PROXY_HEADERS, 300, "bin/web")
+        etag = self._warm(base, key, workers)
+        auth = f"Bearer {key}"
+        return Target(
+            "airlock",
+            base,
+            server.pid,
+            {
+                "health": ("/health", LUA_GET.format(auth=auth, extra="")),
+                "config_200": ("/api/v1/config", LUA_GET.format(auth=auth, extra="")),
+                "config_304": (
+                    "/api/v1/config",
+                    LUA_GET.format(auth=auth, extra=f"wrk.headers[\"If-None-Match\"] = '{etag}'"),
+                ),
+                "ofrep_bulk": ("/ofrep/v1/evaluate/flags", LUA_BULK.format(auth=auth)),
+            },
+        )
+
+    # ------------------------------------------------------------------ Unleash
+
+    def _start_unleash(self, folder, options, suffix, databases, processes):
+        """(what the JSON says about the peer, its Target or None when skipped)."""
+        peer: dict = {"name": "unleash", "package": UNLEASH_PACKAGE}
+        node, npm = shutil.which("node"), shutil.which("npm")
+        if node is None or npm is None:
+            missing = " and ".join(n for n, p in (("node", node), ("npm", npm)) if p is None)
+            peer["skipped"] = f"{missing} not found on PATH: Unleash was not benchmarked"
+            return peer, None
+        admin = self._postgres_admin()
+        if admin is None:
+            peer["skipped"] = (
+                "Unleash needs PostgreSQL: set DATABASE_URL to a PostgreSQL server to compare"
+            )
+            return peer, None
+        install = Path(options["peer_dir"]) if options["peer_dir"] else folder / "unleash"
+        server_js = install / "node_modules" / "unleash-server" / "dist" / "server.js"
+        if not server_js.exists():
+            install.mkdir(parents=True, exist_ok=True)
+            if not (install / "package.json").exists():
+                (install / "package.json").write_text('{"name": "bench-peer", "private": true}')
+            self.stderr.write(f"bench_runtime: npm install {UNLEASH_PACKAGE} into {install}")
+            done = subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", UNLEASH_PACKAGE],
+                cwd=install,
+                env={**os.environ, **UNLEASH_QUIET},
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            if done.returncode != 0 or not server_js.exists():
+                raise CommandError(f"npm install {UNLEASH_PACKAGE} failed:\n{done.stderr[-3000:]}")
+        version = json.loads((server_js.parents[1] / "package.json").read_text())["version"]
+        node_version = subprocess.run(
+            [node, "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        peer["server"] = f"unleash-server {version}, node {node_version}, 127.0.0.1"
+        name = f"unleash_bench_{suffix}"
+        self._create_database(name)
+        databases.append(name)
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        tokens = {kind: f"{secrets.token_hex(16)}" for kind in ("admin", "backend", "frontend")}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "PG"))},
+            **UNLEASH_QUIET,
+            "DATABASE_URL": self._database_url(name),
+            "DATABASE_SSL": "false",
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(port),
+            "NODE_ENV": "production",
+            "LOG_LEVEL": "warn",
+            "TZ": "UTC",
+            "INIT_ADMIN_API_TOKENS": f"*:*.{tokens['admin']}",
+            "INIT_BACKEND_API_TOKENS": f"default:development.{tokens['backend']}",
+            "INIT_FRONTEND_API_TOKENS": f"default:development.{tokens['frontend']}",
+        }
+        log = open(folder / "unleash.log", "w")  # noqa: SIM115 - the process holds it until the end
+        server = subprocess.Popen(
+            [node, str(server_js)], cwd=install, env=env, stdout=log, stderr=log
+        )
+        processes.append(server)
+        # The first start migrates its database: give it time.
+        self._wait_until_up(base + "/health", server, {}, 300, "Unleash")
+        admin_auth = f"*:*.{tokens['admin']}"
+        self._seed_unleash(base, admin_auth)
+        backend = f"default:development.{tokens['backend']}"
+        frontend = f"default:development.{tokens['frontend']}"
+        etag = self._warm_unleash(base, backend, frontend)
+        return peer, Target(
+            "unleash",
+            base,
+            server.pid,
+            {
+                "config_200": ("/api/client/features", LUA_GET.format(auth=backend, extra="")),
+                "config_304": (
+                    "/api/client/features",
+                    LUA_GET.format(
+                        auth=backend, extra=f"wrk.headers[\"If-None-Match\"] = '{etag}'"
+                    ),
+                ),
+                "ofrep_bulk": ("/api/frontend", LUA_UNLEASH_BULK.format(auth=frontend)),
+            },
+        )
+
+    def _seed_unleash(self, base: str, auth: str) -> None:
+        """The same 100 flags in Unleash's terms: kill switches on, 25 % rollouts, and targeted
+        flags (staff by e-mail suffix; FR/DE on app_version > 2.4.0 split 50/50 in variants)."""
+        headers = {"Authorization": auth, "Content-Type": "application/json"}
+        project = f"{base}/api/admin/projects/default/features"
+
+        def post(url: str, body: dict | None = None) -> None:
+            data = json.dumps(body).encode() if body is not None else None
+            _request(url, headers, data=data, method="POST")
+
+        for i in range(FLAGS):
+            shape = i % 4
+            name, kind = {
+                0: (f"switch-{i}", "kill-switch"),
+                1: (f"rollout-{i}", "release"),
+            }.get(shape, (f"targeted-{i}", "experiment"))
+            post(project, {"name": name, "type": kind})
+            strategies = f"{project}/{name}/environments/development/strategies"
+            rollout = {"stickiness": "default", "groupId": name}
+            if shape == 0:
+                post(
+                    strategies,
+                    {"name": "flexibleRollout", "parameters": {**rollout, "rollout": "100"}},
+                )
+            elif shape == 1:
+                post(
+                    strategies,
+                    {"name": "flexibleRollout", "parameters": {**rollout, "rollout": "25"}},
+                )
+            else:
+                variant = {"stickiness": "default", "weightType": "variable"}
+                post(
+                    strategies,
+                    {
+                        "name": "flexibleRollout",
+                        "parameters": {**rollout, "rollout": "100"},
+                        "constraints": [
+                            {
+                                "contextName": "email",
+                                "operator": "STR_ENDS_WITH",
+                                "values": ["@acme.com"],
+                            }
+                        ],
+                        "variants": [{**variant, "name": "treatment", "weight": 1000}],
+                    },
+                )
+                post(
+                    strategies,
+                    {
+                        "name": "flexibleRollout",
+                        "parameters": {**rollout, "rollout": "100"},
+                        "constraints": [
+                            {"contextName": "country", "operator": "IN", "values": ["FR", "DE"]},
+                            {
+                                "contextName": "app_version",
+                                "operator": "SEMVER_GT",
+                                "value": "2.4.0",
+                            },
+                        ],
+                        "variants": [
+                            {**variant, "name": "control", "weight": 500},
+                            {**variant, "name": "treatment", "weight": 500},
+                        ],
+                    },
+                )
+            post(f"{project}/{name}/environments/development/on")
+
+    def _warm_unleash(self, base: str, backend: str, frontend: str) -> str:
+        """Wait until both APIs serve every seeded flag (the frontend API refreshes on a timer)
+        and return the client features ETag."""
+        deadline = time.monotonic() + 120
+        body = json.dumps(
+            {
+                "context": {
+                    "userId": "user-1",
+                    "properties": {"app_version": "2.5.0", "country": "FR"},
+                }
+            }
+        ).encode()
+        while True:
+            _, headers, content = _request(
+                f"{base}/api/client/features", {"Authorization": backend}
+            )
+            features = json.loads(content)["features"]
+            _, _, evaluated = _request(
+                f"{base}/api/frontend",
+                {"Authorization": frontend, "Content-Type": "application/json"},
+                data=body,
+                method="POST",
+            )
+            toggles = json.loads(evaluated)["toggles"]
+            if len(features) == FLAGS and len(toggles) >= FLAGS // 2:
+                return headers["ETag"]
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"Unleash serves {len(features)} flags ({len(toggles)} evaluated on) "
+                    f"after seeding {FLAGS}"
+                )
+            time.sleep(1)
+
+    # ------------------------------------------------------------------ databases
+
+    def _postgres_admin(self) -> str | None:
+        """A libpq URL to the maintenance database of the PostgreSQL server DATABASE_URL
+        names, or None when Airlock runs on SQLite."""
+        db = settings.DATABASES["default"]
+        if not db["ENGINE"].endswith("postgresql"):
+            return None
+        return self._database_url("postgres")
+
+    def _database_url(self, name: str) -> str:
+        db = settings.DATABASES["default"]
+        user = quote(db.get("USER") or "postgres", safe="")
+        password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
+        host = db.get("HOST") or "127.0.0.1"
+        port = db.get("PORT") or 5432
+        return f"postgres://{user}{password}@{host}:{port}/{name}"
+
+    def _database(self, folder: Path, name: str, databases: list[str]) -> str:
+        if self._postgres_admin() is None:
+            return f"sqlite:///{folder / 'bench.sqlite3'}"
+        self._create_database(name)
+        databases.append(name)
+        return self._database_url(name)
+
+    def _create_database(self, name: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self._postgres_admin(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def _drop_database(self, name: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        try:
+            with psycopg.connect(self._postgres_admin(), autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+        except psycopg.Error as exc:
+            self.stderr.write(f"bench_runtime: could not drop database {name}: {exc}")
+
     # ------------------------------------------------------------------ the child processes
 
-    def _child_env(self, folder: Path) -> dict:
+    def _child_env(self, folder: Path, database_url: str | None = None) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_ALLOW")}
+        venv_bin = str(Path(sys.executable).parent)
         env.update(
             {
                 "DEBUG": "0",
@@ -251,12 +627,16 @@ class Command(BaseCommand):
                 "AIRLOCK_AUDIT_KEYS": audit_keys_env(settings.AIRLOCK_AUDIT_KEYS),
                 "ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "AIRLOCK_DATA_DIR": str(folder),
-                "DATABASE_URL": f"sqlite:///{folder / 'bench.sqlite3'}",
+                "DATABASE_URL": database_url or f"sqlite:///{folder / 'bench.sqlite3'}",
                 # last-used stamps are queued in-process: nothing else to start.
                 "CELERY_BROKER_URL": "memory://",
                 "DJANGO_SETTINGS_MODULE": "console.settings",
+                # As the image runs it: request metrics shared by the gunicorn workers.
+                "PROMETHEUS_MULTIPROC_DIR": str(folder / "prometheus"),
+                "PATH": venv_bin + os.pathsep + env.get("PATH", ""),
             }
         )
+        (folder / "prometheus").mkdir(exist_ok=True)
         return env
 
     def _run(self, command: list[str], env: dict) -> None:
@@ -266,30 +646,27 @@ class Command(BaseCommand):
         if done.returncode != 0:
             raise CommandError(f"{' '.join(command[1:])} failed:\n{done.stderr[-3000:]}")
 
-    def _wait_until_up(self, base: str, server: subprocess.Popen) -> None:
-        deadline = time.monotonic() + 30
+    def _wait_until_up(self, url, server, headers, seconds, what) -> None:
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if server.poll() is not None:
-                raise CommandError("gunicorn exited during start-up; see its log with --keep")
+                raise CommandError(f"{what} exited during start-up; see its log with --keep")
             try:
-                request = urllib.request.Request(base + "/health", headers=PROXY_HEADERS)
-                with urllib.request.urlopen(request, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise CommandError("gunicorn did not answer /health within 30 s")
+                if _request(url, headers)[0] == 200:
+                    return
+            except (OSError, urllib.error.HTTPError):
+                time.sleep(0.5)
+        raise CommandError(f"{what} did not answer {url} within {seconds} s")
 
     def _warm(self, base: str, key: str, workers: int) -> str:
         """Touch every worker once (snapshot and key cache) and return the config ETag."""
         etag = ""
         for _ in range(workers * 8):
-            request = urllib.request.Request(
-                base + "/api/v1/config", headers={"Authorization": f"Bearer {key}", **PROXY_HEADERS}
+            _, headers, content = _request(
+                base + "/api/v1/config", {"Authorization": f"Bearer {key}", **PROXY_HEADERS}
             )
-            with urllib.request.urlopen(request, timeout=5) as response:
-                body = json.loads(response.read())
-                etag = response.headers["ETag"]
+            body = json.loads(content)
+            etag = headers["ETag"]
         if len(body["flags"]) != FLAGS or len(body["prompts"]) != PROMPTS:
             raise CommandError("the benchmark snapshot does not hold the expected data")
         return etag
@@ -301,6 +678,7 @@ class Command(BaseCommand):
         from django.db import transaction
 
         from console.accounts import keys
+        from console.accounts.models import ApiKey
         from console.audit.services import SYSTEM
         from console.flags import services as flags
         from console.flags.models import FlagKind, FlagType
@@ -450,6 +828,11 @@ class Command(BaseCommand):
                 )
             issued = keys.create_api_key(
                 actor=SYSTEM, environment=prod, name="bench", rate_limit_per_minute=10**9
+            )
+            # Rate-limit counters in the shared cache are named by key id: give the bench's key
+            # one no real key has, so a bench against a shared Redis counts nobody else's calls.
+            ApiKey.objects.filter(pk=issued.api_key.pk).update(
+                id=10**15 + secrets.randbelow(10**15)
             )
         key_file.write_text(issued.secret)
 
