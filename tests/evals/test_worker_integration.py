@@ -22,6 +22,7 @@ from tests.evals.helpers import build_demo, independent_summary, publish_items, 
 from tests.evals.test_services import V3_METRICS
 from tests.evals.workers import (
     VISIBILITY_TIMEOUT_S,
+    WORKER_REDIS_DB,
     dedicated_broker_url,
     publishing_to,
     wait_finished,
@@ -182,8 +183,8 @@ def test_cancel_stops_a_running_run_promptly(world, start_worker):
 def test_launches_publish_to_the_dedicated_broker_only(start_worker, redis_url):
     from console.celery import app
 
-    assert app.connection_for_write().as_uri().endswith("/13")
-    assert dedicated_broker_url(redis_url).endswith("/13")
+    assert app.connection_for_write().as_uri().endswith(f"/{WORKER_REDIS_DB}")
+    assert dedicated_broker_url(redis_url).endswith(f"/{WORKER_REDIS_DB}")
 
 
 def test_a_second_delivery_of_the_task_to_the_same_worker_is_kept_out(
