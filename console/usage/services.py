@@ -311,17 +311,57 @@ def _insert_new_events(rows: list[dict]) -> int:
     event ids already stored in that environment (ON CONFLICT on the unique constraint, so
     concurrent retries of the same batch cannot both count it). Returns how many were new.
     No model instances: at 500 events a batch, building and preparing them cost more than the
-    insert itself."""
-    sql, attnames = _insert_sql()
+    insert itself. Each column goes as ONE array literal built here (see _array_literal), not
+    as a list for the driver to adapt element by element: that adaptation cost more than
+    validating the batch."""
+    sql, columns = _insert_sql()
     with connection.cursor() as cursor:
-        cursor.execute(sql, [[row[name] for row in rows] for name in attnames])
+        cursor.execute(sql, [write([row[name] for row in rows]) for name, write in columns])
         return cursor.rowcount
 
 
+def _quoted(values: list[str]) -> str:
+    """Text values as the elements of an array literal: each one double-quoted, with backslash
+    and double quote escaped (PostgreSQL's array syntax; a quoted element is taken verbatim, so
+    commas, braces, spaces and the word NULL inside it are just text)."""
+    if "\\" in (probe := "".join(values)) or '"' in probe:
+        values = [value.replace("\\", "\\\\").replace('"', '\\"') for value in values]
+    return '{"' + '","'.join(values) + '"}'
+
+
+def _text_array(values: list) -> str:
+    return _quoted(values)
+
+
+def _datetime_array(values: list) -> str:
+    return _quoted([value.isoformat() for value in values])
+
+
+def _number_array(values: list) -> str:
+    """ints, floats and Decimals (finite: validated) in their own spelling; None is NULL."""
+    return "{" + ",".join("NULL" if value is None else str(value) for value in values) + "}"
+
+
+def _bool_array(values: list) -> str:
+    return "{" + ",".join("t" if value else "f" for value in values) + "}"
+
+
+def _array_literal(field) -> Any:
+    """The function that writes one column of the batch as an array literal for `field`."""
+    kind = field.get_internal_type()
+    if kind in ("CharField", "TextField"):
+        return _text_array
+    if kind == "DateTimeField":
+        return _datetime_array
+    if kind == "BooleanField":
+        return _bool_array
+    return _number_array  # integers, foreign keys, floats, decimals
+
+
 @functools.cache
-def _insert_sql() -> tuple[str, tuple[str, ...]]:
-    """The unnest INSERT (built once per process: it only depends on the model) and the
-    attribute names of its array parameters, in order."""
+def _insert_sql() -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """The unnest INSERT (built once per process: it only depends on the model) and, for each
+    of its array parameters in order, the attribute name and the function writing its array."""
     fields = [f for f in UsageEvent._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
@@ -331,7 +371,7 @@ def _insert_sql() -> tuple[str, tuple[str, ...]]:
         # The conflict target is the unique constraint's expression index, word for word.
         'ON CONFLICT ("application_id", (COALESCE("environment_id", 0)), "event_id") DO NOTHING'
     )
-    return sql, tuple(f.attname for f in fields)
+    return sql, tuple((f.attname, _array_literal(f)) for f in fields)
 
 
 # ---------------------------------------------------------------- prices
