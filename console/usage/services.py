@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
@@ -320,7 +321,7 @@ def _insert_new_events(rows: list[dict]) -> int:
     validating the batch."""
     sql, columns = _insert_sql()
     with connection.cursor() as cursor:
-        cursor.execute(sql, [write([row[name] for row in rows]) for name, write in columns])
+        cursor.execute(sql, [write(list(map(itemgetter(name), rows))) for name, write in columns])
         return cursor.rowcount
 
 
@@ -338,6 +339,9 @@ def _text_array(values: list) -> str:
 
 
 def _datetime_array(values: list) -> str:
+    first = values[0] if values else None
+    if first is not None and all(value is first for value in values):  # received_at: one instant
+        return _quoted([first.isoformat()] * len(values))
     return _quoted([value.isoformat() for value in values])
 
 
