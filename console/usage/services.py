@@ -36,7 +36,6 @@ FUTURE_SKEW = timedelta(minutes=5)
 STATUSES = {"ok", "error", "timeout"}
 FEEDBACK = {"up": 1, "down": -1, "none": 0, 1: 1, -1: -1, 0: 0, None: 0}
 LABELS = ("prompt_version", "feature", "variant", "user_id")
-TOKENS = ("input_tokens", "cached_tokens", "output_tokens")
 # Events committed less than this long ago are left for the next rollup pass, so a slow
 # ingestion transaction with a lower id is never skipped by the watermark.
 SETTLE = timedelta(seconds=10)
