@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
@@ -35,7 +36,6 @@ FUTURE_SKEW = timedelta(minutes=5)
 STATUSES = {"ok", "error", "timeout"}
 FEEDBACK = {"up": 1, "down": -1, "none": 0, 1: 1, -1: -1, 0: 0, None: 0}
 LABELS = ("prompt_version", "feature", "variant", "user_id")
-TOKENS = ("input_tokens", "cached_tokens", "output_tokens")
 # Events committed less than this long ago are left for the next rollup pass, so a slow
 # ingestion transaction with a lower id is never skipped by the watermark.
 SETTLE = timedelta(seconds=10)
@@ -166,13 +166,17 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
     book = PriceBook(application.pk)
     models_cache: dict[str, tuple[str, str]] = {}
     now = timezone.now()
+    # Per batch, not per event: this loop runs for every event ingested. Each check below is a
+    # fast path for a well-formed value; the slower helpers word the problem when there is one.
+    application_id = application.pk
+    environment_id = environment.pk if environment else None
+    retention_days = settings.USAGE_RETENTION_DAYS
+    latest, earliest = now + FUTURE_SKEW, now - timedelta(days=retention_days)
     for index, event in enumerate(events):
         if not isinstance(event, dict):
             errors.bad(index, None, "must be a JSON object")
             continue
         start = len(errors)
-        # Text checks inline for the common case (this loop runs for every event ingested);
-        # _text_error words the problem when there is one.
         event_id = event.get("event_id")
         if not (
             type(event_id) is str
@@ -184,17 +188,16 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
             event_id = ""
         elif event_id in seen:
             errors.rule(index, "event_id", f"repeats event {seen[event_id]}")
-        elif event_id:
+        else:
             seen[event_id] = index
         at = _parse_time(event.get("time"))
         if at is None or at.tzinfo is None:
             errors.bad(index, "time", "ISO 8601 with a time zone, e.g. 2026-11-23T10:00:00Z")
-        elif at > now + FUTURE_SKEW:
+        elif at > latest:
             errors.rule(index, "time", "is in the future")
-        elif at < now - timedelta(days=settings.USAGE_RETENTION_DAYS):
+        elif at < earliest:
             # Its hour may already be purged; rolling it up would rewrite that hour's history.
-            message = f"is older than the {settings.USAGE_RETENTION_DAYS}-day retention period"
-            errors.rule(index, "time", message)
+            errors.rule(index, "time", f"is older than the {retention_days}-day retention period")
         model_ref = event.get("model")
         if not (
             type(model_ref) is str
@@ -214,39 +217,38 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
             else:
                 errors.bad(index, name, _text_error(value, name))
                 labels.append("")
-        tokens = {n: _int(event, n, index, errors) for n in TOKENS}
-        if tokens["cached_tokens"] > tokens["input_tokens"]:
+        input_tokens = event.get("input_tokens", 0)
+        if type(input_tokens) is not int or not 0 <= input_tokens <= MAX_TOKENS:
+            input_tokens = _int(event, "input_tokens", index, errors)
+        cached_tokens = event.get("cached_tokens", 0)
+        if type(cached_tokens) is not int or not 0 <= cached_tokens <= MAX_TOKENS:
+            cached_tokens = _int(event, "cached_tokens", index, errors)
+        output_tokens = event.get("output_tokens", 0)
+        if type(output_tokens) is not int or not 0 <= output_tokens <= MAX_TOKENS:
+            output_tokens = _int(event, "output_tokens", index, errors)
+        if cached_tokens > input_tokens:
             errors.rule(index, "cached_tokens", "cannot exceed input_tokens")
         latency = event.get("latency_ms")
         if latency is not None and (
-            isinstance(latency, bool)
-            or not isinstance(latency, int | float)
-            or not 0 <= latency <= MAX_LATENCY_MS  # False for NaN
+            type(latency) not in (float, int) or not 0 <= latency <= MAX_LATENCY_MS  # NaN too
         ):
             errors.bad(index, "latency_ms", f"must be a number from 0 to {MAX_LATENCY_MS:,}")
         status = event.get("status", "ok")
-        if not isinstance(status, str) or status not in STATUSES:
+        if type(status) is not str or status not in STATUSES:
             errors.bad(index, "status", "must be ok, error or timeout")
         cache_hit = event.get("cache_hit", False)
-        if not isinstance(cache_hit, bool):
+        if cache_hit is not True and cache_hit is not False:
             errors.bad(index, "cache_hit", "must be true or false")
         feedback = event.get("feedback")
         # Only scalars can be looked up: a list or object here is a wrong type, not a crash.
-        if (
-            not isinstance(feedback, str | int | type(None))
-            or isinstance(feedback, bool)
-            or (feedback not in FEEDBACK)
-        ):
+        if type(feedback) not in (str, int, type(None)) or feedback not in FEEDBACK:
             errors.bad(index, "feedback", "must be up, down or none")
         if len(errors) > start:
             continue
         if model_ref not in models_cache:
             models_cache[model_ref] = _resolve_model(application, model_ref)
         model, config_ref = models_cache[model_ref]
-        cost = book.cost(
-            model, at, tokens["input_tokens"], tokens["cached_tokens"], tokens["output_tokens"]
-        )
-        savings = book.savings(model, at, tokens["cached_tokens"])
+        cost, savings = book.cost_and_savings(model, at, input_tokens, cached_tokens, output_tokens)
         if cost >= MAX_EVENT_COST or savings >= MAX_EVENT_COST:
             errors.rule(
                 index,
@@ -257,8 +259,8 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
             continue
         rows.append(
             {
-                "application_id": application.pk,
-                "environment_id": environment.pk if environment else None,
+                "application_id": application_id,
+                "environment_id": environment_id,
                 "event_id": event_id,
                 "at": at,
                 "received_at": now,
@@ -274,7 +276,9 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
                 "user_hash": anonymise(labels[3]),
                 "cost": cost,
                 "savings": savings,
-                **tokens,
+                "input_tokens": input_tokens,
+                "cached_tokens": cached_tokens,
+                "output_tokens": output_tokens,
             }
         )
     if errors:
@@ -311,17 +315,60 @@ def _insert_new_events(rows: list[dict]) -> int:
     event ids already stored in that environment (ON CONFLICT on the unique constraint, so
     concurrent retries of the same batch cannot both count it). Returns how many were new.
     No model instances: at 500 events a batch, building and preparing them cost more than the
-    insert itself."""
-    sql, attnames = _insert_sql()
+    insert itself. Each column goes as ONE array literal built here (see _array_literal), not
+    as a list for the driver to adapt element by element: that adaptation cost more than
+    validating the batch."""
+    sql, columns = _insert_sql()
     with connection.cursor() as cursor:
-        cursor.execute(sql, [[row[name] for row in rows] for name in attnames])
+        cursor.execute(sql, [write(list(map(itemgetter(name), rows))) for name, write in columns])
         return cursor.rowcount
 
 
+def _quoted(values: list[str]) -> str:
+    """Text values as the elements of an array literal: each one double-quoted, with backslash
+    and double quote escaped (PostgreSQL's array syntax; a quoted element is taken verbatim, so
+    commas, braces, spaces and the word NULL inside it are just text)."""
+    if "\\" in (probe := "".join(values)) or '"' in probe:
+        values = [value.replace("\\", "\\\\").replace('"', '\\"') for value in values]
+    return '{"' + '","'.join(values) + '"}'
+
+
+def _text_array(values: list) -> str:
+    return _quoted(values)
+
+
+def _datetime_array(values: list) -> str:
+    first = values[0] if values else None
+    if first is not None and all(value is first for value in values):  # received_at: one instant
+        return _quoted([first.isoformat()] * len(values))
+    return _quoted([value.isoformat() for value in values])
+
+
+def _number_array(values: list) -> str:
+    """ints, floats and Decimals (finite: validated) in their own spelling; None is NULL."""
+    return "{" + ",".join("NULL" if value is None else str(value) for value in values) + "}"
+
+
+def _bool_array(values: list) -> str:
+    return "{" + ",".join("t" if value else "f" for value in values) + "}"
+
+
+def _array_literal(field) -> Any:
+    """The function that writes one column of the batch as an array literal for `field`."""
+    kind = field.get_internal_type()
+    if kind in ("CharField", "TextField"):
+        return _text_array
+    if kind == "DateTimeField":
+        return _datetime_array
+    if kind == "BooleanField":
+        return _bool_array
+    return _number_array  # integers, foreign keys, floats, decimals
+
+
 @functools.cache
-def _insert_sql() -> tuple[str, tuple[str, ...]]:
-    """The unnest INSERT (built once per process: it only depends on the model) and the
-    attribute names of its array parameters, in order."""
+def _insert_sql() -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """The unnest INSERT (built once per process: it only depends on the model) and, for each
+    of its array parameters in order, the attribute name and the function writing its array."""
     fields = [f for f in UsageEvent._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
@@ -331,7 +378,7 @@ def _insert_sql() -> tuple[str, tuple[str, ...]]:
         # The conflict target is the unique constraint's expression index, word for word.
         'ON CONFLICT ("application_id", (COALESCE("environment_id", 0)), "event_id") DO NOTHING'
     )
-    return sql, tuple(f.attname for f in fields)
+    return sql, tuple((f.attname, _array_literal(f)) for f in fields)
 
 
 # ---------------------------------------------------------------- prices

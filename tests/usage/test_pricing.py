@@ -216,3 +216,36 @@ def test_correcting_a_price_from_the_same_day_is_possible_or_refused_cleanly(
     assert response.status_code == 200
     corrected = UsageEvent.objects.get().cost == Decimal("1")
     assert corrected or "already" in response.content.decode()
+
+
+def test_the_ingestion_pricing_path_matches_cost_of_to_the_last_digit(application):
+    """PriceBook.cost_and_savings (one call per ingested event, rates read once per batch) gives
+    exactly what cost_of and savings give, below, on and above each tier, and before any
+    price."""
+    from console.usage.pricing import PriceBook
+
+    start = timezone.now() - timedelta(days=10)
+    price(application, "m", start, "1.5", "0.75", "6")
+    tiers = [
+        {"above_input_tokens": 200_000, "input_per_1m": 9.1, "output_per_1m": 30},
+        {"above_input_tokens": 100_000, "input_per_1m": 3.3, "cached_input_per_1m": 0.1,
+         "output_per_1m": 12.25},
+    ]  # fmt: skip
+    price(application, "m", start + timedelta(days=5), "2.123456", "1.000001", "8", tiers=tiers)
+    book = PriceBook(application.pk)
+    checked = 0
+    for when in (start - timedelta(days=1), start + timedelta(days=1), start + timedelta(days=6)):
+        for input_tokens in (0, 1, 99_999, 100_000, 100_001, 200_001, 999_999_999):
+            for cached in (0, 7, input_tokens, input_tokens + 3):
+                for output in (0, 123_457):
+                    expected = (
+                        book.cost("m", when, input_tokens, cached, output),
+                        book.savings("m", when, cached),
+                    )
+                    got = book.cost_and_savings("m", when, input_tokens, cached, output)
+                    assert got == expected, (when, input_tokens, cached, output)
+                    assert [str(x) for x in got] == [str(x) for x in expected]
+                    checked += 1
+    assert book.cost_and_savings("unknown", start, 10, 0, 10) == (Decimal(0), Decimal(0))
+    assert book.cost("m", start + timedelta(days=6), 200_001, 0, 0) == Decimal("1.82000910")
+    assert checked == 3 * 7 * 4 * 2
