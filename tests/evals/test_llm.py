@@ -313,6 +313,4 @@ def test_a_body_that_is_not_a_chat_completion_is_a_client_error(allow_loopback, 
         server.shutdown()
         server.server_close()
     assert (caught.value.attempts, caught.value.kind) == (1, "client")
-    assert str(caught.value).startswith(
-        f"127.0.0.1:{port} did not answer with a chat completion: "
-    )
+    assert str(caught.value).startswith(f"127.0.0.1:{port} did not answer with a chat completion: ")
