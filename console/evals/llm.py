@@ -101,6 +101,10 @@ def _retry_after(response) -> float | None:
 
 
 MAX_CLIENTS = 32
+# Connections each client keeps open: one per call in flight, for as many calls as a run may
+# have in flight (evals.services.MAX_CONCURRENCY). Fewer, and every call past them would close
+# its connection afterwards and open (and check) a new one next time.
+KEEP_ALIVE = 256
 # Built clients by _client_key, oldest first. Reads take no lock (a dict lookup is atomic); every
 # write happens under _clients_lock, so one key is built once however many threads ask at once.
 _clients: dict[tuple, openai.OpenAI] = {}
@@ -137,7 +141,7 @@ def client_for(config: dict) -> openai.OpenAI:
                 api_key=api_key or "not-set",
                 timeout=timeout,
                 max_retries=0,
-                http_client=egress.http_client(timeout),
+                http_client=egress.http_client(timeout, keep_alive=KEEP_ALIVE),
             )
             while len(_clients) >= MAX_CLIENTS:
                 del _clients[next(iter(_clients))]

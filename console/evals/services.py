@@ -36,7 +36,7 @@ from console.usage.models import UsageEvent
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=30)
 PROGRESS_EVERY_S = 0.5
-MAX_CONCURRENCY = 256
+MAX_CONCURRENCY = 256  # no more than the connections a model client keeps (llm.KEEP_ALIVE)
 
 
 class DuplicateRun(Exception):

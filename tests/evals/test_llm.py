@@ -314,3 +314,13 @@ def test_a_body_that_is_not_a_chat_completion_is_a_client_error(allow_loopback, 
         server.server_close()
     assert (caught.value.attempts, caught.value.kind) == (1, "client")
     assert str(caught.value).startswith(f"127.0.0.1:{port} did not answer with a chat completion: ")
+
+
+def test_a_model_client_keeps_a_connection_for_every_call_a_run_may_have_in_flight(settings):
+    from console.evals import services
+
+    settings.AIRLOCK_EGRESS_ALLOW = ["127.0.0.1:9"]
+    client = llm.client_for(config("http://127.0.0.1:9/v1", timeout_s=3))
+    pool = client._client._transport._pool
+    assert pool._max_keepalive_connections >= services.MAX_CONCURRENCY
+    assert pool._max_connections >= services.MAX_CONCURRENCY
