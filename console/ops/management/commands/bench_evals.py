@@ -131,12 +131,25 @@ class ExternalSimulator:
         self.shutdown()
         raise CommandError(f"simulator did not listen on port {port}")
 
+    cpu_s: float | None = None  # the simulator's own CPU, once it has been shut down
+
     def shutdown(self) -> None:
         self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+
+    def reap(self) -> None:
+        """Stop the simulator and read the CPU it used (user + system)."""
+        self.process.terminate()
+        try:
+            _pid, status, usage = os.wait4(self.process.pid, 0)
+        except ChildProcessError:  # already reaped
+            return
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_s = round(usage.ru_utime + usage.ru_stime, 2)
 
     def server_close(self) -> None:
         pass
@@ -230,7 +243,10 @@ class Command(BaseCommand):
             # Every thread of this process: the simulator's too, unless it runs on its own.
             cpu = time.process_time() - cpu_started
         finally:
-            server.shutdown()
+            if isinstance(server, ExternalSimulator):
+                server.reap()
+            else:
+                server.shutdown()
             server.server_close()
 
         run.refresh_from_db()
@@ -268,6 +284,11 @@ class Command(BaseCommand):
                     "peak_rss_mb": promptfoo_peer.peak_rss_mb(),
                     "tuned_simulator": o["tuned_simulator"],
                     "simulator": "own process" if o["external_simulator"] else "in process",
+                    **(
+                        {"simulator_cpu_s": server.cpu_s}
+                        if isinstance(server, ExternalSimulator)
+                        else {}
+                    ),
                     **(
                         {
                             "peer": peer,
