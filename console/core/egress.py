@@ -393,10 +393,15 @@ class GuardedTransport(httpx2.HTTPTransport):
         return response
 
 
-def http_client(timeout: float = 30.0) -> httpx2.Client:
-    """A new httpx client whose every connection passes the guard (for an SDK that keeps it)."""
+def http_client(timeout: float = 30.0, *, keep_alive: int = 100) -> httpx2.Client:
+    """A new httpx client whose every connection passes the guard (for an SDK that keeps it).
+    `keep_alive`: connections kept open between requests; a caller with more requests than this
+    in flight at once closes the surplus after each one and connects (and checks) anew."""
+    limits = httpx2.Limits(
+        max_connections=max(1000, keep_alive), max_keepalive_connections=keep_alive
+    )
     return httpx2.Client(
-        transport=GuardedTransport(), timeout=timeout, follow_redirects=False, trust_env=False
+        transport=GuardedTransport(limits), timeout=timeout, follow_redirects=False, trust_env=False
     )
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -35,7 +36,7 @@ from console.usage.models import UsageEvent
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=30)
 PROGRESS_EVERY_S = 0.5
-MAX_CONCURRENCY = 256
+MAX_CONCURRENCY = 256  # no more than the connections a model client keeps (llm.KEEP_ALIVE)
 
 
 class DuplicateRun(Exception):
@@ -378,9 +379,105 @@ def requeue_stalled(now=None) -> list[int]:
 STORE_EVERY_S = 0.2
 
 
+class _Slots:
+    """The run's calls in flight, shared by its worker threads and its own thread.
+
+    Each worker takes the next item itself as soon as its call is done, so a free slot never
+    waits for the run's thread (which writes results, beats the lease and looks for a cancel).
+    Every field is read and written under `lock`."""
+
+    def __init__(self, pending, budget: CostGuard, spent: float, counts: dict, workers: int):
+        self.lock = threading.Condition()
+        self.pending = pending
+        self.budget = budget
+        self.spent = spent
+        self.counts = counts
+        self.in_flight = 0
+        self.workers = workers
+        self.unsaved: list[dict] = []
+        self.stop_reason = ""
+        self.crash: BaseException | None = None
+        self.over = threading.Event()  # every worker has left, or one crashed
+        self.first = threading.Event()  # a result is in (or it is over)
+
+    def take(self) -> dict | None:
+        """The next item to evaluate, or None when there is none or the run must stop."""
+        with self.lock:
+            while not self.stop_reason:
+                verdict = self.budget.admit(self.spent, self.in_flight)
+                if verdict == "stop":
+                    self.stop_reason = "cost_cap"
+                    self.lock.notify_all()  # workers waiting to be admitted leave too
+                    break
+                if verdict == "wait":
+                    # A call in flight will show what an item really costs; it wakes us.
+                    self.lock.wait()
+                    continue
+                item = next(self.pending, None)
+                if item is None:
+                    break
+                self.in_flight += 1
+                return item
+            return None
+
+    def finish(self, item: dict, data: dict) -> None:
+        item_cost = data.get("cost", 0.0) + data.get("judge_cost", 0.0)
+        with self.lock:
+            self.in_flight -= 1
+            self.unsaved.append({"position": item["position"], **data})
+            self.spent += item_cost
+            self.budget.seen(item_cost)
+            self.counts["done"] += 1
+            self.counts["errors"] += data["status"] == "error"
+            self.counts["passed"] += bool(data.get("passed"))
+            self.lock.notify_all()
+        if not self.first.is_set():
+            self.first.set()
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.crash = self.crash or exc
+            self.stop_reason = self.stop_reason or "crashed"
+            self.lock.notify_all()
+        self.over.set()
+        self.first.set()
+
+    def exit(self) -> None:
+        with self.lock:
+            self.workers -= 1
+            if not self.workers:
+                self.over.set()
+                self.first.set()
+
+    def halt(self, reason: str) -> None:
+        """No worker takes another item (a reason already given stays)."""
+        with self.lock:
+            self.stop_reason = self.stop_reason or reason
+            self.lock.notify_all()
+
+    def drain(self) -> list[dict]:
+        with self.lock:
+            batch, self.unsaved = self.unsaved, []
+            return batch
+
+
+def _work(slots: _Slots, spec: RunSpec) -> None:
+    try:
+        while (item := slots.take()) is not None:
+            try:
+                data = evaluate_item(spec, item)
+            except BaseException as exc:
+                slots.fail(exc)
+                return
+            slots.finish(item, data)
+    finally:
+        slots.exit()
+
+
 def _execute(run: EvalRun, owner: str) -> str:
-    """Keep `concurrency` calls in flight; store finished results in small batches (new
-    items start before anything is written, so slots never wait on the database)."""
+    """Keep `concurrency` calls in flight; store finished results in small batches. Worker
+    threads refill their own slots, so the calls never wait on the database."""
     spec = build_spec(run)
     items = [
         {**item, "position": n}
@@ -402,61 +499,54 @@ def _execute(run: EvalRun, owner: str) -> str:
     counts["done"] = len(done_ids)
     pending = iter([i for i in items if i["id"] not in done_ids])
     EvalRun.objects.filter(pk=run.pk).update(total_items=len(items))
-    stop_reason = ""
-    in_flight: dict[Future, dict] = {}
-    unsaved: list[EvalResult] = []
-    last_store = time.monotonic()
-    last_beat = 0.0  # beat (and look for a cancel request) as soon as the first calls are out
-    pool = ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix=f"eval-{run.pk}")
+    workers = max(1, min(run.concurrency, len(items) - len(done_ids)))
+    slots = _Slots(pending, budget, spent, counts, workers)
+    stored = counts["done"]
+
+    def store() -> None:
+        nonlocal stored
+        batch = slots.drain()
+        if batch:
+            EvalResult.objects.bulk_create(
+                [EvalResult(run=run, **data) for data in batch], ignore_conflicts=True
+            )
+            stored += len(batch)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"eval-{run.pk}")
     try:
+        for _ in range(workers):
+            pool.submit(_work, slots, spec)
+        last_beat = 0.0  # beat (and look for a cancel request) as soon as the first calls are out
         while True:
-            while not stop_reason and len(in_flight) < run.concurrency:
-                verdict = budget.admit(spent, len(in_flight))
-                if verdict == "stop":
-                    stop_reason = "cost_cap"
-                    break
-                if verdict == "wait":
-                    break  # let calls in flight show what an item really costs
-                item = next(pending, None)
-                if item is None:
-                    break
-                in_flight[pool.submit(evaluate_item, spec, item)] = item
-            now = time.monotonic()
-            # Write after refilling, so freed slots never wait on the database.
-            if unsaved and (now - last_store >= STORE_EVERY_S or not in_flight):
-                EvalResult.objects.bulk_create(unsaved, ignore_conflicts=True)
-                unsaved, last_store = [], now
-            if not in_flight:
+            # The first beat comes with the first result, so a cancel is seen early.
+            (slots.over if last_beat else slots.first).wait(STORE_EVERY_S)
+            over = slots.over.is_set()
+            store()
+            if slots.crash is not None:
+                raise slots.crash
+            if over:
                 break
-            finished, _ = wait(in_flight, timeout=STORE_EVERY_S, return_when=FIRST_COMPLETED)
-            for future in finished:
-                item = in_flight.pop(future)
-                data = future.result()
-                unsaved.append(EvalResult(run=run, position=item["position"], **data))
-                item_cost = data.get("cost", 0.0) + data.get("judge_cost", 0.0)
-                spent += item_cost
-                budget.seen(item_cost)
-                counts["done"] += 1
-                counts["errors"] += data["status"] == "error"
-                counts["passed"] += bool(data.get("passed"))
             if time.monotonic() - last_beat >= PROGRESS_EVERY_S:
                 last_beat = time.monotonic()
+                with slots.lock:
+                    errors, passed = slots.counts["errors"], slots.counts["passed"]
+                    spent = slots.spent
                 EvalRun.objects.filter(pk=run.pk, lease_owner=owner).update(
-                    done_items=counts["done"] - len(unsaved),
-                    error_items=counts["errors"],
-                    passed_items=counts["passed"],
+                    done_items=stored,
+                    error_items=errors,
+                    passed_items=passed,
                     spend=round(spent, 6),
                     lease_until=timezone.now() + LEASE,
                 )
                 if EvalRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
-                    stop_reason = "cancelled"
+                    slots.halt("cancelled")
                     break
     finally:
-        if unsaved:
-            EvalResult.objects.bulk_create(unsaved, ignore_conflicts=True)
         # Calls still in flight finish in the background; their results are not stored.
+        slots.halt("stopped")
         pool.shutdown(wait=False, cancel_futures=True)
-    return stop_reason
+        store()
+    return slots.stop_reason if slots.stop_reason in ("cost_cap", "cancelled") else ""
 
 
 class CostGuard:

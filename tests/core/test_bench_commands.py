@@ -54,3 +54,53 @@ def test_bench_usage_dashboard_reads_the_rollups_it_wrote(postgres_tx):
     board = result["dashboard"]
     assert board["events_represented"] == pytest.approx(500_000, rel=0.05)
     assert board["all_60_days"]["queries"] > 0
+
+
+def test_bench_evals_skips_the_promptfoo_peer_without_node_and_says_why(postgres_tx, monkeypatch):
+    from console.ops.management.commands import bench_evals
+
+    real_which = bench_evals.shutil.which
+    monkeypatch.setattr(
+        bench_evals.shutil, "which", lambda name: None if name == "node" else real_which(name)
+    )
+    installs = []
+    monkeypatch.setattr(bench_evals.subprocess, "run", lambda *a, **k: installs.append(a))
+    result = run(
+        "bench_evals", items=6, latency_ms=10, concurrency=3, port=free_port(), peer="promptfoo"
+    )
+    assert (result["items"], result["errors"]) == (6, 0)
+    assert result["peer"]["tool"] == "promptfoo"
+    assert "node" in result["peer"]["skipped"]
+    assert result["airlock_vs_peer"] is None
+    assert installs == []  # nothing installed, nothing started
+    assert result["peak_rss_mb"] > 0
+
+
+def test_the_promptfoo_peer_checks_what_airlocks_default_scorers_check():
+    from console.ops import promptfoo_peer
+    from console.ops.management.commands.bench_evals import (
+        PROMPT_CONTENT,
+        bench_item,
+        model_content,
+    )
+
+    items = [bench_item(n) for n in (1, 2)]
+    config = promptfoo_peer.promptfoo_config(
+        port=8123, prompt=PROMPT_CONTENT, model=model_content(8123, 7), items=items, concurrency=7
+    )
+    provider = config["providers"][0]
+    assert provider["id"] == "openai:chat:sim-small"
+    assert provider["config"]["apiBaseUrl"] == "http://127.0.0.1:8123/v1"
+    assert config["evaluateOptions"]["maxConcurrency"] == 7
+    assert json.loads(config["prompts"][0]["raw"]) == [
+        {"role": "system", "content": PROMPT_CONTENT["system"]},
+        {"role": "user", "content": "{{ question }}"},
+    ]
+    first = config["tests"][0]
+    assert first["vars"] == {"question": items[0]["question"], **items[0]["variables"]}
+    assert first["assert"] == [
+        {"type": "icontains", "value": "11 days"},
+        {"type": "contains", "value": "[shipping-policy]"},
+    ]
+    assert promptfoo_peer.QUIET_ENV["PROMPTFOO_DISABLE_TELEMETRY"] == "1"
+    assert promptfoo_peer.QUIET_ENV["PROMPTFOO_DISABLE_UPDATE"] == "1"

@@ -275,3 +275,52 @@ def test_the_cache_keeps_at_most_max_clients(built, monkeypatch):
     assert len(llm._clients) == 3
     assert llm.client_for(config("http://127.0.0.1:9/v1", timeout_s=1)) is not oldest
     assert len(built.built) == 5
+
+
+@pytest.mark.parametrize(
+    "body", [b'["not", "a", "completion"]', b'{"choices": "none", "usage": 7}', b"not json"]
+)
+def test_a_body_that_is_not_a_chat_completion_is_a_client_error(allow_loopback, body):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Odd(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Odd)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    allow_loopback(port)
+    try:
+        if body.startswith(b"{"):  # JSON of the wrong shape: read as no text and no tokens
+            done = llm.complete(config(f"http://127.0.0.1:{port}/v1"), MESSAGES)
+            assert (done.text, done.prompt_tokens, done.completion_tokens) == ("", 0, 0)
+            assert done.model == "gpt-4o-mini"
+            return
+        with pytest.raises(LLMError) as caught:
+            llm.complete(config(f"http://127.0.0.1:{port}/v1"), MESSAGES)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (caught.value.attempts, caught.value.kind) == (1, "client")
+    assert str(caught.value).startswith(f"127.0.0.1:{port} did not answer with a chat completion: ")
+
+
+def test_a_model_client_keeps_a_connection_for_every_call_a_run_may_have_in_flight(settings):
+    from console.evals import services
+
+    settings.AIRLOCK_EGRESS_ALLOW = ["127.0.0.1:9"]
+    client = llm.client_for(config("http://127.0.0.1:9/v1", timeout_s=3))
+    pool = client._client._transport._pool
+    assert pool._max_keepalive_connections >= services.MAX_CONCURRENCY
+    assert pool._max_connections >= services.MAX_CONCURRENCY

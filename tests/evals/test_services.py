@@ -4,6 +4,7 @@ a simulator thread (metrics on the demo golden set, cost cap, resume, lease, can
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -512,3 +513,22 @@ def test_an_http_endpoint_is_evaluated_with_retrieval_metrics(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_item_that_crashes_fails_the_run_and_releases_its_lease(demo, simulator):
+    # A regex scorer option that is not a regex: scoring raises inside every worker.
+    run = launch(
+        demo,
+        scorers=["contains_all", "regex"],
+        scorer_options={"regex": {"pattern": "("}},
+        concurrency=4,
+    )
+    with pytest.raises(re.error):
+        services.execute_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == EvalRun.Status.FAILED
+    assert (run.lease_owner, run.lease_until) == ("", None)
+    assert run.finished_at is not None
+    assert not EvalResult.objects.filter(run=run).exists()
+    # The workers took no item after the first crash: at most one call per worker slot.
+    assert simulator[2].stats["requests"] <= 4

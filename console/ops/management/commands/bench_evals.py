@@ -12,6 +12,15 @@ Prints ONE JSON line on stdout: items, latency_ms, concurrency, wall_s, ideal_s
 plus the run id, errors and the per-call latency the run measured. Progress goes to stderr.
 --profile adds a cProfile of the run's own thread (the loop that stores results) to stderr;
 --tuned-simulator serves with TCP_NODELAY and a real listen backlog (a diagnostic: see its help).
+
+--peer promptfoo also evaluates the same items with the same prompt against the same simulator
+(its own process, same latency) at the same concurrency with promptfoo (console/ops/
+promptfoo_peer.py), and adds `peer` (its wall time and ratio, the same for its own evaluation
+time without node's start-up, CPU, peak RSS, items passed) and `airlock_vs_peer` (Airlock's wall
+time over promptfoo's) to the JSON line, whose `peak_rss_mb` is the bench process's own.
+promptfoo is installed with npm into a temporary folder (or --promptfoo-prefix, reused) and runs
+in a network namespace whose only route is loopback. Without node and npm, or without a
+namespace to run it in, `peer` says why it was skipped instead.
 """
 
 from __future__ import annotations
@@ -19,12 +28,16 @@ from __future__ import annotations
 import cProfile
 import io
 import json
+import os
 import pstats
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from unittest import mock
 
 from django.conf import settings
@@ -40,6 +53,7 @@ from console.datasets.models import Dataset
 from console.evals import services, tasks
 from console.evals.models import EvalResult, EvalRun
 from console.evals.simulator import Faults, make_server
+from console.ops import promptfoo_peer
 from console.registry import services as registry
 from console.registry.kinds import MODEL_CONFIG, PROMPT
 from console.registry.models import Application
@@ -117,12 +131,25 @@ class ExternalSimulator:
         self.shutdown()
         raise CommandError(f"simulator did not listen on port {port}")
 
+    cpu_s: float | None = None  # the simulator's own CPU, once it has been shut down
+
     def shutdown(self) -> None:
         self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+
+    def reap(self) -> None:
+        """Stop the simulator and read the CPU it used (user + system)."""
+        self.process.terminate()
+        try:
+            _pid, status, usage = os.wait4(self.process.pid, 0)
+        except ChildProcessError:  # already reaped
+            return
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_s = round(usage.ru_utime + usage.ru_stime, 2)
 
     def server_close(self) -> None:
         pass
@@ -156,6 +183,18 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--profile", action="store_true", help="cProfile the run's own thread to stderr"
+        )
+        parser.add_argument(
+            "--peer",
+            choices=["promptfoo"],
+            help=f"also run promptfoo {promptfoo_peer.VERSION} on the same items and simulator",
+        )
+        parser.add_argument(
+            "--promptfoo-prefix",
+            help=(
+                "an npm prefix where promptfoo is (or is to be) installed, kept afterwards; "
+                "default: a temporary folder, removed afterwards"
+            ),
         )
 
     def log(self, message: str) -> None:
@@ -204,7 +243,10 @@ class Command(BaseCommand):
             # Every thread of this process: the simulator's too, unless it runs on its own.
             cpu = time.process_time() - cpu_started
         finally:
-            server.shutdown()
+            if isinstance(server, ExternalSimulator):
+                server.reap()
+            else:
+                server.shutdown()
             server.server_close()
 
         run.refresh_from_db()
@@ -212,6 +254,12 @@ class Command(BaseCommand):
         if outcome.status != EvalRun.Status.COMPLETED or stored != items:
             raise CommandError(f"run #{run.pk} ended {outcome.status} with {stored}/{items} items")
         ideal = items * latency_ms / 1000 / concurrency
+        peer = None
+        if o["peer"]:
+            peer = self._promptfoo(o, items, latency_ms, concurrency)
+            for key, ratio in (("wall_s", "ratio"), ("eval_s", "eval_ratio")):
+                if peer.get(key) and ideal:
+                    peer[ratio] = round(peer[key] / ideal, 3)
         if profiler:
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
@@ -233,11 +281,86 @@ class Command(BaseCommand):
                     "call_p50_ms": run.metrics.get("latency_p50_ms"),
                     "call_p99_ms": run.metrics.get("latency_p99_ms"),
                     "process_cpu_s": round(cpu, 2),
+                    "peak_rss_mb": promptfoo_peer.peak_rss_mb(),
                     "tuned_simulator": o["tuned_simulator"],
                     "simulator": "own process" if o["external_simulator"] else "in process",
+                    **(
+                        {"simulator_cpu_s": server.cpu_s}
+                        if isinstance(server, ExternalSimulator)
+                        else {}
+                    ),
+                    **(
+                        {
+                            "peer": peer,
+                            "airlock_vs_peer": (
+                                round(wall / peer["wall_s"], 3) if peer.get("wall_s") else None
+                            ),
+                        }
+                        if peer is not None
+                        else {}
+                    ),
                 }
             )
         )
+
+    def _promptfoo(self, o, items: int, latency_ms: float, concurrency: int) -> dict:
+        """promptfoo's figures for the same run, or {"skipped": why}."""
+        missing = [tool for tool in ("node", "npm", "unshare", "ip") if not shutil.which(tool)]
+        if missing:
+            return {"tool": "promptfoo", "skipped": f"{', '.join(missing)} not found"}
+        if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
+            return {
+                "tool": "promptfoo",
+                "skipped": "no network namespace (unshare -rn) to keep it on loopback",
+            }
+        keep = o["promptfoo_prefix"]
+        prefix = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="airlock-promptfoo-"))
+        try:
+            binary = prefix / "node_modules" / ".bin" / "promptfoo"
+            installed = prefix / "node_modules" / "promptfoo" / "package.json"
+            if not installed.exists() or (
+                json.loads(installed.read_text()).get("version") != promptfoo_peer.VERSION
+            ):
+                self.log(f"installing promptfoo {promptfoo_peer.VERSION} into {prefix}")
+                done = subprocess.run(
+                    ["npm", "install", "--prefix", str(prefix),
+                     f"promptfoo@{promptfoo_peer.VERSION}", "--no-audit", "--no-fund"],
+                    capture_output=True, env={**os.environ, **promptfoo_peer.QUIET_ENV},
+                )  # fmt: skip
+                if done.returncode != 0:
+                    tail = done.stderr.decode(errors="replace")[-300:]
+                    return {"tool": "promptfoo", "skipped": f"npm install failed: {tail}"}
+            work = prefix / "bench"
+            work.mkdir(exist_ok=True)
+            config = promptfoo_peer.promptfoo_config(
+                port=o["port"],
+                prompt=PROMPT_CONTENT,
+                model=model_content(o["port"], concurrency),
+                items=[bench_item(n) for n in range(1, items + 1)],
+                concurrency=concurrency,
+            )
+            (work / "promptfooconfig.json").write_text(json.dumps(config))
+            spec = {
+                "port": o["port"],
+                "latency_ms": latency_ms,
+                "concurrency": concurrency,
+                "promptfoo": str(binary),
+                "work": str(work),
+                "base_dir": str(settings.BASE_DIR),
+            }
+            (work / "spec.json").write_text(json.dumps(spec))
+            self.log(f"promptfoo: {items} items, concurrency {concurrency}, loopback only")
+            done = subprocess.run(
+                ["unshare", "-rn", sys.executable, "-m", "console.ops.promptfoo_peer",
+                 str(work / "spec.json")],
+                cwd=settings.BASE_DIR, capture_output=True,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise CommandError(f"promptfoo peer failed: {done.stderr.decode()[-600:]}")
+            return json.loads(done.stdout.decode().strip().splitlines()[-1])
+        finally:
+            if not keep:
+                shutil.rmtree(prefix, ignore_errors=True)
 
     def _actors(self):
         user, created = get_user_model().objects.get_or_create(username=USER)
