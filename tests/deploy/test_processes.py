@@ -12,6 +12,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,34 @@ def wait_for(url: str, seconds: float = 30) -> int:
             time.sleep(0.3)
 
 
+@contextmanager
+def running_web(env: dict[str, str]) -> Iterator[str]:
+    """bin/web with `env` (GUNICORN_BIND set to a free port here) until the block ends: yields
+    its base URL once /health answers, fails the test with the server's output if it never
+    does, and stops it with SIGTERM as a container runtime would."""
+    port = free_port()
+    web = subprocess.Popen(
+        ["bin/web"],
+        cwd=ROOT,
+        env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    log = Output(web)
+    try:
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", 180)
+        except OSError:
+            pytest.fail(f"bin/web never answered:\n{log.text()[-3000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        web.send_signal(signal.SIGTERM)
+        try:
+            web.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            web.kill()
+
+
 def test_web_worker_and_beat_start_as_the_image_starts_them(production_env):
     port = free_port()
     env = {**production_env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
@@ -148,23 +178,10 @@ def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
 def test_web_serves_its_static_files_hashed_compressed_and_cached(production_env, tmp_path):
     """A fresh bin/web in production mode collects and serves the console's CSS, htmx and
     plotly.js itself: hashed names, a year's immutable caching, gzip or brotli on request."""
-    port = free_port()
     static_root = tmp_path / "collected"
-    env = {
-        **production_env,
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "AIRLOCK_STATIC_ROOT": str(static_root),
-    }
-    web = subprocess.Popen(
-        ["bin/web"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    log = Output(web)
-    try:
-        try:
-            wait_for(f"http://127.0.0.1:{port}/health", 180)
-        except OSError:
-            pytest.fail(f"bin/web never answered:\n{log.text()[-3000:]}")
-        status, _, body = get(f"http://127.0.0.1:{port}/accounts/login/")
+    env = {**production_env, "AIRLOCK_STATIC_ROOT": str(static_root)}
+    with running_web(env) as base:
+        status, _, body = get(f"{base}/accounts/login/")
         page = body.decode()
         css = re.search(r'href="(/static/css/airlock\.[0-9a-f]{12}\.css)"', page)
         htmx = re.search(r'src="(/static/django_htmx/htmx-2\.min\.[0-9a-f]{12}\.js)"', page)
@@ -173,24 +190,16 @@ def test_web_serves_its_static_files_hashed_compressed_and_cached(production_env
         manifest = json.loads((static_root / "staticfiles.json").read_text())["paths"]
         plotly = "/static/" + manifest["vendor/plotly/plotly-cartesian.min.js"]
         for path in (css[1], htmx[1], plotly):
-            status, headers, body = get(f"http://127.0.0.1:{port}{path}")
+            status, headers, body = get(f"{base}{path}")
             assert status == 200 and body, path
             assert "immutable" in headers["cache-control"], headers
             max_age = int(re.search(r"max-age=(\d+)", headers["cache-control"])[1])
             assert max_age >= 60 * 60 * 24 * 365, headers["cache-control"]
             for encoding in ("gzip", "br"):
-                status, headers, packed = get(
-                    f"http://127.0.0.1:{port}{path}", **{"Accept-Encoding": encoding}
-                )
+                status, headers, packed = get(f"{base}{path}", **{"Accept-Encoding": encoding})
                 assert headers.get("content-encoding") == encoding, (path, headers)
                 assert len(packed) < len(body) / 2, (path, encoding, len(packed), len(body))
         # An unhashed or unknown name is not served from the long-cached set.
         with pytest.raises(urllib.error.HTTPError) as missing:
-            get(f"http://127.0.0.1:{port}/static/css/nope.css")
+            get(f"{base}/static/css/nope.css")
         assert missing.value.code == 404
-    finally:
-        web.send_signal(signal.SIGTERM)
-        try:
-            web.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            web.kill()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -70,14 +68,14 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture
-def new_page(browser, live_server) -> Iterator[Callable]:
-    """new_page() → a page in a fresh browser context (its own cookies), closed after the test."""
-    contexts = []
+def _pages(browser, base_url: str, timeout_ms: int) -> tuple[Callable, list]:
+    """make() → a page on `base_url` in a fresh browser context (its own cookies) that records
+    the page's JavaScript errors in `page.js_errors`; the list holds the contexts to close."""
+    contexts: list = []
 
     def make():
-        context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT)
-        context.set_default_timeout(10_000)
+        context = browser.new_context(base_url=base_url, viewport=VIEWPORT)
+        context.set_default_timeout(timeout_ms)
         contexts.append(context)
         page = context.new_page()
         errors: list[str] = []
@@ -85,6 +83,13 @@ def new_page(browser, live_server) -> Iterator[Callable]:
         page.js_errors = errors
         return page
 
+    return make, contexts
+
+
+@pytest.fixture
+def new_page(browser, live_server) -> Iterator[Callable]:
+    """new_page() → a page in a fresh browser context (its own cookies), closed after the test."""
+    make, contexts = _pages(browser, live_server.url, 10_000)
     yield make
     for context in contexts:
         context.close()
@@ -111,7 +116,7 @@ def production_web(django_db_setup, django_db_blocker, tmp_path_factory) -> Iter
     from django.db import connection
     from django.test import override_settings
 
-    from tests.deploy.test_processes import Output, free_port, production_environment, wait_for
+    from tests.deploy.test_processes import production_environment, running_web
     from tests.evals.workers import dedicated_broker_url
 
     broker = settings.CELERY_BROKER_URL
@@ -126,28 +131,14 @@ def production_web(django_db_setup, django_db_blocker, tmp_path_factory) -> Iter
         with override_settings(AIRLOCK_EGRESS_ALLOW=[SIMULATOR]):
             call_command("seed_demo", stdout=io.StringIO())
     data_dir = tmp_path_factory.mktemp("production-web")
-    port = free_port()
     env = {
         **production_environment(broker, data_dir),
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
         "CELERY_BROKER_URL": dedicated_broker_url(broker),
     }
-    web = subprocess.Popen(
-        ["bin/web"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    log = Output(web)
     try:
-        try:
-            wait_for(f"http://127.0.0.1:{port}/health", 180)
-        except OSError:
-            pytest.fail(f"bin/web never answered:\n{log.text()[-3000:]}")
-        yield f"http://127.0.0.1:{port}"
+        with running_web(env) as base:
+            yield base
     finally:
-        web.send_signal(signal.SIGTERM)
-        try:
-            web.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            web.kill()
         with django_db_blocker.unblock():
             call_command("flush", interactive=False, verbosity=0)
 
@@ -162,18 +153,7 @@ def production_db(production_web, db) -> None:
 @pytest.fixture
 def production_page(browser, production_web, production_db) -> Iterator[Callable]:
     """production_page() → a page on `production_web` in a fresh context (its own cookies)."""
-    contexts = []
-
-    def make():
-        context = browser.new_context(base_url=production_web, viewport=VIEWPORT)
-        context.set_default_timeout(15_000)
-        contexts.append(context)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.js_errors = errors
-        return page
-
+    make, contexts = _pages(browser, production_web, 15_000)
     yield make
     for context in contexts:
         context.close()
