@@ -148,37 +148,38 @@ def percentile_from_buckets(counts: list[int], p: float) -> float | None:
     return None
 
 
+def _sums() -> dict[str, Sum]:
+    """The rollup columns every dashboard grouping adds up: spend, traffic and its signals."""
+    return {
+        name: Sum(name)
+        for name in ("cost", "requests", "errors", "cache_hits", "thumbs_up", "thumbs_down")
+    }
+
+
+def _empty_day(day: date) -> dict:
+    """A day of the dashboard before (or without) any rollup row."""
+    zero = Decimal(0)
+    return {
+        "day": day,
+        "cost": zero,
+        "requests": 0,
+        "errors": 0,
+        "savings": zero,
+        "eval_cost": zero,
+    }
+
+
 def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
     """Everything the cost dashboard shows, in a bounded number of queries."""
     qs = rollups(application, f)
     board = Dashboard()
     daily = (
-        qs.values("day", "source")
-        .annotate(
-            cost=Sum("cost"),
-            requests=Sum("requests"),
-            errors=Sum("errors"),
-            savings=Sum("cache_savings"),
-            cache_hits=Sum("cache_hits"),
-            thumbs_up=Sum("thumbs_up"),
-            thumbs_down=Sum("thumbs_down"),
-        )
-        .order_by("day")
+        qs.values("day", "source").annotate(savings=Sum("cache_savings"), **_sums()).order_by("day")
     )
     signals = {"cache_hits": 0, "thumbs_up": 0, "thumbs_down": 0}
     by_day: dict[date, dict] = {}
     for row in daily:
-        entry = by_day.setdefault(
-            row["day"],
-            {
-                "day": row["day"],
-                "cost": Decimal(0),
-                "requests": 0,
-                "errors": 0,
-                "savings": Decimal(0),
-                "eval_cost": Decimal(0),
-            },
-        )
+        entry = by_day.setdefault(row["day"], _empty_day(row["day"]))
         entry["cost"] += row["cost"] or 0
         entry["requests"] += row["requests"] or 0
         entry["errors"] += row["errors"] or 0
@@ -189,14 +190,7 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
             entry["eval_cost"] += row["cost"] or 0
     day, board.days = f.since, []
     while day <= f.until:
-        entry = by_day.get(day) or {
-            "day": day,
-            "cost": Decimal(0),
-            "requests": 0,
-            "errors": 0,
-            "savings": Decimal(0),
-            "eval_cost": Decimal(0),
-        }
+        entry = by_day.get(day) or _empty_day(day)
         entry["cost_per_request"] = (
             (entry["cost"] / entry["requests"]) if entry["requests"] else None
         )
@@ -227,18 +221,7 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
         # Evals have no environment: they are grouped apart by source and labelled "eval",
         # not shown as a nameless environment.
         group = (column, "source") if name == "environment" else (column,)
-        rows = list(
-            qs.values(*group)
-            .annotate(
-                cost=Sum("cost"),
-                requests=Sum("requests"),
-                errors=Sum("errors"),
-                cache_hits=Sum("cache_hits"),
-                thumbs_up=Sum("thumbs_up"),
-                thumbs_down=Sum("thumbs_down"),
-            )
-            .order_by("-cost")[:limit]
-        )
+        rows = list(qs.values(*group).annotate(**_sums()).order_by("-cost")[:limit])
         if name == "environment":
             keys = dict(application.environments.values_list("pk", "key"))
             for r in rows:
