@@ -26,8 +26,12 @@ seed: migrate
 run: seed
 	$(BIN)/python manage.py runconsole
 
+# Tests run in parallel (pytest-xdist): each worker has its own test database, Redis databases
+# and static folder (tests/parallel.py). Most of a test's time is spent waiting on a browser, a
+# server or a worker process, so more workers than cores still helps; at most 5 fit Redis.
+TEST_WORKERS ?= 4
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 lint: install
 	$(BIN)/ruff check .
