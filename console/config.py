@@ -72,6 +72,9 @@ class Config:
     # (key id, secret) pairs, newest first: the first signs new audit events.
     audit_keys: tuple[tuple[str, str], ...] = ()
     audit_anchor_file: Path | None = None
+    # An eval run's calls per Celery task: a run launched with more concurrency is split into
+    # shards (console.evals.models.EvalShard) that as many worker processes share.
+    eval_shard_concurrency: int = 100
 
     @property
     def production(self) -> bool:
@@ -114,6 +117,13 @@ def _retention(env: Mapping[str, str]) -> int:
     raw = env.get("USAGE_RETENTION_DAYS", "90")
     if not raw.isdigit() or not 1 <= int(raw) <= 3650:
         raise ConfigError("USAGE_RETENTION_DAYS must be a whole number of days from 1 to 3650")
+    return int(raw)
+
+
+def _shard_concurrency(env: Mapping[str, str]) -> int:
+    raw = env.get("AIRLOCK_EVAL_SHARD_CONCURRENCY", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 256:
+        raise ConfigError("AIRLOCK_EVAL_SHARD_CONCURRENCY must be a whole number from 1 to 256")
     return int(raw)
 
 
@@ -314,6 +324,7 @@ def load(env: Mapping[str, str]) -> Config:
         static_root=_path(env, "AIRLOCK_STATIC_ROOT") or BASE_DIR / "staticfiles",
         audit_keys=_audit_keys(env, production, secret_key),
         audit_anchor_file=_path(env, "AIRLOCK_AUDIT_ANCHOR_FILE"),
+        eval_shard_concurrency=_shard_concurrency(env),
     )
 
 

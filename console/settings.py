@@ -36,6 +36,8 @@ AIRLOCK_AUDIT_ANCHOR_FILE = CONFIG.audit_anchor_file
 # (console.core.provider_keys).
 AIRLOCK_EGRESS_ALLOW = list(CONFIG.egress_allow)
 AIRLOCK_PROVIDER_KEYS = dict(CONFIG.provider_keys)
+# An eval run with more concurrency than this is split into shards run by separate Celery tasks.
+AIRLOCK_EVAL_SHARD_CONCURRENCY = CONFIG.eval_shard_concurrency
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -87,6 +87,8 @@ class EvalRun(models.Model):
     max_error_rate = models.FloatField(default=0.1)
     cost_cap = models.FloatField(null=True, blank=True)
     concurrency = models.PositiveIntegerField(default=8)
+    # How many Celery tasks share the run's items (EvalShard); 1 runs in one task.
+    shards = models.PositiveSmallIntegerField(default=1)
     fingerprint = models.CharField(max_length=64, db_index=True)
     label = models.CharField(max_length=300)
 
@@ -129,6 +131,33 @@ class EvalRun(models.Model):
     def running_pass_rate(self) -> float | None:
         judged = self.done_items - self.error_items
         return self.passed_items / judged if judged else None
+
+
+class EvalShard(models.Model):
+    """One part of a sharded run: the items at positions index+1, index+1+shards, … evaluated by
+    one Celery task under a lease of its own, with its share of the run's concurrency. The run
+    holds a lease too, renewed by every live shard, so a run whose every worker died is
+    requeued; the last shard to finish finalises the run."""
+
+    run = models.ForeignKey(EvalRun, on_delete=models.CASCADE, related_name="shard_set")
+    index = models.PositiveSmallIntegerField()
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    done_items = models.PositiveIntegerField(default=0)
+    error_items = models.PositiveIntegerField(default=0)
+    passed_items = models.PositiveIntegerField(default=0)
+    spend = models.FloatField(default=0.0)
+    stop_reason = models.CharField(max_length=16, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="evalshard_unique_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} shard {self.index}"
 
 
 class EvalResult(models.Model):

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F, Q
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from console.audit import services as audit
@@ -24,7 +25,7 @@ from console.core import egress
 from console.core.canonical import content_hash
 from console.datasets.selectors import version_items
 from console.evals import metrics as eval_metrics
-from console.evals.models import EvalResult, EvalRun, GatePolicy
+from console.evals.models import EvalResult, EvalRun, EvalShard, GatePolicy
 from console.evals.runner import RunSpec, evaluate_item, prompt_messages
 from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS, JUDGED
 from console.evals.simulator import tokens
@@ -218,12 +219,15 @@ def launch_run(
             max_error_rate=default_max_error if max_error_rate is None else max_error_rate,
             cost_cap=cost_cap,
             concurrency=concurrency,
+            shards=(shards := shard_count(concurrency, guess["items"])),
             fingerprint=fingerprint,
             label=label,
             total_items=guess["items"],
             metrics={"estimate": guess},
             created_by=actor,
         )
+        if shards > 1:
+            EvalShard.objects.bulk_create(EvalShard(run=run, index=i) for i in range(shards))
         audit.record(
             actor=actor,
             action="eval.launch",
@@ -236,6 +240,33 @@ def launch_run(
 
         transaction.on_commit(lambda: run_eval.delay(run.pk))
     return run
+
+
+def shard_count(concurrency: int, items: int) -> int:
+    """Tasks a run is split into: one per AIRLOCK_EVAL_SHARD_CONCURRENCY calls in flight (so
+    that more worker processes share a run past what one process's threads keep up with),
+    never more than there are items."""
+    per_task = settings.AIRLOCK_EVAL_SHARD_CONCURRENCY
+    return max(1, min(-(-concurrency // per_task), items))
+
+
+@dataclass(frozen=True)
+class Part:
+    """The share of a run one task evaluates: every `count`-th item from `index` (all of them
+    when count is 1), with its share of the concurrency and of the cost cap."""
+
+    index: int = 0
+    count: int = 1
+
+    def holds(self, position: int) -> bool:
+        return (position - 1) % self.count == self.index
+
+    def concurrency(self, total: int) -> int:
+        return max(1, total // self.count + (self.index < total % self.count))
+
+    @property
+    def sharded(self) -> bool:
+        return self.count > 1
 
 
 def _label(prompt_version, model_version, http_target, dataset_version) -> str:
@@ -310,15 +341,43 @@ def _claim(run_id: int, owner: str) -> bool:
     )
 
 
-def execute_run(run_id: int, owner: str | None = None) -> Outcome:
-    """Run (or resume) an eval. Items already stored are skipped, so a redelivered task picks
-    up where a killed worker stopped; a lease keeps two workers off the same run."""
+def _claim_shard(run_id: int, index: int, owner: str) -> bool:
+    """Take shard `index`'s lease. The run's own lease only says that some shard is alive:
+    every shard renews it, so the run is requeued only once all of them stopped beating."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not EvalRun.objects.filter(pk=run_id, status__in=EvalRun.ACTIVE).update(
+            lease_until=now + LEASE, status=EvalRun.Status.RUNNING
+        ):
+            return False
+        return bool(
+            EvalShard.objects.filter(run_id=run_id, index=index, finished_at__isnull=True)
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+            .update(lease_owner=owner, lease_until=now + LEASE)
+        )
+
+
+def unfinished_shards(run_id: int) -> list[int]:
+    """The shards of an active sharded run still to be evaluated ([] for a run in one task)."""
+    return list(
+        EvalShard.objects.filter(
+            run_id=run_id, run__status__in=EvalRun.ACTIVE, finished_at__isnull=True
+        ).values_list("index", flat=True)
+    )
+
+
+def execute_run(run_id: int, owner: str | None = None, shard: int | None = None) -> Outcome:
+    """Run (or resume) an eval, or shard `shard` of a sharded one. Items already stored are
+    skipped, so a redelivered task picks up where a killed worker stopped; a lease keeps two
+    workers off the same run (or shard). Without `shard`, a sharded run's unfinished shards
+    run here side by side, each in a thread of its own."""
     owner = owner or worker_name()
-    if not _claim(run_id, owner):
-        run = EvalRun.objects.get(pk=run_id)
-        if run.active and run.lease_until:
-            return Outcome("busy", max(1.0, (run.lease_until - timezone.now()).total_seconds()))
-        return Outcome(run.status)
+    shards = EvalRun.objects.filter(pk=run_id).values_list("shards", flat=True).get()
+    if shards > 1 and shard is None:
+        return _execute_shards_here(run_id, owner)
+    part = Part(shard or 0, shards) if shards > 1 else Part()
+    if not (_claim_shard(run_id, part.index, owner) if part.sharded else _claim(run_id, owner)):
+        return _not_claimed(run_id, part)
     run = EvalRun.objects.select_related(
         "prompt_version__head",
         "model_version__head",
@@ -328,7 +387,7 @@ def execute_run(run_id: int, owner: str | None = None) -> Outcome:
     if run.started_at is None:
         EvalRun.objects.filter(pk=run.pk, started_at__isnull=True).update(started_at=timezone.now())
     try:
-        stop_reason = _execute(run, owner)
+        stop_reason, progress = _execute(run, owner, part)
     except (OperationalError, InterfaceError):
         # The database went away (a restart, a failover): not the run's fault. Stored items are
         # kept; the task retries and resumes once the lease it holds runs out.
@@ -343,7 +402,77 @@ def execute_run(run_id: int, owner: str | None = None) -> Outcome:
             lease_until=None,
         )
         raise
+    if part.sharded:
+        return _finish_shard(run, part, owner, stop_reason, progress)
     return Outcome(_finalize(run, stop_reason))
+
+
+def _not_claimed(run_id: int, part: Part) -> Outcome:
+    run = EvalRun.objects.get(pk=run_id)
+    lease_until = run.lease_until
+    if part.sharded:
+        shard = EvalShard.objects.get(run_id=run_id, index=part.index)
+        lease_until = None if shard.finished_at else shard.lease_until
+    if run.active and lease_until:
+        return Outcome("busy", max(1.0, (lease_until - timezone.now()).total_seconds()))
+    return Outcome(run.status)
+
+
+def _execute_shards_here(run_id: int, owner: str) -> Outcome:
+    """Every unfinished shard of a run in this process, one thread each (for callers without
+    Celery workers: bench_evals in process, a shell). Each thread closes its own connection."""
+    failures: list[BaseException] = []
+
+    def shard_in_thread(index: int) -> None:
+        try:
+            execute_run(run_id, owner=f"{owner}/{index}", shard=index)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            failures.append(exc)
+        finally:
+            close_old_connections()
+            from django.db import connection
+
+            connection.close()
+
+    threads = [
+        threading.Thread(target=shard_in_thread, args=(i,), name=f"eval-{run_id}-shard-{i}")
+        for i in unfinished_shards(run_id)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return Outcome(finalize_sharded(run_id))
+
+
+def _finish_shard(
+    run: EvalRun, part: Part, owner: str, stop_reason: str, progress: dict
+) -> Outcome:
+    """Mark this shard finished; the last shard of the run to finish finalises it, once."""
+    EvalShard.objects.filter(run=run, index=part.index, lease_owner=owner).update(
+        **progress,
+        stop_reason=stop_reason,
+        finished_at=timezone.now(),
+        lease_owner="",
+        lease_until=None,
+    )
+    return Outcome(finalize_sharded(run.pk))
+
+
+def finalize_sharded(run_id: int) -> str:
+    """Finalise a sharded run if every shard has finished and nobody has yet: the run's row
+    lock makes the last two shards to finish take turns, and only the first finds it active."""
+    with transaction.atomic():
+        run = EvalRun.objects.select_for_update().get(pk=run_id)
+        reasons = list(EvalShard.objects.filter(run=run).values_list("finished_at", "stop_reason"))
+        if not run.active or any(finished is None for finished, _ in reasons):
+            return run.status
+        given = {reason for _, reason in reasons}
+        reason = next((r for r in ("cancelled", "cost_cap") if r in given), "")
+        run = EvalRun.objects.select_related("application").get(pk=run_id)
+        return _finalize(run, reason)
 
 
 # A run whose lease ran out this long ago, or that has waited queued this long without a worker
@@ -475,22 +604,27 @@ def _work(slots: _Slots, spec: RunSpec) -> None:
         slots.exit()
 
 
-def _execute(run: EvalRun, owner: str) -> str:
-    """Keep `concurrency` calls in flight; store finished results in small batches. Worker
-    threads refill their own slots, so the calls never wait on the database."""
+def _execute(run: EvalRun, owner: str, part: Part) -> tuple[str, dict]:
+    """Keep the part's share of `concurrency` calls in flight; store finished results in small
+    batches. Worker threads refill their own slots, so the calls never wait on the database."""
     spec = build_spec(run)
-    items = [
+    every = [
         {**item, "position": n}
         for n, item in enumerate(version_items(run.dataset_version), start=1)
     ]
+    items = [item for item in every if part.holds(item["position"])]
+    # The part's share of the cost cap: its share of the items.
+    cap = run.cost_cap * len(items) / len(every) if run.cost_cap and part.sharded else run.cost_cap
     # What a resumed run already stored, in one pass: ids to skip, counts, spend so far.
-    budget = CostGuard(run.cost_cap, run.metrics.get("estimate", {}).get("per_item", 0.0))
+    budget = CostGuard(cap, run.metrics.get("estimate", {}).get("per_item", 0.0))
     done_ids: set[str] = set()
     counts = {"done": 0, "errors": 0, "passed": 0}
     spent = 0.0
-    for item_id, status, passed, cost, judge_cost in EvalResult.objects.filter(run=run).values_list(
-        "item_id", "status", "passed", "cost", "judge_cost"
-    ):
+    for item_id, position, status, passed, cost, judge_cost in EvalResult.objects.filter(
+        run=run
+    ).values_list("item_id", "position", "status", "passed", "cost", "judge_cost"):
+        if not part.holds(position):
+            continue
         done_ids.add(item_id)
         counts["errors"] += status == EvalResult.Status.ERROR
         counts["passed"] += passed is True
@@ -498,8 +632,8 @@ def _execute(run: EvalRun, owner: str) -> str:
         budget.seen(cost + judge_cost)
     counts["done"] = len(done_ids)
     pending = iter([i for i in items if i["id"] not in done_ids])
-    EvalRun.objects.filter(pk=run.pk).update(total_items=len(items))
-    workers = max(1, min(run.concurrency, len(items) - len(done_ids)))
+    EvalRun.objects.filter(pk=run.pk).update(total_items=len(every))
+    workers = max(1, min(part.concurrency(run.concurrency), len(items) - len(done_ids)))
     slots = _Slots(pending, budget, spent, counts, workers)
     stored = counts["done"]
 
@@ -531,14 +665,13 @@ def _execute(run: EvalRun, owner: str) -> str:
                 with slots.lock:
                     errors, passed = slots.counts["errors"], slots.counts["passed"]
                     spent = slots.spent
-                EvalRun.objects.filter(pk=run.pk, lease_owner=owner).update(
-                    done_items=stored,
-                    error_items=errors,
-                    passed_items=passed,
-                    spend=round(spent, 6),
-                    lease_until=timezone.now() + LEASE,
-                )
-                if EvalRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                progress = {
+                    "done_items": stored,
+                    "error_items": errors,
+                    "passed_items": passed,
+                    "spend": round(spent, 6),
+                }
+                if _beat(run, owner, part, progress):
                     slots.halt("cancelled")
                     break
     finally:
@@ -546,7 +679,33 @@ def _execute(run: EvalRun, owner: str) -> str:
         slots.halt("stopped")
         pool.shutdown(wait=False, cancel_futures=True)
         store()
-    return slots.stop_reason if slots.stop_reason in ("cost_cap", "cancelled") else ""
+    with slots.lock:
+        final = {
+            "done_items": stored,
+            "error_items": slots.counts["errors"],
+            "passed_items": slots.counts["passed"],
+            "spend": round(slots.spent, 6),
+        }
+    return slots.stop_reason if slots.stop_reason in ("cost_cap", "cancelled") else "", final
+
+
+def _beat(run: EvalRun, owner: str, part: Part, progress: dict) -> bool:
+    """Renew the lease and report progress; True when the run is to stop (a cancel request,
+    or, for a shard, the run ended elsewhere: another shard crashed)."""
+    until = timezone.now() + LEASE
+    if not part.sharded:
+        EvalRun.objects.filter(pk=run.pk, lease_owner=owner).update(**progress, lease_until=until)
+        return EvalRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
+    EvalShard.objects.filter(run=run, index=part.index, lease_owner=owner).update(
+        **progress, lease_until=until
+    )
+    totals = EvalShard.objects.filter(run=run).aggregate(**{k: Sum(k) for k in progress})
+    EvalRun.objects.filter(pk=run.pk, status__in=EvalRun.ACTIVE).update(**totals, lease_until=until)
+    return (
+        EvalRun.objects.filter(pk=run.pk)
+        .filter(Q(cancel_requested=True) | ~Q(status__in=EvalRun.ACTIVE))
+        .exists()
+    )
 
 
 class CostGuard:

@@ -7,14 +7,22 @@ DATABASE_RETRY_S = 5
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
-def run_eval(self, run_id: int) -> str:
-    """Thin: execute (or resume) the run. If another worker holds its lease, look again when
-    the lease would expire — so a run whose worker died is picked up, and a live one is not
-    run twice."""
+def run_eval(self, run_id: int, shard: int | None = None) -> str:
+    """Thin: execute (or resume) the run, or one shard of it. If another worker holds the
+    lease, look again when it would expire — so a run whose worker died is picked up, and a
+    live one is not run twice.
+
+    A sharded run's own message (no `shard`) fans out: one message per unfinished shard, on
+    the queue it came in on, so as many worker processes share it."""
+    if shard is None and (pending := services.unfinished_shards(run_id)):
+        queue = (self.request.delivery_info or {}).get("routing_key")
+        for index in pending:
+            run_eval.apply_async((run_id,), {"shard": index}, queue=queue)
+        return "sharded"
     # A fresh owner per execution: a redelivered copy of this task is not the lease holder.
     try:
         outcome = services.execute_run(
-            run_id, owner=f"{self.request.hostname}:{services.worker_name()}"
+            run_id, owner=f"{self.request.hostname}:{services.worker_name()}", shard=shard
         )
     except (OperationalError, InterfaceError) as exc:
         # The database is restarting: drop the broken connection and come back; the run

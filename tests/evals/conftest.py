@@ -8,6 +8,7 @@ import pytest
 
 from console.evals.simulator import Faults, serve_in_thread
 from tests.evals.helpers import build_demo
+from tests.evals.workers import dedicated_broker_url, publishing_to, workers
 
 
 @pytest.fixture
@@ -46,3 +47,20 @@ def simulator(start_simulator):
 @pytest.fixture
 def demo(application, engineer, simulator):
     return build_demo(application, engineer, simulator[1])
+
+
+@pytest.fixture
+def start_worker(postgres_tx, redis_url, tmp_path):
+    """start_worker(name) → a ready worker subprocess on the test database and a dedicated
+    Redis db (which launch_run in this process publishes to). Stopped before the database is
+    flushed, even when the test fails."""
+    broker = dedicated_broker_url(redis_url)
+    with publishing_to(broker), workers(broker, tmp_path) as start:
+        yield start
+
+
+@pytest.fixture
+def quiet_broker(postgres_tx, redis_url):
+    """For tests without a worker: launches still publish only to the dedicated Redis db."""
+    with publishing_to(dedicated_broker_url(redis_url)):
+        yield

@@ -24,10 +24,8 @@ from tests.evals.workers import (
     VISIBILITY_TIMEOUT_S,
     WORKER_REDIS_DB,
     dedicated_broker_url,
-    publishing_to,
     wait_finished,
     wait_for,
-    workers,
 )
 
 pytestmark = pytest.mark.services
@@ -37,23 +35,6 @@ V3_FAILING = {
     "refunds-009", "refunds-012", "mixed-001", "mixed-003", "mixed-005", "mixed-007",
     "mixed-008", "mixed-010", "unanswerable-008",
 }  # fmt: skip
-
-
-@pytest.fixture
-def start_worker(postgres_tx, redis_url, tmp_path):
-    """start_worker(name) → a ready worker subprocess on the test database and a dedicated
-    Redis db (which launch_run in this process publishes to). Stopped before the database is
-    flushed, even when the test fails."""
-    broker = dedicated_broker_url(redis_url)
-    with publishing_to(broker), workers(broker, tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
-def quiet_broker(postgres_tx, redis_url):
-    """For tests without a worker: launches still publish only to the dedicated Redis db."""
-    with publishing_to(dedicated_broker_url(redis_url)):
-        yield
 
 
 @pytest.fixture
