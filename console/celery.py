@@ -21,3 +21,12 @@ def _survive_broker_restarts(**kwargs) -> None:
     from console.core import broker
 
     broker.install()
+
+
+@worker_init.connect
+def _load_tls_roots(**kwargs) -> None:
+    """Load the CA bundle once at start, not on a run's first model call (see
+    console.core.egress.ssl_context)."""
+    from console.core import egress
+
+    egress.ssl_context()

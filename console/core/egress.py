@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -361,15 +362,33 @@ class GuardedNetwork(httpcore2.SyncBackend):
         raise error
 
 
+_ssl_context: ssl.SSLContext | None = None
+_ssl_context_lock = threading.Lock()
+
+
+def ssl_context() -> ssl.SSLContext:
+    """The process's one verifying TLS context (httpx's defaults: certifi's CA bundle, no
+    environment), shared by every guarded client. Loading the CA bundle takes tens of
+    milliseconds; a client built per model configuration must not pay it each time, nor twice
+    (once for httpx's own pool, once for the guarded one). SSLContext is safe to share."""
+    global _ssl_context
+    if _ssl_context is None:
+        with _ssl_context_lock:
+            if _ssl_context is None:
+                _ssl_context = httpx2.create_ssl_context(trust_env=False)
+    return _ssl_context
+
+
 class GuardedTransport(httpx2.HTTPTransport):
     """httpx transport through the guard: http(s) only, pinned addresses, no proxies from the
     environment, and any 3xx answer turned into RedirectRefused."""
 
     def __init__(self, limits: httpx2.Limits | None = None):
         limits = limits or httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
-        super().__init__(trust_env=False, limits=limits)
+        context = ssl_context()
+        super().__init__(verify=context, trust_env=False, limits=limits)
         self._pool = httpcore2.ConnectionPool(
-            ssl_context=httpx2.create_ssl_context(trust_env=False),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -236,10 +236,20 @@ def launch_run(
             application=application,
             after={"gates": gates, "scorers": scorers, "cost_cap": cost_cap, "estimate": guess},
         )
-        from console.evals.tasks import run_eval
-
-        transaction.on_commit(lambda: run_eval.delay(run.pk))
+        transaction.on_commit(lambda: enqueue(run))
     return run
+
+
+def enqueue(run: EvalRun, queue: str | None = None) -> None:
+    """Publish the run's tasks: one, or one per shard, so that idle workers each take a shard
+    at once. (A run_eval without a shard, as requeue_stalled sends, fans out by itself.)"""
+    from console.evals.tasks import run_eval
+
+    if run.shards > 1:
+        for index in range(run.shards):
+            run_eval.apply_async((run.pk,), {"shard": index}, queue=queue)
+    else:
+        run_eval.apply_async((run.pk,), queue=queue)
 
 
 def shard_count(concurrency: int, items: int) -> int:
@@ -736,8 +746,10 @@ class CostGuard:
 
 
 def _finalize(run: EvalRun, stop_reason: str) -> str:
+    # Rows as named tuples, not model instances: a run of thousands of items is finalised
+    # while its caller waits, and building (and signalling) a model per row costs ten times more.
     results = list(
-        EvalResult.objects.filter(run=run).only(
+        EvalResult.objects.filter(run=run).values_list(
             "status",
             "scores",
             "passed",
@@ -748,6 +760,7 @@ def _finalize(run: EvalRun, stop_reason: str) -> str:
             "completion_tokens",
             "cost",
             "judge_cost",
+            named=True,
         )
     )
     summary = eval_metrics.summarize(results)

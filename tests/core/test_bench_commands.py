@@ -49,6 +49,28 @@ def test_bench_evals_runs_a_real_eval_against_the_simulator(postgres_tx, externa
     assert result["ratio"] >= 1  # nothing beats the simulator's own latency
 
 
+def test_bench_evals_shards_a_run_across_worker_processes(postgres_tx, redis_url, settings):
+    settings.AIRLOCK_EVAL_SHARD_CONCURRENCY = 2  # concurrency 4: two shards, one per worker
+    result = run("bench_evals", items=16, latency_ms=20, concurrency=4, port=free_port(), workers=2)
+    assert (result["items"], result["errors"], result["shards"]) == (16, 0, 2)
+    assert result["workers"] == 2 and result["workers_cpu_s"] > 0
+    assert result["ratio"] >= 1
+
+    from console.evals.models import EvalRun
+
+    run_ = EvalRun.objects.get(pk=result["run"])
+    assert run_.status == EvalRun.Status.COMPLETED
+    shards = list(run_.shard_set.values_list("done_items", "stop_reason"))
+    assert shards == [(8, ""), (8, "")]
+
+
+def test_bench_evals_refuses_workers_with_a_profile(postgres_tx):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--workers"):
+        run("bench_evals", items=4, workers=2, profile=True, port=free_port())
+
+
 def test_bench_usage_dashboard_reads_the_rollups_it_wrote(postgres_tx):
     result = run("bench_usage", dashboard_events=500_000, runs=1, skip=["ingest", "rollup"])
     board = result["dashboard"]

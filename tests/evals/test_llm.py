@@ -320,7 +320,26 @@ def test_a_model_client_keeps_a_connection_for_every_call_a_run_may_have_in_flig
     from console.evals import services
 
     settings.AIRLOCK_EGRESS_ALLOW = ["127.0.0.1:9"]
-    client = llm.client_for(config("http://127.0.0.1:9/v1", timeout_s=3))
-    pool = client._client._transport._pool
-    assert pool._max_keepalive_connections >= services.MAX_CONCURRENCY
-    assert pool._max_connections >= services.MAX_CONCURRENCY
+    connection = llm.connection_for(config("http://127.0.0.1:9/v1", timeout_s=3))
+    pools = [http._transport._pool for http in connection.pools]
+    assert len(pools) == llm.POOL_STRIPES
+    assert sum(pool._max_keepalive_connections for pool in pools) >= services.MAX_CONCURRENCY
+    assert all(pool._max_connections >= services.MAX_CONCURRENCY for pool in pools)
+    # The SDK client is built on the first pool, and each thread keeps to one pool.
+    assert connection.client._client is connection.pools[0]
+    assert connection.http is connection.http
+
+
+def test_threads_are_dealt_out_over_the_pools(settings):
+    settings.AIRLOCK_EGRESS_ALLOW = ["127.0.0.1:9"]
+    connection = llm.connection_for(config("http://127.0.0.1:9/v1", timeout_s=4))
+    with ThreadPoolExecutor(max_workers=2 * llm.POOL_STRIPES) as pool:
+        barrier = threading.Barrier(2 * llm.POOL_STRIPES)
+
+        def which(_):
+            barrier.wait()  # every thread is a different one
+            return id(connection.http)
+
+        used = list(pool.map(which, range(2 * llm.POOL_STRIPES)))
+    assert len(set(used)) == llm.POOL_STRIPES
+    assert all(used.count(pool) == 2 for pool in set(used))

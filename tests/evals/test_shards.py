@@ -160,7 +160,7 @@ def test_two_worker_processes_share_a_sharded_run(sharded, world, start_worker, 
         assert run.metrics[key] == value, key
     assert world.faults.stats["requests"] == 60
     owners = {first.output().count("succeeded"), second.output().count("succeeded")}
-    # w1 or w2 took the run's message and fanned it out; each took a shard.
+    # launch_run published one message per shard; each worker took one.
     assert all(count >= 1 for count in owners), (first.output()[-2000:], second.output()[-2000:])
     assert AuditEvent.objects.filter(action="eval.completed", object_id=str(run.pk)).count() == 1
 

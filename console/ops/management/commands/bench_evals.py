@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 from django.conf import settings
@@ -50,10 +51,11 @@ from console.accounts.services import grant_role
 from console.audit.services import SYSTEM
 from console.datasets import services as datasets
 from console.datasets.models import Dataset
-from console.evals import services, tasks
+from console.evals import services
 from console.evals.models import EvalResult, EvalRun
 from console.evals.simulator import Faults, make_server
 from console.ops import promptfoo_peer
+from console.ops.processes import CeleryWorkers
 from console.registry import services as registry
 from console.registry.kinds import MODEL_CONFIG, PROMPT
 from console.registry.models import Application
@@ -182,6 +184,16 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            help=(
+                "run on this many Celery worker processes (bin/worker's threads pool, one task "
+                "each, on a queue of the bench's own) instead of in this process; a run past "
+                "AIRLOCK_EVAL_SHARD_CONCURRENCY calls is sharded across them"
+            ),
+        )
+        parser.add_argument(
             "--profile", action="store_true", help="cProfile the run's own thread to stderr"
         )
         parser.add_argument(
@@ -206,6 +218,10 @@ class Command(BaseCommand):
             raise CommandError("--items and --concurrency must be positive, --latency-ms >= 0")
         if concurrency > services.MAX_CONCURRENCY:
             raise CommandError(f"--concurrency is at most {services.MAX_CONCURRENCY}")
+        if o["workers"] < 0 or (o["workers"] and o["profile"]):
+            raise CommandError("--workers must be positive, and cannot be profiled (--profile)")
+        if o["workers"] and settings.CELERY_BROKER_URL.startswith("memory"):
+            raise CommandError("--workers needs a broker other processes share (CELERY_BROKER_URL)")
         # The simulator this command starts is the one loopback destination it may call.
         allowed = f"127.0.0.1:{o['port']}"
         if allowed not in settings.AIRLOCK_EGRESS_ALLOW:
@@ -232,16 +248,22 @@ class Command(BaseCommand):
             run = self._launch(user, application, version, prompt, model, concurrency)
             self.log(f"run #{run.pk}: {items} items, {latency_ms:g} ms, concurrency {concurrency}")
             profiler = cProfile.Profile() if o["profile"] else None
-            cpu_started = time.process_time()
-            started = time.perf_counter()
-            if profiler:
-                profiler.enable()
-            outcome = services.execute_run(run.pk, owner=f"bench_evals:{socket.gethostname()}")
-            if profiler:
-                profiler.disable()
-            wall = time.perf_counter() - started
-            # Every thread of this process: the simulator's too, unless it runs on its own.
-            cpu = time.process_time() - cpu_started
+            workers = None
+            if o["workers"]:
+                workers = self._on_workers(run, o["workers"], items * latency_ms / concurrency)
+                status, wall, cpu = workers.status, workers.wall_s, workers.bench_cpu_s
+            else:
+                cpu_started = time.process_time()
+                started = time.perf_counter()
+                if profiler:
+                    profiler.enable()
+                owner = f"bench_evals:{socket.gethostname()}"
+                status = services.execute_run(run.pk, owner=owner).status
+                if profiler:
+                    profiler.disable()
+                wall = time.perf_counter() - started
+                # Every thread of this process: the simulator's too, unless it runs on its own.
+                cpu = time.process_time() - cpu_started
         finally:
             if isinstance(server, ExternalSimulator):
                 server.reap()
@@ -251,8 +273,8 @@ class Command(BaseCommand):
 
         run.refresh_from_db()
         stored = EvalResult.objects.filter(run=run).count()
-        if outcome.status != EvalRun.Status.COMPLETED or stored != items:
-            raise CommandError(f"run #{run.pk} ended {outcome.status} with {stored}/{items} items")
+        if status != EvalRun.Status.COMPLETED or stored != items:
+            raise CommandError(f"run #{run.pk} ended {status} with {stored}/{items} items")
         ideal = items * latency_ms / 1000 / concurrency
         peer = None
         if o["peer"]:
@@ -281,6 +303,12 @@ class Command(BaseCommand):
                     "call_p50_ms": run.metrics.get("latency_p50_ms"),
                     "call_p99_ms": run.metrics.get("latency_p99_ms"),
                     "process_cpu_s": round(cpu, 2),
+                    "shards": run.shards,
+                    **(
+                        {"workers": o["workers"], "workers_cpu_s": workers.cpu_s}
+                        if workers is not None
+                        else {}
+                    ),
                     "peak_rss_mb": promptfoo_peer.peak_rss_mb(),
                     "tuned_simulator": o["tuned_simulator"],
                     "simulator": "own process" if o["external_simulator"] else "in process",
@@ -302,6 +330,39 @@ class Command(BaseCommand):
                 }
             )
         )
+
+    def _on_workers(self, run: EvalRun, count: int, ideal_ms: float) -> SimpleNamespace:
+        """Start `count` Celery worker processes on a queue of their own, then time the run
+        from its message being published to its being finalised. Their start-up is not timed."""
+        queue = f"bench-evals-{os.getpid()}"
+        timeout = max(120.0, 20 * ideal_ms / 1000)
+        with tempfile.TemporaryDirectory(prefix="airlock-bench-workers-") as folder:
+            pool = CeleryWorkers(
+                count,
+                queue,
+                Path(folder),
+                {"AIRLOCK_EGRESS_ALLOW": ",".join(settings.AIRLOCK_EGRESS_ALLOW)},
+            )
+            with pool:
+                self.log(f"{count} worker process(es) ready on queue {queue}")
+                cpu_started = time.process_time()
+                started = time.perf_counter()
+                services.enqueue(run, queue=queue)
+                deadline = time.monotonic() + timeout
+                while True:
+                    status = EvalRun.objects.filter(pk=run.pk).values_list("status", flat=True)
+                    status = status.get()
+                    if status not in EvalRun.ACTIVE:
+                        break
+                    if time.monotonic() > deadline:
+                        logs = "\n".join(pool.output(n)[-1500:] for n in range(count))
+                        raise CommandError(
+                            f"run #{run.pk} still {status} after {timeout:g}s:\n{logs}"
+                        )
+                    time.sleep(0.02)
+                wall = time.perf_counter() - started
+                cpu = time.process_time() - cpu_started
+        return SimpleNamespace(status=status, wall_s=wall, bench_cpu_s=cpu, cpu_s=pool.cpu_s)
 
     def _promptfoo(self, o, items: int, latency_ms: float, concurrency: int) -> dict:
         """promptfoo's figures for the same run, or {"skipped": why}."""
@@ -424,7 +485,7 @@ class Command(BaseCommand):
             "concurrency": concurrency,
         }
         # Executed right here: keep launch_run from also queueing it for a Celery worker.
-        with mock.patch.object(tasks.run_eval, "delay", lambda *args, **kwargs: None):
+        with mock.patch.object(services, "enqueue", lambda *args, **kwargs: None):
             try:
                 return services.launch_run(**kwargs)
             except services.DuplicateRun as exc:

@@ -55,6 +55,7 @@ from console.accounts.services import grant_role
 from console.api import auth
 from console.audit.services import SYSTEM
 from console.config import audit_keys_env
+from console.ops.processes import database_url
 from console.registry import services as registry
 from console.registry.models import Application
 from console.usage import selectors, services
@@ -80,17 +81,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def database_url() -> str:
-    """This process's database for the server it starts: DATABASE_URL (with its options),
-    naming the database actually in use (under the test runner, the test database)."""
-    db = settings.DATABASES["default"]
-    if os.environ.get("DATABASE_URL"):
-        url = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
-        return urllib.parse.urlunsplit(url._replace(path="/" + connection.settings_dict["NAME"]))
-    auth_part = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth_part}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 class Command(BaseCommand):

@@ -1,0 +1,127 @@
+"""What the bench commands need to start processes of their own on this process's database:
+its URL, and Celery workers (bench_evals --workers) on this process's database and broker that
+consume only a queue of their own, so a console's real workers never take the bench's tasks and
+the bench's workers never take the console's."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+
+def database_url() -> str:
+    """This process's database for the processes it starts: DATABASE_URL (with its options),
+    naming the database actually in use (under the test runner, the test database)."""
+    db = settings.DATABASES["default"]
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    if os.environ.get("DATABASE_URL"):
+        url = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
+        return urllib.parse.urlunsplit(url._replace(path="/" + connection.settings_dict["NAME"]))
+    auth_part = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth_part}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class WorkerFailed(Exception):
+    pass
+
+
+class CeleryWorkers:
+    """`count` worker processes (`bin/worker`'s command: threads pool) taking one task at a
+    time each from `queue`, so a run's shards spread over the processes. Used as a context
+    manager; `cpu_s` is their CPU (user + system) once they have stopped."""
+
+    def __init__(self, count: int, queue: str, folder: Path, env: dict[str, str]):
+        self.count, self.queue, self.folder = count, queue, folder
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.processes: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+        self.cpu_s: float | None = None
+
+    def __enter__(self) -> CeleryWorkers:
+        try:
+            for n in range(self.count):
+                log = self.folder / f"worker-{n}.log"
+                self.logs.append(log)
+                argv = [
+                    sys.executable, "-m", "celery", "-A", "console", "worker",
+                    "--pool", "threads", "--concurrency", "1",
+                    "--prefetch-multiplier", "1", "-O", "fair", "-Q", self.queue,
+                    "--hostname", f"bench{n}-{os.getpid()}@{socket.gethostname()}",
+                    "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                    "--without-heartbeat",
+                ]  # fmt: skip
+                with open(log, "wb") as out:
+                    self.processes.append(
+                        subprocess.Popen(
+                            argv,
+                            cwd=settings.BASE_DIR,
+                            env=self.env,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    )
+            self._wait_ready(60)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def output(self, n: int) -> str:
+        return self.logs[n].read_text(errors="replace")
+
+    def _wait_ready(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        for n, process in enumerate(self.processes):
+            while " ready." not in self.output(n):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise WorkerFailed(f"worker {n} did not start:\n{self.output(n)[-2000:]}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        cpu = 0.0
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+            cpu += self._reap(process)
+        if self.processes and self.cpu_s is None:
+            self.cpu_s = round(cpu, 2)
+
+    @staticmethod
+    def _reap(process: subprocess.Popen, grace_s: float = 15) -> float:
+        """Wait for the process (SIGKILL after `grace_s`); its CPU seconds."""
+        deadline = time.monotonic() + grace_s
+        while True:
+            try:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            except ChildProcessError:  # already reaped
+                return 0.0
+            if pid:
+                process.returncode = os.waitstatus_to_exitcode(status)
+                return usage.ru_utime + usage.ru_stime
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.05)
