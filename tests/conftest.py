@@ -195,16 +195,16 @@ def engineer_client(client, engineer):
     return client
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Fault and soak runs (marked slow) take minutes: CI runs them (AIRLOCK_REQUIRE_SERVICES=1),
     a laptop's `make test` does only when asked (AIRLOCK_RUN_SLOW=1).
 
-    They come first, then the browser journeys: parallel workers (`make test`) hand out modules
-    in this order, so the longest start at once and the short ones fill in around them instead
-    of one long module running alone at the end."""
-    items.sort(
-        key=lambda item: 0 if "slow" in item.keywords else 1 if "e2e" in item.keywords else 2
-    )
+    They come first: parallel workers (`make test`) take modules in this order, so the soak's
+    five minutes run alongside everything else instead of alone at the end. (After
+    pytest-django's own ordering, hence trylast; they use private deployments, not the test
+    database, so its database-test order is kept.)"""
+    items.sort(key=lambda item: "slow" not in item.keywords)
     if os.environ.get("AIRLOCK_REQUIRE_SERVICES") == "1" or os.environ.get("AIRLOCK_RUN_SLOW"):
         return
     skip = pytest.mark.skip(reason="fault/soak run: set AIRLOCK_RUN_SLOW=1 (CI always runs it)")
