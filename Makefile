@@ -31,7 +31,7 @@ run: seed
 # server or a worker process, so more workers than cores still helps; at most 5 fit Redis.
 TEST_WORKERS ?= 4
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check .

@@ -166,9 +166,15 @@ def test_restarting_postgres_and_redis_under_load(live):
             30,
             "the eval to start running",
         )
-        stored_before = d.postgres.query(
-            "SELECT count(*) FROM evals_evalresult WHERE run_id = %s", run_id
-        )[0][0]
+        # The faults land mid-run: once some items are stored (on a busy machine, e.g. beside
+        # other test workers, the first batch can take a few seconds after the run starts).
+        stored_before = wait_until(
+            lambda: d.postgres.query(
+                "SELECT count(*) FROM evals_evalresult WHERE run_id = %s", run_id
+            )[0][0],
+            30,
+            "the eval's first stored results",
+        )
 
         t0 = time.monotonic()
         d.redis.stop()
