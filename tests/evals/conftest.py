@@ -64,3 +64,13 @@ def quiet_broker(postgres_tx, redis_url):
     """For tests without a worker: launches still publish only to the dedicated Redis db."""
     with publishing_to(dedicated_broker_url(redis_url)):
         yield
+
+
+@pytest.fixture
+def live_demo(postgres_tx, application, engineer, start_simulator):
+    """The demo story, committed (worker processes read it), on a simulator with ~20 ms latency
+    (so a run takes a moment); `.faults` is the simulator's to change."""
+    _, base_url, faults = start_simulator(Faults(latency_ms=20))
+    demo = build_demo(application, engineer, base_url)
+    demo.faults = faults
+    return demo

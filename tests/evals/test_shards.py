@@ -50,30 +50,24 @@ def sharded(settings):
     return settings
 
 
-@pytest.fixture
-def world(postgres_tx, application, engineer, start_simulator):
-    _, base_url, faults = start_simulator(Faults(latency_ms=20))
-    demo = build_demo(application, engineer, base_url)
-    demo.faults = faults
-    return demo
-
-
-def test_launching_past_the_per_task_concurrency_creates_the_shards(sharded, world, quiet_broker):
-    run = services.launch_run(**world.launch_kwargs(concurrency=5))
+def test_launching_past_the_per_task_concurrency_creates_the_shards(
+    sharded, live_demo, quiet_broker
+):
+    run = services.launch_run(**live_demo.launch_kwargs(concurrency=5))
     assert run.shards == 3
     assert list(run.shard_set.values_list("index", "finished_at")) == [
         (0, None), (1, None), (2, None)
     ]  # fmt: skip
     assert services.unfinished_shards(run.pk) == [0, 1, 2]
-    unsharded = services.launch_run(**world.launch_kwargs(prompt=2, concurrency=2))
+    unsharded = services.launch_run(**live_demo.launch_kwargs(prompt=2, concurrency=2))
     assert unsharded.shards == 1 and not unsharded.shard_set.exists()
     assert services.unfinished_shards(unsharded.pk) == []
 
 
 def test_a_sharded_run_in_one_process_gives_the_same_results_as_one_task(
-    sharded, world, quiet_broker
+    sharded, live_demo, quiet_broker
 ):
-    run = services.launch_run(**world.launch_kwargs(concurrency=4))
+    run = services.launch_run(**live_demo.launch_kwargs(concurrency=4))
     assert run.shards == 2
     assert services.execute_run(run.pk).status == EvalRun.Status.COMPLETED
     run.refresh_from_db()
@@ -88,15 +82,15 @@ def test_a_sharded_run_in_one_process_gives_the_same_results_as_one_task(
     assert [s.done_items for s in shards] == [30, 30]
     assert all(s.finished_at and s.lease_until is None and s.stop_reason == "" for s in shards)
     # Each shard evaluated its own items: odd positions in shard 0, even ones in shard 1.
-    assert world.faults.stats["requests"] == 60
+    assert live_demo.faults.stats["requests"] == 60
     completed = AuditEvent.objects.filter(action="eval.completed", object_id=str(run.pk))
     assert completed.count() == 1
 
 
 def test_a_shard_held_by_a_live_worker_is_busy_and_a_finished_one_is_not_run_again(
-    sharded, world, quiet_broker
+    sharded, live_demo, quiet_broker
 ):
-    run = services.launch_run(**world.launch_kwargs(concurrency=4))
+    run = services.launch_run(**live_demo.launch_kwargs(concurrency=4))
     EvalShard.objects.filter(run=run, index=0).update(
         lease_owner="w1@host:1:abc", lease_until=timezone.now() + timedelta(seconds=20)
     )
@@ -108,9 +102,9 @@ def test_a_shard_held_by_a_live_worker_is_busy_and_a_finished_one_is_not_run_aga
     run.refresh_from_db()
     assert run.active and EvalResult.objects.filter(run=run).count() == 30
     # Shard 1 again (a redelivered message): finished, so nothing is asked twice.
-    asked = world.faults.stats["requests"]
+    asked = live_demo.faults.stats["requests"]
     assert services.execute_run(run.pk, shard=1).status == EvalRun.Status.RUNNING
-    assert world.faults.stats["requests"] == asked
+    assert live_demo.faults.stats["requests"] == asked
 
     # The holder of shard 0 died; once its lease runs out, shard 0 finishes the run.
     EvalShard.objects.filter(run=run, index=0).update(
@@ -122,16 +116,16 @@ def test_a_shard_held_by_a_live_worker_is_busy_and_a_finished_one_is_not_run_aga
     assert len(set(result_ids(run))) == 60
 
 
-def test_finalising_twice_records_one_completion(sharded, world, quiet_broker):
-    run = services.launch_run(**world.launch_kwargs(concurrency=4))
+def test_finalising_twice_records_one_completion(sharded, live_demo, quiet_broker):
+    run = services.launch_run(**live_demo.launch_kwargs(concurrency=4))
     services.execute_run(run.pk)
     assert services.finalize_sharded(run.pk) == EvalRun.Status.COMPLETED
     completed = AuditEvent.objects.filter(action="eval.completed", object_id=str(run.pk))
     assert completed.count() == 1
 
 
-def test_a_sharded_run_under_a_cost_cap_stops_at_it(sharded, world, quiet_broker):
-    kwargs = world.launch_kwargs(judged=True, cost_cap=0.02, concurrency=4)
+def test_a_sharded_run_under_a_cost_cap_stops_at_it(sharded, live_demo, quiet_broker):
+    kwargs = live_demo.launch_kwargs(judged=True, cost_cap=0.02, concurrency=4)
     run = services.launch_run(**kwargs)
     assert services.execute_run(run.pk).status == EvalRun.Status.STOPPED
     run.refresh_from_db()
@@ -145,12 +139,12 @@ def test_a_sharded_run_under_a_cost_cap_stops_at_it(sharded, world, quiet_broker
 # Real Celery workers ---------------------------------------------------------------------------
 
 
-def test_two_worker_processes_share_a_sharded_run(sharded, world, start_worker, monkeypatch):
+def test_two_worker_processes_share_a_sharded_run(sharded, live_demo, start_worker, monkeypatch):
     monkeypatch.setenv("AIRLOCK_EVAL_SHARD_CONCURRENCY", "2")
-    world.faults.latency_ms = 100
+    live_demo.faults.latency_ms = 100
     # One task at a time per worker: each shard must go to a different process.
     first, second = start_worker("w1", concurrency=1), start_worker("w2", concurrency=1)
-    run = services.launch_run(**world.launch_kwargs(concurrency=4))
+    run = services.launch_run(**live_demo.launch_kwargs(concurrency=4))
     wait_finished(run, timeout=60)
 
     assert run.status == EvalRun.Status.COMPLETED
@@ -158,7 +152,7 @@ def test_two_worker_processes_share_a_sharded_run(sharded, world, start_worker, 
     assert len(ids) == len(set(ids)) == 60
     for key, value in V3_METRICS.items():
         assert run.metrics[key] == value, key
-    assert world.faults.stats["requests"] == 60
+    assert live_demo.faults.stats["requests"] == 60
     owners = {first.output().count("succeeded"), second.output().count("succeeded")}
     # launch_run published one message per shard; each worker took one.
     assert all(count >= 1 for count in owners), (first.output()[-2000:], second.output()[-2000:])
@@ -198,13 +192,13 @@ def test_a_shard_whose_worker_is_killed_resumes_on_another_exactly_once(
     assert 60 <= faults.stats["requests"] <= 60 + 4 + 8
 
 
-def test_cancelling_a_sharded_run_stops_every_shard(sharded, world, start_worker, monkeypatch):
+def test_cancelling_a_sharded_run_stops_every_shard(sharded, live_demo, start_worker, monkeypatch):
     monkeypatch.setenv("AIRLOCK_EVAL_SHARD_CONCURRENCY", "2")
-    world.faults.latency_ms = 300
+    live_demo.faults.latency_ms = 300
     start_worker("w1", concurrency=3)
-    run = services.launch_run(**world.launch_kwargs(concurrency=4))
+    run = services.launch_run(**live_demo.launch_kwargs(concurrency=4))
     wait_for(lambda: EvalResult.objects.filter(run=run).count() >= 4, 30, "4 stored results")
-    services.cancel_run(actor=world.engineer, run=run)
+    services.cancel_run(actor=live_demo.engineer, run=run)
     wait_finished(run, timeout=10)
     assert run.status == EvalRun.Status.CANCELLED
     stored = EvalResult.objects.filter(run=run).count()

@@ -37,18 +37,9 @@ V3_FAILING = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def world(postgres_tx, application, engineer, start_simulator):
-    """The demo story on a simulator with ~20 ms latency (so a run takes a moment)."""
-    _, base_url, faults = start_simulator(Faults(latency_ms=20))
-    demo = build_demo(application, engineer, base_url)
-    demo.faults = faults
-    return demo
-
-
-def test_a_run_on_a_worker_completes_with_correct_metrics(world, start_worker):
+def test_a_run_on_a_worker_completes_with_correct_metrics(live_demo, start_worker):
     start_worker("w1")
-    run = services.launch_run(**world.launch_kwargs(judged=True))
+    run = services.launch_run(**live_demo.launch_kwargs(judged=True))
     wait_finished(run, timeout=60)
     assert run.status == EvalRun.Status.COMPLETED
     assert run.lease_owner == "" and run.lease_until is None
@@ -60,7 +51,7 @@ def test_a_run_on_a_worker_completes_with_correct_metrics(world, start_worker):
     assert (run.done_items, run.passed_items, run.error_items) == (60, 51, 0)
     assert sorted(result_ids(run)) == sorted(set(result_ids(run))) and run.total_items == 60
     assert independent_summary(run)["cost_total"] == run.spend == run.metrics["cost_total"]
-    assert world.faults.stats["requests"] == 60 * 3  # each call made once
+    assert live_demo.faults.stats["requests"] == 60 * 3  # each call made once
 
 
 def test_injected_429_and_500_are_retried_and_the_rest_counted_as_errors(
@@ -137,13 +128,13 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_exactly_once(
     assert 60 <= faults.stats["requests"] <= 60 + 4 + 8
 
 
-def test_cancel_stops_a_running_run_promptly(world, start_worker):
-    world.faults.latency_ms = 300
+def test_cancel_stops_a_running_run_promptly(live_demo, start_worker):
+    live_demo.faults.latency_ms = 300
     start_worker("w1")
-    run = services.launch_run(**world.launch_kwargs(concurrency=2))
+    run = services.launch_run(**live_demo.launch_kwargs(concurrency=2))
     wait_for(lambda: EvalResult.objects.filter(run=run).count() >= 4, 30, "4 stored results")
     asked = time.monotonic()
-    services.cancel_run(actor=world.engineer, run=run)
+    services.cancel_run(actor=live_demo.engineer, run=run)
     wait_finished(run, timeout=10)
     took = time.monotonic() - asked
 
@@ -198,14 +189,14 @@ def test_a_second_delivery_of_the_task_to_the_same_worker_is_kept_out(
 
 
 def test_a_run_whose_task_message_was_lost_is_requeued_and_completes_once(
-    world, start_worker, redis_url
+    live_demo, start_worker, redis_url
 ):
     """A broker restart without persistence loses queued messages. The beat sweep gives a run
     nobody is working on a new message; a worker then runs it, each item stored once."""
     import redis
 
     broker = redis.Redis.from_url(dedicated_broker_url(redis_url))
-    run = services.launch_run(**world.launch_kwargs())
+    run = services.launch_run(**live_demo.launch_kwargs())
     wait_for(lambda: broker.llen("celery") == 1, 5, "the run's task message")
     broker.flushdb()  # the restart: the message is gone, the run still says queued
 
@@ -224,12 +215,12 @@ def test_a_run_whose_task_message_was_lost_is_requeued_and_completes_once(
         assert run.metrics[key] == value, key
 
 
-def test_a_running_run_whose_lease_ran_out_long_ago_is_requeued(quiet_broker, world, redis_url):
+def test_a_running_run_whose_lease_ran_out_long_ago_is_requeued(quiet_broker, live_demo, redis_url):
     import redis
 
     broker = redis.Redis.from_url(dedicated_broker_url(redis_url))
-    run = services.launch_run(**world.launch_kwargs())
-    live = services.launch_run(**world.launch_kwargs(prompt=2))
+    run = services.launch_run(**live_demo.launch_kwargs())
+    live = services.launch_run(**live_demo.launch_kwargs(prompt=2))
     wait_for(lambda: broker.llen("celery") == 2, 5, "two task messages")
     broker.flushdb()
     now = timezone.now()
