@@ -2,6 +2,8 @@
 
 import multiprocessing
 import os
+import time
+from pathlib import Path
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 9)))
@@ -37,3 +39,33 @@ def worker_exit(server, worker):
     from console.core.metrics import RUNTIME_TALLY
 
     RUNTIME_TALLY.flush()
+
+
+def post_worker_init(worker):
+    """Warm the worker before it takes a request (see warm_up)."""
+    started = time.perf_counter()
+    compiled = warm_up()
+    worker.log.info(
+        "warmed up: URLconf and %d templates in %.0f ms",
+        compiled,
+        (time.perf_counter() - started) * 1000,
+    )
+
+
+def warm_up() -> int:
+    """Import every view (by resolving the URLconf) and compile every template of the console,
+    so the first person to open a page after a (re)start does not wait for this worker to do it
+    (about a quarter of a second, paid by each worker on its own first requests otherwise).
+    Returns how many templates were compiled."""
+    from django.conf import settings
+    from django.template import engines
+    from django.urls import get_resolver
+
+    get_resolver().reverse_dict  # noqa: B018 - populating it imports every urls and views module
+    engine = engines["django"]
+    compiled = 0
+    for folder in settings.TEMPLATES[0]["DIRS"]:
+        for path in sorted(Path(folder).rglob("*.html")):
+            engine.get_template(str(path.relative_to(folder)))
+            compiled += 1
+    return compiled
