@@ -200,10 +200,10 @@ def pytest_collection_modifyitems(config, items):
     """Fault and soak runs (marked slow) take minutes: CI runs them (AIRLOCK_REQUIRE_SERVICES=1),
     a laptop's `make test` does only when asked (AIRLOCK_RUN_SLOW=1).
 
-    They come first: parallel workers (`make test`) take modules in this order, so the soak's
-    five minutes run alongside everything else instead of alone at the end. (After
-    pytest-django's own ordering, hence trylast; they use private deployments, not the test
-    database, so its database-test order is kept.)"""
+    They come first: parallel workers (`make test`) take modules in this order, so the fault
+    run's minute overlaps the rest instead of ending the run alone. (After pytest-django's own
+    ordering, hence trylast; they use private deployments, not the test database, so its
+    database-test order is kept.) The soak runs on its own after the parallel run (Makefile)."""
     items.sort(key=lambda item: "slow" not in item.keywords)
     if os.environ.get("AIRLOCK_REQUIRE_SERVICES") == "1" or os.environ.get("AIRLOCK_RUN_SLOW"):
         return
