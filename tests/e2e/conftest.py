@@ -20,6 +20,7 @@ import pytest
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 from tests.conftest import SIMULATOR, _reachable, need
+from tests.simulator_port import simulator_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -128,7 +129,8 @@ def production_web(django_db_setup, django_db_blocker, tmp_path_factory) -> Iter
         need(
             connection.vendor == "postgresql", "needs PostgreSQL (set DATABASE_URL=postgres://...)"
         )
-        with override_settings(AIRLOCK_EGRESS_ALLOW=[SIMULATOR]):
+        # seed_demo may serve 127.0.0.1:8100 while it seeds: take turns with other workers.
+        with override_settings(AIRLOCK_EGRESS_ALLOW=[SIMULATOR]), simulator_port():
             call_command("seed_demo", stdout=io.StringIO())
     data_dir = tmp_path_factory.mktemp("production-web")
     env = {

@@ -13,6 +13,7 @@ from django.core.management import call_command
 from console.datasets import services
 from console.datasets.models import Dataset
 from tests.e2e.conftest import log_in
+from tests.simulator_port import simulator_port
 
 try:
     from playwright.sync_api import expect
@@ -42,7 +43,8 @@ def laptop(browser, live_server):
 
 @pytest.fixture
 def golden(db):
-    call_command("seed_demo", verbosity=0)
+    with simulator_port():  # seed_demo may serve 127.0.0.1:8100
+        call_command("seed_demo", verbosity=0)
     dataset = Dataset.objects.get(key="support-golden")
     item = dataset.draft_items.get(item_id="refunds-001")
     curator = get_user_model().objects.get(username="curator")

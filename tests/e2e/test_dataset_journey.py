@@ -10,6 +10,7 @@ from django.core.management import call_command
 
 from console.datasets.models import Dataset
 from tests.e2e.conftest import log_in
+from tests.simulator_port import simulator_port
 
 try:
     from playwright.sync_api import expect
@@ -29,7 +30,8 @@ BAD_CSV = (
 
 
 def test_curator_edits_inline_imports_with_a_mistake_and_publishes(new_page, artifacts):
-    call_command("seed_demo", verbosity=0)
+    with simulator_port():  # seed_demo may serve 127.0.0.1:8100
+        call_command("seed_demo", verbosity=0)
     dataset = Dataset.objects.get(key="support-golden")
     item = dataset.draft_items.get(item_id="refunds-001")
     page = new_page()

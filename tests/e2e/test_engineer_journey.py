@@ -11,6 +11,7 @@ from django.core.management import call_command
 
 from console.registry.models import Prompt
 from tests.e2e.conftest import log_in
+from tests.simulator_port import simulator_port
 
 try:
     from playwright.sync_api import expect
@@ -29,7 +30,8 @@ NEW_LINE = "Keep answers under 80 words and end with a next step."
 
 
 def seed() -> Prompt:
-    call_command("seed_demo", verbosity=0)
+    with simulator_port():  # seed_demo may serve 127.0.0.1:8100
+        call_command("seed_demo", verbosity=0)
     return Prompt.objects.get(application__key=APP, key=PROMPT)
 
 

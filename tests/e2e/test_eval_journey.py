@@ -18,6 +18,7 @@ from console.evals.models import EvalResult, EvalRun
 from console.evals.simulator import Faults, serve_in_thread
 from tests.e2e.conftest import log_in
 from tests.evals.workers import dedicated_broker_url, publishing_to, workers
+from tests.simulator_port import simulator_port
 
 try:
     from playwright.sync_api import Error as PlaywrightError
@@ -45,17 +46,18 @@ def is_airlock_simulator(port: int) -> bool:
 def demo_simulator():
     """The simulator on 8100 (ours when the port is free; a running `llm_simulator` — also
     deterministic — otherwise). Yields our Faults, or None when it is not ours."""
-    if not _port_free(SIMULATOR_PORT):
-        assert is_airlock_simulator(SIMULATOR_PORT), "port 8100 is taken by something else"
-        yield None
-        return
-    faults = Faults()
-    server, _ = serve_in_thread(SIMULATOR_PORT, faults)
-    try:
-        yield faults
-    finally:
-        server.shutdown()
-        server.server_close()
+    with simulator_port():
+        if not _port_free(SIMULATOR_PORT):
+            assert is_airlock_simulator(SIMULATOR_PORT), "port 8100 is taken by something else"
+            yield None
+            return
+        faults = Faults()
+        server, _ = serve_in_thread(SIMULATOR_PORT, faults)
+        try:
+            yield faults
+        finally:
+            server.shutdown()
+            server.server_close()
 
 
 @pytest.fixture
@@ -68,7 +70,8 @@ def worker(postgres_tx, redis_url, tmp_path, live_server):
 def test_engineer_launches_an_eval_watches_it_and_compares(
     demo_simulator, worker, new_page, artifacts
 ):
-    call_command("seed_demo", verbosity=0)
+    with simulator_port():  # seed_demo may serve 127.0.0.1:8100
+        call_command("seed_demo", verbosity=0)
     previous = EvalRun.objects.filter(application__key=APP).order_by("-created_at").first()
     # The demo evaluates on the model prod serves (gpt-main@1); the form defaults to the newest.
     assert previous.label == "answer-question@3 × gpt-main@1 on support-golden@1"

@@ -15,6 +15,7 @@ from console.accounts import keys
 from console.flags.demo import seed_flags
 from console.registry.models import Application
 from tests.e2e.conftest import log_in
+from tests.simulator_port import simulator_port
 
 try:
     from playwright.sync_api import expect
@@ -30,7 +31,8 @@ REASON = "Answers quote the old refund policy (incident 412)"
 
 
 def seed() -> Application:
-    call_command("seed_demo", verbosity=0)
+    with simulator_port():  # seed_demo may serve 127.0.0.1:8100
+        call_command("seed_demo", verbosity=0)
     application = Application.objects.get(key=APP)
     users = {
         u.username: u for u in get_user_model().objects.filter(username__in=["engineer", "admin"])

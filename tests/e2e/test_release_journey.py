@@ -20,6 +20,7 @@ from console.evals.models import EvalRun
 from console.registry.models import Application
 from console.releases.models import PromotionRequest
 from tests.e2e.conftest import log_in
+from tests.simulator_port import simulator_port
 
 try:
     from playwright.sync_api import expect
@@ -52,7 +53,8 @@ def live_prompt(page, base_url: str, secret: str, expected: int) -> dict:
 def test_engineer_requests_approver_approves_engineer_applies_then_rolls_back(
     new_page, artifacts, live_server
 ):
-    call_command("seed_demo", verbosity=0)
+    with simulator_port():  # seed_demo may serve 127.0.0.1:8100
+        call_command("seed_demo", verbosity=0)
     application = Application.objects.get(key=APP)
     prod = application.environments.get(key="prod")
     v3_run = EvalRun.objects.get(

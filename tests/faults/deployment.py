@@ -288,7 +288,8 @@ def deployment(
             DEBUG="1",
         )  # fmt: skip
         d.manage("migrate", "--noinput")
-        d.manage("seed_demo")
+        with simulator_port():  # seed_demo may serve 127.0.0.1:8100
+            d.manage("seed_demo")
         setup = d.manage(
             "shell", "-c", SETUP.format(base_url=f"http://127.0.0.1:{simulator_port}/v1")
         )
