@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.deploy.test_processes import ROOT, free_port
+from tests.simulator_port import simulator_port as port_8100
 
 
 def postgres_bin(name: str) -> str | None:
@@ -288,7 +289,7 @@ def deployment(
             DEBUG="1",
         )  # fmt: skip
         d.manage("migrate", "--noinput")
-        with simulator_port():  # seed_demo may serve 127.0.0.1:8100
+        with port_8100():  # seed_demo may serve 127.0.0.1:8100
             d.manage("seed_demo")
         setup = d.manage(
             "shell", "-c", SETUP.format(base_url=f"http://127.0.0.1:{simulator_port}/v1")
