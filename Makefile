@@ -31,7 +31,7 @@ run: seed
 # server or a worker process, so more workers than cores still helps; at most 5 fit Redis.
 # The soak (tests/faults/test_soak.py, marked slow) then runs alone: it asserts that throughput
 # and latency hold steady for five minutes, which other tests' load on the same cores would blur.
-TEST_WORKERS ?= 5
+TEST_WORKERS ?= 4
 SOAK := tests/faults/test_soak.py
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --ignore=$(SOAK)
