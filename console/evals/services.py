@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import InterfaceError, OperationalError, close_old_connections, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -439,10 +439,7 @@ def _execute_shards_here(run_id: int, owner: str) -> Outcome:
         except BaseException as exc:  # re-raised in the caller's thread below
             failures.append(exc)
         finally:
-            close_old_connections()
-            from django.db import connection
-
-            connection.close()
+            connection.close()  # this thread's own connection
 
     threads = [
         threading.Thread(target=shard_in_thread, args=(i,), name=f"eval-{run_id}-shard-{i}")

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote, urlparse, urlunparse
+from urllib.parse import urlparse, urlunparse
 
 from django.conf import settings
 from django.db import connection
@@ -32,14 +32,10 @@ def dedicated_broker_url(redis_url: str) -> str:
 
 def current_database_url() -> str:
     """DATABASE_URL for the database this test is using (the test database, by name)."""
-    db = settings.DATABASES["default"]
+    from console.ops.processes import database_url
+
     assert connection.vendor == "postgresql"
-    auth = quote(db.get("USER") or "postgres")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"])
-    return (
-        f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-    )
+    return database_url()
 
 
 @contextlib.contextmanager
