@@ -201,9 +201,9 @@ def pytest_collection_modifyitems(config, items):
     a laptop's `make test` does only when asked (AIRLOCK_RUN_SLOW=1).
 
     They come first: parallel workers (`make test`) take modules in this order, so the fault
-    run's minute overlaps the rest instead of ending the run alone. (After pytest-django's own
-    ordering, hence trylast; they use private deployments, not the test database, so its
-    database-test order is kept.) The soak runs on its own after the parallel run (Makefile)."""
+    run's and the soak's minutes overlap the rest instead of ending the run alone. (After
+    pytest-django's own ordering, hence trylast; they use private deployments, not the test
+    database, so its database-test order is kept.)"""
     items.sort(key=lambda item: "slow" not in item.keywords)
     if os.environ.get("AIRLOCK_REQUIRE_SERVICES") == "1" or os.environ.get("AIRLOCK_RUN_SLOW"):
         return

@@ -1,8 +1,16 @@
 """The soak: the runtime API of a private deployment (gunicorn as the image runs it) under
-steady load for AIRLOCK_SOAK_SECONDS (5 minutes by default), with memory and latency steady.
+steady load for AIRLOCK_SOAK_SECONDS (5 minutes by default), with its work per request and its
+memory steady.
 
-Every 30 s window records requests, errors and latency percentiles; the web processes' resident
-memory is sampled every 10 s. Written to test-artifacts/soak.json and printed."""
+Every 30 s window records requests, errors, latency percentiles and the web processes' CPU time
+per request; their resident memory is sampled every 10 s. Written to test-artifacts/soak.json and
+printed.
+
+`make test` runs the soak beside the rest of the suite, so the machine's other load comes and
+goes during it: requests per second and latency follow that load, not the server. What a leak or
+a creeping slowdown changes is the server's own work per request (CPU seconds of the master and
+workers over the requests they answered) and its memory, so those are what must stay steady;
+latency is held only to a ceiling that catches stalls."""
 
 from __future__ import annotations
 
@@ -23,24 +31,32 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 SECONDS = int(os.environ.get("AIRLOCK_SOAK_SECONDS", "300"))
 WINDOW = 30
 CLIENTS = 6
+# Offered load, calls per second over all clients: steady traffic, well under what the server
+# can take, so that the soak leaves most of the machine to the tests running beside it.
+RATE = int(os.environ.get("AIRLOCK_SOAK_RATE", "400"))
 ARTIFACT = ROOT / "test-artifacts" / "soak.json"
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Resident memory of every process in the web server's process group (master and
-    workers), from /proc."""
-    total_kb = 0
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_usage(pgid: int) -> tuple[float, float]:
+    """(resident MB, CPU seconds) of every process in the web server's process group (master
+    and workers), from /proc. Workers are not recycled, so CPU seconds only grow."""
+    total_kb, ticks = 0, 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
+            # Fields after the name: state ppid pgrp ...; utime and stime are the 12th and 13th.
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # fields after the name: state ppid pgrp ...
+            if int(fields[2]) != pgid:
                 continue
+            ticks += int(fields[11]) + int(fields[12])
             for line in (stat.parent / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
         except (OSError, IndexError, ValueError):
             continue
-    return round(total_kb / 1024, 1)
+    return round(total_kb / 1024, 1), ticks / TICKS
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -68,7 +84,11 @@ def test_the_runtime_api_holds_steady_under_load(tmp_path):
         def client(n: int) -> None:
             box = [None]
             k = n
-            while not stop.is_set():
+            interval = CLIENTS / RATE
+            next_at = time.monotonic() + n * interval / CLIENTS
+            while not stop.wait(max(0.0, next_at - time.monotonic())):
+                # Behind schedule (the machine was busy), it catches up by one call, not a burst.
+                next_at = max(next_at + interval, time.monotonic() - interval)
                 method, path, body = routes[k % len(routes)]
                 k += 1
                 started = time.monotonic()
@@ -77,13 +97,18 @@ def test_the_runtime_api_holds_steady_under_load(tmp_path):
                     samples.append((started, time.monotonic() - started, status))
 
         memory: list[tuple[float, float]] = []
+        cpu_at: list[float] = []  # the group's CPU seconds at each window's start, then the end
         began = time.monotonic()
         threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(CLIENTS)]
         for thread in threads:
             thread.start()
-        while time.monotonic() - began < SECONDS:
-            memory.append((round(time.monotonic() - began), group_rss_mb(pgid)))
-            time.sleep(10)
+        for tick in range(SECONDS // 10 + 1):  # every 10 s, on the second (no drift)
+            time.sleep(max(0.0, began + tick * 10 - time.monotonic()))
+            rss, cpu = group_usage(pgid)
+            if tick < SECONDS // 10:
+                memory.append((tick * 10, rss))
+            if tick * 10 % WINDOW == 0:
+                cpu_at.append(cpu)
         stop.set()
         for thread in threads:
             thread.join(30)
@@ -100,6 +125,9 @@ def test_the_runtime_api_holds_steady_under_load(tmp_path):
                 "errors": sum(1 for _, status in rows if status not in (200, 304)),
                 "p50_ms": round(percentile(ms, 50), 2),
                 "p99_ms": round(percentile(ms, 99), 2),
+                "cpu_ms_per_request": round(
+                    1000 * (cpu_at[w + 1] - cpu_at[w]) / max(1, len(rows)), 3
+                ),
             }
         )
     steady = windows[1:]  # the first window warms up (imports, connections, snapshots)
@@ -109,11 +137,13 @@ def test_the_runtime_api_holds_steady_under_load(tmp_path):
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": SECONDS,
         "clients": CLIENTS,
+        "offered_per_s": RATE,
         "requests": len(samples),
         "requests_per_s": round(len(samples) / SECONDS, 1),
         "errors": sum(w["errors"] for w in windows),
         "p50_ms_by_window": [w["p50_ms"] for w in windows],
         "p99_ms_by_window": [w["p99_ms"] for w in windows],
+        "cpu_ms_per_request_by_window": [w["cpu_ms_per_request"] for w in windows],
         "rss_mb": memory,
         "rss_growth_after_first_minute_mb": round(after_warmup[-1] - after_warmup[0], 1),
         "windows": windows,
@@ -123,21 +153,20 @@ def test_the_runtime_api_holds_steady_under_load(tmp_path):
     print("\nsoak:", json.dumps({k: v for k, v in report.items() if k != "windows"}))
 
     assert report["errors"] == 0, windows
-    assert all(w["requests"] > 0 for w in windows), windows
-    # Throughput and latency steady: no window far off the median of the steady windows.
-    median_rate = statistics.median(w["requests"] for w in steady)
-    median_p50 = statistics.median(w["p50_ms"] for w in steady)
-    median_p99 = statistics.median(w["p99_ms"] for w in steady)
+    # Every window kept up with at least half the offered load.
+    assert all(w["requests"] >= RATE * WINDOW / 2 for w in windows), windows
+    # Work per request steady: no steady window far above their median, and the last third no
+    # costlier than the first (a cache or a list that grows with traffic shows up here).
+    cpu = [w["cpu_ms_per_request"] for w in steady]
+    median_cpu = statistics.median(cpu)
+    assert median_cpu > 0, windows  # the measurement itself works
     for w in steady:
-        assert w["requests"] >= 0.6 * median_rate, (w, median_rate)
-        assert w["p50_ms"] <= 2 * median_p50 + 5, (w, median_p50)
-        assert w["p99_ms"] <= 3 * median_p99 + 20, (w, median_p99)
-    # The last windows are no slower than the first steady ones (no creeping slowdown).
-    first, last = steady[: max(1, len(steady) // 3)], steady[-max(1, len(steady) // 3) :]
-    assert (
-        statistics.median(w["p50_ms"] for w in last)
-        <= 1.5 * statistics.median(w["p50_ms"] for w in first) + 2
-    ), windows
+        assert w["cpu_ms_per_request"] <= 1.5 * median_cpu, (w, median_cpu)
+    third = max(1, len(cpu) // 3)
+    assert statistics.median(cpu[-third:]) <= 1.2 * statistics.median(cpu[:third]), windows
+    # No stalls: every steady window answers 99% of its calls within a second.
+    for w in steady:
+        assert w["p99_ms"] <= 1000, w
     # Memory steady: after the first minute, growth under 10% and under 25 MB (no leak).
     growth = after_warmup[-1] - after_warmup[0]
     assert growth <= max(0.10 * after_warmup[0], 5) and growth <= 25, memory
