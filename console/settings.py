@@ -130,9 +130,10 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-# plotly.js is served from our own static files (never a CDN): static/vendor/plotly holds the
-# cartesian bundle (1.5 MB, not the full 4.8 MB) of the plotly.js version the plotly package
-# targets (tests/usage/test_dashboard.py checks both).
+# plotly.js is served from our own static files (never a CDN): static/vendor/plotly holds a
+# bundle of only the trace types the console draws (1.2 MB, not the full 4.8 MB; built by
+# tools/plotly/build.sh) at the plotly.js version the plotly package targets
+# (tests/usage/test_dashboard.py checks both).
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Collected by the image build (Dockerfile) or by bin/web when missing or older than static/;
 # outside AIRLOCK_DATA_DIR, whose volume would hide what the image collected.

@@ -188,7 +188,7 @@ def test_web_serves_its_static_files_hashed_compressed_and_cached(production_env
         assert css and htmx, page[:1500]
         assert "plotly" not in page, "plotly.js is loaded only by pages that draw charts"
         manifest = json.loads((static_root / "staticfiles.json").read_text())["paths"]
-        plotly = "/static/" + manifest["vendor/plotly/plotly-cartesian.min.js"]
+        plotly = "/static/" + manifest["vendor/plotly/plotly-airlock.min.js"]
         for path in (css[1], htmx[1], plotly):
             status, headers, body = get(f"{base}{path}")
             assert status == 200 and body, path

@@ -23,7 +23,7 @@ APP = "support-bot"
 COLD_LIMIT_S = 5.0
 WARM_LIMIT_S = 1.5
 WARM_LOADS = 3
-PLOTLY = re.compile(r"/static/vendor/plotly/plotly-cartesian\.min\.[0-9a-f]{12}\.js$")
+PLOTLY = re.compile(r"/static/vendor/plotly/plotly-airlock\.min\.[0-9a-f]{12}\.js$")
 
 
 # Where a chart page's time goes, by the page's own clock (ms from navigation start): the HTML,
@@ -137,11 +137,7 @@ def test_a_person_uses_the_production_console(browser, production_web, productio
         charts = cold.locator("[data-chart].js-plotly-plot")
         assert charts.count() >= 2, name
         expect(charts.first.locator(".main-svg").first).to_be_visible()
-        plotly = [
-            u
-            for u in seen
-            if re.search(r"/static/vendor/plotly/plotly-cartesian\.min\.[0-9a-f]{12}\.js$", u)
-        ]
+        plotly = [u for u in seen if PLOTLY.search(u)]
         assert plotly, list(seen)
         headers = seen[plotly[0]]
         assert headers.get("content-encoding") in {"br", "gzip"}, headers

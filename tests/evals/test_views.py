@@ -384,7 +384,7 @@ def test_compare_page_with_deltas_flips_and_charts(engineer_client, demo):
     assert "0 items went pass → fail, 51 fail → pass, 9 fail in both." in html
     # Plotly specs for both charts, served from our static files.
     assert 'data-chart="chart-scores"' in html and 'data-chart="chart-latency"' in html
-    assert "/static/vendor/plotly/plotly-cartesian.min.js" in html
+    assert "/static/vendor/plotly/plotly-airlock.min.js" in html
     spec = json.loads(
         re.search(r'id="chart-scores" type="application/json">(.*?)</script>', html).group(1)
     )
