@@ -1,7 +1,8 @@
 """What the bench commands need to start processes of their own on this process's database:
-its URL, and Celery workers (bench_evals --workers) on this process's database and broker that
-consume only a queue of their own, so a console's real workers never take the bench's tasks and
-the bench's workers never take the console's."""
+its URL, a free loopback port, `bin/web` in production mode, and Celery workers (bench_evals
+--workers) on this process's database and broker that consume only a queue of their own, so a
+console's real workers never take the bench's tasks and the bench's workers never take the
+console's."""
 
 from __future__ import annotations
 
@@ -11,12 +12,18 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
+from django.core.management.base import CommandError
 from django.db import connection
+
+from console.config import audit_keys_env
 
 
 def database_url() -> str:
@@ -30,6 +37,79 @@ def database_url() -> str:
         return urllib.parse.urlunsplit(url._replace(path="/" + connection.settings_dict["NAME"]))
     auth_part = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
     return f"postgres://{auth_part}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def production_env(*, workers: int, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of `bin/web` in production mode (DEBUG=0) on this process's database,
+    broker and audit keys, over plain HTTP on loopback (no TLS redirect)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))}
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "DEBUG": "0",
+            "SECRET_KEY": "bench-" + "x" * 44,
+            "AIRLOCK_AUDIT_KEYS": audit_keys_env(settings.AIRLOCK_AUDIT_KEYS),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECURE_SSL_REDIRECT": "0",
+            "DATABASE_URL": database_url(),
+            "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL),
+            "GUNICORN_WORKERS": str(workers),
+            "AIRLOCK_DATA_DIR": str(data_dir),
+            **extra,
+        }
+    )
+    return env
+
+
+@contextlib.contextmanager
+def running_web(env: dict[str, str], *, wait_s: float = 180) -> Iterator[str]:
+    """`bin/web` with `env` on a free loopback port until the block ends: yields its base URL
+    once /health answers (collecting static files first may take a while), raises CommandError
+    with the server's output if it exits or never answers, and stops it with SIGTERM."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # The server's output goes to a file: an undrained pipe would fill up and stall the workers.
+    with tempfile.TemporaryFile() as output:
+        server = subprocess.Popen(
+            ["bin/web"],
+            cwd=settings.BASE_DIR,
+            env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def tail() -> str:
+            output.seek(0)
+            return output.read().decode(errors="replace")[-3000:]
+
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                if server.poll() is not None:
+                    raise CommandError(f"bin/web exited during start-up:\n{tail()}")
+                try:
+                    with urllib.request.urlopen(base + "/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise CommandError(f"bin/web did not answer within {wait_s:.0f} s:\n{tail()}")
+                time.sleep(0.3)
+            yield base
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 class WorkerFailed(Exception):

@@ -1,10 +1,11 @@
 // Render Plotly charts whose specs the page embeds as JSON (<script type="application/json">),
 // again after htmx swaps in new figures; size share bars from their data-share attribute.
 //
-// The page's text and tables never wait for charts: plotly.js is a deferred script, and charts
-// are drawn one per frame, those in (or near) the window first, the rest right after — or at
-// once when scrolled to. A chart costs tens of milliseconds to draw, so the first one shows
-// without waiting for the whole page's worth.
+// The page's text and tables never wait for charts: plotly.js is a deferred script, the first
+// chart is drawn once the browser reports the page's first contentful paint, and charts are
+// drawn one per frame, those in (or near) the window first, the rest right after — or at once
+// when scrolled to. A chart costs tens of milliseconds to draw, so the first one shows without
+// waiting for the whole page's worth.
 (function () {
   "use strict";
   var NEAR = 200; // px beyond the window that count as "in view"
@@ -33,9 +34,29 @@
     Plotly.react(el, spec.data, layout, { displaylogo: false, responsive: true });
   }
 
+  // Text first: until the first contentful paint is reported (or for at most PAINT_WAIT_MS where
+  // the browser reports none), charts wait.
+  var PAINT_WAIT_MS = 1000;
+  var painted = !("PerformanceObserver" in window) ||
+    (PerformanceObserver.supportedEntryTypes || []).indexOf("paint") < 0 ||
+    performance.getEntriesByName("first-contentful-paint").length > 0;
+  if (!painted) {
+    var onPaint = function () {
+      if (painted) return;
+      painted = true;
+      if (queue.length) schedule();
+    };
+    new PerformanceObserver(function (list, watcher) {
+      if (!list.getEntriesByName("first-contentful-paint").length) return;
+      watcher.disconnect();
+      onPaint();
+    }).observe({ type: "paint", buffered: true });
+    setTimeout(onPaint, PAINT_WAIT_MS);
+  }
+
   function pump() {
     scheduled = false;
-    if (!window.Plotly) return;
+    if (!window.Plotly || !painted) return;
     var el = queue.shift();
     if (el) plot(el);
     if (queue.length) schedule();

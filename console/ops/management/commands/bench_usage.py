@@ -23,12 +23,8 @@ import itertools
 import json
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -54,8 +50,7 @@ from console.accounts.roles import Role
 from console.accounts.services import grant_role
 from console.api import auth
 from console.audit.services import SYSTEM
-from console.config import audit_keys_env
-from console.ops.processes import database_url
+from console.ops.processes import production_env, running_web
 from console.registry import services as registry
 from console.registry.models import Application
 from console.usage import selectors, services
@@ -75,12 +70,6 @@ EVENT_COLUMNS = (
 
 def log(message: str) -> None:
     print(f"[bench_usage] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Command(BaseCommand):
@@ -158,62 +147,19 @@ class Command(BaseCommand):
             scopes=[ApiKeyScope.USAGE_WRITE],
             rate_limit_per_minute=10_000_000,
         )
-        port = free_port()
         workers = opts["workers"] or min(2 * (os.cpu_count() or 1) + 1, 9)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))},
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-            "DEBUG": "0",
-            "SECRET_KEY": "bench-usage-" + "x" * 40,
-            "AIRLOCK_AUDIT_KEYS": audit_keys_env(settings.AIRLOCK_AUDIT_KEYS),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "SECURE_SSL_REDIRECT": "0",
-            "DATABASE_URL": database_url(),
-            "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL),
-            "GUNICORN_BIND": f"127.0.0.1:{port}",
-            "GUNICORN_WORKERS": str(workers),
-            "AIRLOCK_DATA_DIR": os.environ.get("AIRLOCK_DATA_DIR", str(ROOT / "var")),
-        }
-        log(f"starting gunicorn ({workers} workers) on 127.0.0.1:{port}")
-        # The server's logs go to a file: an undrained pipe would fill up and stall every worker.
-        with tempfile.TemporaryFile() as server_log:
-            server = subprocess.Popen(
-                ["bin/web"],
-                cwd=ROOT,
-                env=env,
-                stdout=server_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            base = f"http://127.0.0.1:{port}"
-            try:
-                self._wait(base + "/health", server, server_log)
+        env = production_env(
+            workers=workers,
+            data_dir=Path(os.environ.get("AIRLOCK_DATA_DIR", str(ROOT / "var"))),
+        )
+        log(f"starting gunicorn ({workers} workers)")
+        try:
+            with running_web(env, wait_s=60) as base:
                 return self._hammer(base, issued.secret, opts, workers)
-            finally:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    server.wait(timeout=40)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                # The ingested events are not part of the rollup measurement: move past them.
-                top = UsageEvent.objects.aggregate(m=Max("pk"))["m"] or 0
-                RollupState.objects.update_or_create(name="usage", defaults={"last_event_id": top})
-
-    def _wait(self, url: str, server: subprocess.Popen, server_log) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                server_log.seek(0)
-                raise CommandError(f"gunicorn exited: {server_log.read().decode()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise CommandError("gunicorn did not become healthy within 60 s")
-            time.sleep(0.3)
+        finally:
+            # The ingested events are not part of the rollup measurement: move past them.
+            top = UsageEvent.objects.aggregate(m=Max("pk"))["m"] or 0
+            RollupState.objects.update_or_create(name="usage", defaults={"last_event_id": top})
 
     def _hammer(self, base: str, secret: str, opts, workers: int) -> dict:
         batch, seconds = opts["batch"], opts["ingest_seconds"]
