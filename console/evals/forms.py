@@ -8,7 +8,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from console.evals.metrics import METRICS, OPS, gate_text
-from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS, JUDGED
+from console.evals.scorers import ALL_SCORERS, DEFAULT_K, DEFAULT_SCORERS, JUDGED, MAX_K
 
 GATE_LINE = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=)\s*([-+]?[0-9]*\.?[0-9]+)\s*$")
 SCORER_LABELS = {
@@ -19,8 +19,12 @@ SCORER_LABELS = {
     "regex": "Regex match",
     "json_valid": "Valid JSON",
     "json_schema": "JSON schema",
-    "recall_at_5": "Source recall@5",
-    "mrr": "Source MRR",
+    "recall_at_5": "Source recall@5 (fixed depth)",
+    "recall_at_k": "Source recall@k",
+    "mrr": "Source MRR (within k)",
+    "ndcg_at_k": "Source NDCG@k",
+    "context_precision": "Context precision@k (relevant sources ranked first)",
+    "context_recall": "Context recall (expected facts in the context)",
     "faithfulness": "Faithfulness (LLM judge)",
     "relevance": "Answer relevance (LLM judge)",
 }
@@ -72,10 +76,24 @@ class LaunchForm(forms.Form):
     http_sources_path = forms.CharField(
         required=False, initial="sources", label="Sources JSON path"
     )
+    http_context_path = forms.CharField(
+        required=False,
+        label="Retrieved context JSON path",
+        help_text="Optional: where the endpoint returns the passages it retrieved. Faithfulness "
+        "and context recall are then judged against them.",
+    )
     scorers = forms.MultipleChoiceField(
         choices=[(s, SCORER_LABELS[s]) for s in ALL_SCORERS],
         initial=DEFAULT_SCORERS,
         widget=forms.CheckboxSelectMultiple,
+    )
+    retrieval_k = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_K,
+        initial=DEFAULT_K,
+        label="Retrieval depth k",
+        help_text="Recall@k, MRR, NDCG@k and context precision look at the top k sources.",
     )
     judge_model_version = forms.ChoiceField(required=False, label="Judge model config")
     judge_faithfulness = forms.ChoiceField(required=False, label="Faithfulness judge prompt")

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from console.evals.scorers import AT_K
 from console.registry.models import Application
 
 
@@ -118,6 +119,13 @@ class EvalRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk}: {self.label}"
+
+    @property
+    def retrieval_depth(self) -> int | None:
+        """The k its @k source scorers looked at, when it ran any (older runs recorded none)."""
+        if not set(self.scorers or []) & set(AT_K):
+            return None
+        return (self.scorer_options or {}).get("k")
 
     @property
     def active(self) -> bool:

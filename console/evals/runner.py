@@ -84,8 +84,32 @@ class TargetError(Exception):
     """The HTTP target could not be evaluated; str() is what the result row shows."""
 
 
-def call_http(target: dict, item: dict) -> tuple[str, list[str], float]:
-    """POST {"question", **variables} to the application's endpoint; read answer and sources.
+def retrieved_context(value) -> str:
+    """The passages an endpoint says it retrieved, as one text: a string as it is, a list of
+    strings or of passages ({"text"|"content"|"page_content": ...}) one after another."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        return str(value)
+    passages = []
+    for passage in value:
+        if isinstance(passage, dict):
+            text = next(
+                (passage[k] for k in ("text", "content", "page_content") if k in passage), None
+            )
+            passage = json.dumps(passage) if text is None else text
+        passages.append(str(passage))
+    return "\n\n".join(passages)
+
+
+def call_http(target: dict, item: dict) -> tuple[str, list[str], float, str | None]:
+    """POST {"question", **variables} to the application's endpoint; read the answer, the
+    sources and, when the target names a context_path, the context it retrieved (None when it
+    names none).
 
     The request goes through the egress guard (allowed destinations only, no redirects); what
     went wrong on the network is logged, the result row only says the endpoint was unreachable.
@@ -111,7 +135,9 @@ def call_http(target: dict, item: dict) -> tuple[str, list[str], float]:
     text = _path(payload, target.get("answer_path") or "answer")
     sources = _path(payload, target.get("sources_path") or "sources") or []
     ids = [s.get("id", "") if isinstance(s, dict) else str(s) for s in sources]
-    return ("" if text is None else str(text)), ids, latency
+    context_path = target.get("context_path")
+    context = retrieved_context(_path(payload, context_path)) if context_path else None
+    return ("" if text is None else str(text)), ids, latency, context
 
 
 def judge(
@@ -156,7 +182,9 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
     context = str((item.get("variables") or {}).get("context", ""))
     try:
         if spec.target_type == "http":
-            text, sources, latency = call_http(spec.http_target, item)
+            text, sources, latency, retrieved = call_http(spec.http_target, item)
+            if retrieved is not None:  # judged against what the app retrieved, not the item's
+                context = retrieved
             usage = {
                 "prompt_tokens": 0,
                 "cached_tokens": 0,
@@ -199,6 +227,11 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
         if metric not in spec.scorers:
             continue
         if metric == "faithfulness" and not context:
+            if spec.http_target.get("context_path"):
+                scored["reasons"][metric] = (
+                    "not judged: the endpoint returned no context at "
+                    f"{spec.http_target['context_path']!r}"
+                )
             continue
         score, reason, cost = judge(spec, metric, item["question"], context, text)
         judge_cost += cost

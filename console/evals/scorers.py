@@ -7,6 +7,7 @@ relevance) are aggregated and judged by the run's gates.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ class Observation:
 
     text: str
     sources: list[str] = field(default_factory=list)  # retrieved or cited, in rank order
-    context: str = ""  # what the model was given, for the faithfulness judge
+    # What the answer should rest on, for the faithfulness judge and context recall: what an HTTP
+    # target says it retrieved (its context_path), else the item's own `context` variable.
+    context: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,26 +141,93 @@ def refusal(item: dict, obs: Observation, **_) -> Score | None:
     )
 
 
-def recall_at_k(item: dict, obs: Observation, *, k: int = 5, **_) -> Score | None:
-    expected = item.get("expected_sources") or []
-    if not expected or item.get("unanswerable"):
-        return None
-    top = obs.sources[:k]
-    hits = [s for s in expected if s in top]
-    value = len(hits) / len(expected)
-    return Score(
-        value, value == 1.0, f"{len(hits)}/{len(expected)} expected sources in the top {k}"
-    )
-
-
-def mrr(item: dict, obs: Observation, **_) -> Score | None:
+def _ranked(item: dict, obs: Observation, k: int | None) -> tuple[set[str], list[str]] | None:
+    """(expected source ids, retrieved ids in rank order without repeats, cut at k), or None
+    when source scorers do not apply to the item."""
     expected = set(item.get("expected_sources") or [])
     if not expected or item.get("unanswerable"):
         return None
-    for rank, source in enumerate(obs.sources, start=1):
+    ranked = list(dict.fromkeys(obs.sources))
+    return expected, ranked[:k] if k else ranked
+
+
+def recall_at_k(item: dict, obs: Observation, *, k: int = 5, **_) -> Score | None:
+    """Share of the expected sources among the top k retrieved."""
+    ranked = _ranked(item, obs, k)
+    if ranked is None:
+        return None
+    expected, top = ranked
+    hits = len(expected & set(top))
+    value = hits / len(expected)
+    return Score(value, value == 1.0, f"{hits}/{len(expected)} expected sources in the top {k}")
+
+
+def mrr(item: dict, obs: Observation, *, k: int | None = None, **_) -> Score | None:
+    """Reciprocal rank of the first expected source (within the top k when the run sets k)."""
+    ranked = _ranked(item, obs, k)
+    if ranked is None:
+        return None
+    expected, top = ranked
+    for rank, source in enumerate(top, start=1):
         if source in expected:
             return Score(1 / rank, rank == 1, f"first relevant source at rank {rank}")
-    return Score(0.0, False, "no relevant source retrieved")
+    where = f" in the top {k}" if k else ""
+    return Score(0.0, False, f"no relevant source retrieved{where}")
+
+
+def ndcg_at_k(item: dict, obs: Observation, *, k: int = 5, **_) -> Score | None:
+    """Normalised discounted cumulative gain with binary relevance: 1.0 when the expected
+    sources fill the first ranks, less the lower they sit or when they are missing."""
+    ranked = _ranked(item, obs, k)
+    if ranked is None:
+        return None
+    expected, top = ranked
+    dcg = sum(1 / math.log2(rank + 1) for rank, s in enumerate(top, start=1) if s in expected)
+    ideal = sum(1 / math.log2(rank + 1) for rank in range(1, min(len(expected), k) + 1))
+    value = dcg / ideal
+    ranks = [rank for rank, s in enumerate(top, start=1) if s in expected]
+    where = f"at rank {', '.join(map(str, ranks))}" if ranks else "none"
+    return Score(value, value >= 1.0 - 1e-9, f"relevant sources in the top {k}: {where}")
+
+
+def context_precision(item: dict, obs: Observation, *, k: int = 5, **_) -> Score | None:
+    """Are the relevant sources ranked above the irrelevant ones? The mean of precision@i over
+    the ranks i (up to k) that hold an expected source; 0 when none is in the top k."""
+    ranked = _ranked(item, obs, k)
+    if ranked is None:
+        return None
+    expected, top = ranked
+    precisions, hits = [], 0
+    for rank, source in enumerate(top, start=1):
+        if source in expected:
+            hits += 1
+            precisions.append(hits / rank)
+    if not precisions:
+        return Score(0.0, False, f"no relevant source in the top {k}")
+    value = sum(precisions) / len(precisions)
+    noise = len(top) - hits
+    return Score(
+        value,
+        value >= 1.0 - 1e-9,
+        f"{hits} relevant and {noise} irrelevant source{'s' if noise != 1 else ''} in the top {k}",
+    )
+
+
+def context_recall(item: dict, obs: Observation, **_) -> Score | None:
+    """Share of the expected facts that the context holds (case and spacing aside): could an
+    answer grounded in this context be complete? A text match, not a judge."""
+    facts = item.get("expected_contains") or []
+    if not facts or item.get("unanswerable") or not obs.context:
+        return None
+    context = _norm(obs.context)
+    missing = [f for f in facts if _norm(f) not in context]
+    value = (len(facts) - len(missing)) / len(facts)
+    reason = f"{len(facts) - len(missing)}/{len(facts)} expected facts in the context"
+    if missing:
+        reason += f"; missing: {missing[0]!r}" + (
+            f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        )
+    return Score(value, not missing, reason)
 
 
 Scorer = Callable[..., Score | None]
@@ -171,7 +241,20 @@ DETERMINISTIC: dict[str, Scorer] = {
     "json_valid": json_valid,
     "json_schema": json_schema,
 }
-RETRIEVAL: dict[str, Scorer] = {"recall_at_5": recall_at_k, "mrr": mrr}
+# Retrieval scorers, over the sources the target returned (or cited) in rank order. Those in
+# AT_K take the run's retrieval depth k (scorer_options["k"]); recall_at_5 is fixed at 5, as
+# runs and gates have recorded it.
+RETRIEVAL: dict[str, Scorer] = {
+    "recall_at_5": recall_at_k,
+    "recall_at_k": recall_at_k,
+    "mrr": mrr,
+    "ndcg_at_k": ndcg_at_k,
+    "context_precision": context_precision,
+    "context_recall": context_recall,
+}
+AT_K = ("recall_at_k", "mrr", "ndcg_at_k", "context_precision")
+DEFAULT_K = 5
+MAX_K = 100
 JUDGED = ("faithfulness", "relevance")
 DEFAULT_SCORERS = ["contains_all", "contains_none", "refusal", "recall_at_5", "mrr"]
 ALL_SCORERS = [*DETERMINISTIC, *RETRIEVAL, *JUDGED]
@@ -190,7 +273,8 @@ def score_item(
         fn = DETERMINISTIC.get(name) or RETRIEVAL.get(name)
         if fn is None:
             continue
-        result = fn(item, obs, **options.get(name, {}))
+        depth = {"k": options["k"]} if name in AT_K and "k" in options else {}
+        result = fn(item, obs, **{**depth, **options.get(name, {})})
         if result is None:
             continue
         scores[name] = round(result.value, 4)

@@ -27,7 +27,7 @@ from console.datasets.selectors import version_items
 from console.evals import metrics as eval_metrics
 from console.evals.models import EvalResult, EvalRun, EvalShard, GatePolicy
 from console.evals.runner import RunSpec, evaluate_item, prompt_messages
-from console.evals.scorers import ALL_SCORERS, DEFAULT_SCORERS, JUDGED
+from console.evals.scorers import ALL_SCORERS, DEFAULT_K, DEFAULT_SCORERS, JUDGED, MAX_K
 from console.evals.simulator import tokens
 from console.registry.templating import MissingVariables
 from console.registry.validation import DESTINATION_REFUSED, model_config_problems
@@ -167,6 +167,14 @@ def launch_run(
         errors["judge"] = "LLM-as-judge scorers need a judge model config"
     if cost_cap is not None and cost_cap <= 0:
         errors["cost_cap"] = "must be a positive amount in USD"
+    # Every run records its retrieval depth, so what its @k scores mean never depends on a default.
+    scorer_options = {"k": DEFAULT_K, **(scorer_options or {})}
+    k = scorer_options["k"]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        errors["retrieval_k"] = f"the retrieval depth k must be a whole number from 1 to {MAX_K}"
+    context_path = (http_target or {}).get("context_path", "-")
+    if not isinstance(context_path, str) or not context_path:
+        errors["http_target"] = "context_path must name a JSON path, e.g. data.passages"
     if errors:
         raise ValidationError(errors)
     default, default_max_error = default_gates(application, dataset_version.head)
@@ -186,6 +194,7 @@ def launch_run(
             "judge": getattr(judge_model_version, "pk", None),
             "judge_prompts": {k: v.pk for k, v in judge_prompts.items()},
             "scorers": sorted(scorers),
+            "options": scorer_options,
         }
     )
     label = _label(prompt_version, model_version, http_target, dataset_version)
@@ -214,7 +223,7 @@ def launch_run(
             judge_model_version=judge_model_version,
             judge_prompts={k: v.pk for k, v in judge_prompts.items()},
             scorers=scorers,
-            scorer_options=scorer_options or {},
+            scorer_options=scorer_options,
             gates=gates,
             max_error_rate=default_max_error if max_error_rate is None else max_error_rate,
             cost_cap=cost_cap,

@@ -18,7 +18,7 @@ from console.evals import selectors, services
 from console.evals.forms import LaunchForm, gates_to_text
 from console.evals.metrics import METRICS
 from console.evals.models import EvalRun
-from console.evals.scorers import DEFAULT_SCORERS, JUDGED
+from console.evals.scorers import DEFAULT_K, DEFAULT_SCORERS, JUDGED
 from console.registry.models import ModelConfigVersion, PromptVersion
 
 
@@ -116,6 +116,11 @@ def run_new(request: HttpRequest, app: str) -> HttpResponse:
                     "url": data["http_url"],
                     "answer_path": data["http_answer_path"] or "answer",
                     "sources_path": data["http_sources_path"] or "sources",
+                    **(
+                        {"context_path": data["http_context_path"]}
+                        if data["http_context_path"]
+                        else {}
+                    ),
                 }
                 if http
                 else None,
@@ -124,6 +129,7 @@ def run_new(request: HttpRequest, app: str) -> HttpResponse:
                 ),
                 judge_prompts=judge_prompts,
                 scorers=data["scorers"],
+                scorer_options={"k": data["retrieval_k"] or DEFAULT_K},
                 gates=data["gates"],
                 cost_cap=data["cost_cap"],
                 concurrency=data["concurrency"],

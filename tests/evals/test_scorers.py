@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -206,6 +207,99 @@ def test_mrr_is_the_reciprocal_rank_of_the_first_relevant_source():
     assert scorers.mrr(item, obs("", [])) == Score(0.0, False, "no relevant source retrieved")
 
 
+def test_mrr_counts_only_the_top_k_when_the_run_sets_k():
+    item = {"expected_sources": ["c"]}
+    assert scorers.mrr(item, obs("", ["a", "b", "c"]), k=3).value == pytest.approx(1 / 3)
+    outside = scorers.mrr(item, obs("", ["a", "b", "c"]), k=2)
+    assert outside == Score(0.0, False, "no relevant source retrieved in the top 2")
+
+
+def test_a_repeated_source_counts_once():
+    item = {"expected_sources": ["a", "b"]}
+    # "a" twice would fill the top 2 and push "b" out if repeats counted.
+    assert scorers.recall_at_k(item, obs("", ["a", "a", "b"]), k=2).value == 1.0
+
+
+# ndcg_at_k / context_precision / context_recall --------------------------------------------------
+
+
+def test_ndcg_is_one_when_the_expected_sources_fill_the_first_ranks():
+    item = {"expected_sources": ["a", "b"]}
+    perfect = scorers.ndcg_at_k(item, obs("", ["b", "a", "x"]), k=3)
+    assert perfect == Score(1.0, True, "relevant sources in the top 3: at rank 1, 2")
+
+
+def test_ndcg_discounts_relevant_sources_by_their_rank():
+    item = {"expected_sources": ["a", "b"]}
+    ideal = 1 + 1 / math.log2(3)
+    low = scorers.ndcg_at_k(item, obs("", ["x", "a", "y", "b"]), k=4)
+    assert low.value == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / ideal)
+    assert low.passed is False and low.reason == "relevant sources in the top 4: at rank 2, 4"
+    # Only one of two expected sources retrieved, even at rank 1: not perfect.
+    half = scorers.ndcg_at_k(item, obs("", ["a"]), k=4)
+    assert half.value == pytest.approx(1 / ideal)
+    none = scorers.ndcg_at_k(item, obs("", ["x", "y"]), k=4)
+    assert none == Score(0.0, False, "relevant sources in the top 4: none")
+
+
+def test_ndcg_ideal_is_capped_at_k():
+    # Three expected sources but k = 2: two relevant in the top 2 is the best possible.
+    item = {"expected_sources": ["a", "b", "c"]}
+    assert scorers.ndcg_at_k(item, obs("", ["a", "b", "c"]), k=2).value == pytest.approx(1.0)
+
+
+def test_context_precision_rewards_relevant_sources_ranked_above_noise():
+    item = {"expected_sources": ["a", "b"]}
+    first = scorers.context_precision(item, obs("", ["a", "b", "x"]), k=3)
+    assert first == Score(1.0, True, "2 relevant and 1 irrelevant source in the top 3")
+    # Relevant at ranks 2 and 3: precision@2 = 1/2, precision@3 = 2/3.
+    late = scorers.context_precision(item, obs("", ["x", "a", "b"]), k=3)
+    assert late.value == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert late.passed is False
+    cut = scorers.context_precision(item, obs("", ["x", "y", "a"]), k=2)
+    assert cut == Score(0.0, False, "no relevant source in the top 2")
+
+
+def test_context_recall_is_the_share_of_expected_facts_the_context_holds():
+    item = {"expected_contains": ["30 days", "Prepaid label", "receipt"]}
+    context = "Returns within 30   DAYS. Use the prepaid label we email you."
+    score = scorers.context_recall(item, Observation("", [], context))
+    assert score.value == pytest.approx(2 / 3)
+    assert score.passed is False
+    assert score.reason == "2/3 expected facts in the context; missing: 'receipt'"
+    full = scorers.context_recall({"expected_contains": ["30 days"]}, Observation("", [], context))
+    assert full == Score(1.0, True, "1/1 expected facts in the context")
+
+
+@pytest.mark.parametrize(
+    ("item", "context"),
+    [
+        ({"expected_contains": ["30 days"]}, ""),
+        ({"expected_contains": []}, "30 days"),
+        ({"expected_contains": ["30 days"], "unanswerable": True}, "30 days"),
+    ],
+)
+def test_context_recall_does_not_apply_without_facts_context_or_to_unanswerable(item, context):
+    assert scorers.context_recall(item, Observation("", [], context)) is None
+
+
+def test_score_item_gives_the_runs_k_to_the_depth_scorers_but_not_to_recall_at_5():
+    item = {"expected_sources": ["f"]}
+    sources = ["a", "b", "c", "d", "e", "f"]
+    names = ["recall_at_5", "recall_at_k", "mrr", "ndcg_at_k", "context_precision"]
+    deep = scorers.score_item(item, obs("", sources), names, {"k": 6})["scores"]
+    assert deep["recall_at_5"] == 0.0  # fixed at 5, as stored runs and gates mean it
+    assert deep["recall_at_k"] == 1.0
+    assert deep["mrr"] == round(1 / 6, 4)
+    assert deep["context_precision"] == round(1 / 6, 4)
+    assert deep["ndcg_at_k"] == round(1 / math.log2(7), 4)
+    shallow = scorers.score_item(item, obs("", sources), names, {"k": 3})["scores"]
+    assert shallow == dict.fromkeys(names, 0.0)
+    # Without k (runs launched before it existed) MRR looks at every rank, as it always did.
+    legacy = scorers.score_item(item, obs("", sources), ["mrr", "recall_at_k"], {})["scores"]
+    assert legacy == {"mrr": round(1 / 6, 4), "recall_at_k": 0.0}
+
+
 # cited_sources ---------------------------------------------------------------------------------
 
 
@@ -233,8 +327,12 @@ def test_score_item_runs_applicable_scorers_and_only_deterministic_ones_decide_p
         "contains_none": 1.0,
         "json_valid": 0.0,
         "recall_at_5": 0.5,
+        "recall_at_k": 0.5,
         "mrr": 1.0,
+        "ndcg_at_k": round(1 / (1 + 1 / math.log2(3)), 4),
+        "context_precision": 1.0,
     }
+    # context_recall does not apply: the observation carries no context.
     assert result["passed"] is False  # json_valid failed
     assert result["hallucinated"] is False
 

@@ -94,6 +94,21 @@ def test_launch_validates_scorers_judge_and_cost_cap_together(demo):
     assert not EvalRun.objects.exists()
 
 
+@pytest.mark.parametrize("k", [0, 101, "5", 2.5, True])
+def test_launch_rejects_a_retrieval_depth_that_is_not_1_to_100(demo, k):
+    errors = errors_of(lambda: launch(demo, scorer_options={"k": k}))
+    assert errors == {"retrieval_k": ["the retrieval depth k must be a whole number from 1 to 100"]}
+    assert not EvalRun.objects.exists()
+
+
+@pytest.mark.parametrize("path", ["", 5, None])
+def test_launch_rejects_a_context_path_that_names_nothing(demo, path):
+    target = {"url": f"{demo.base_url}/ask", "context_path": path}
+    errors = errors_of(lambda: launch(demo, http_target=target))
+    assert errors == {"http_target": ["context_path must name a JSON path, e.g. data.passages"]}
+    assert not EvalRun.objects.exists()
+
+
 def test_launch_rejects_bad_gates(demo):
     errors = errors_of(lambda: launch(demo, gates=[{"metric": "bleu", "op": ">=", "threshold": 1}]))
     assert errors == {"gates": ["gate 1: unknown metric 'bleu'"]}
@@ -462,6 +477,10 @@ class RagApp(BaseHTTPRequestHandler):
                 "data": {
                     "text": "You have 30 days.",
                     "docs": [{"id": "x"}, {"id": "refund-policy"}],
+                    "passages": [
+                        {"id": "x", "text": "Shipping takes 3 days."},
+                        {"id": "refund-policy", "text": "You have 30 days to return an item."},
+                    ],
                 }
             }
         else:
@@ -510,6 +529,73 @@ def test_an_http_endpoint_is_evaluated_with_retrieval_metrics(
         r1 = EvalResult.objects.get(run=run, item_id="r1")
         assert r1.sources == ["x", "refund-policy"]
         assert r1.output == "You have 30 days."
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_http_endpoints_retrieved_context_is_what_its_answers_are_judged_against(
+    demo, allow_loopback
+):
+    """With a context_path, the faithfulness judge and context recall see the passages the
+    app retrieved, not the item's context; retrieval scorers take the run's k."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RagApp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    allow_loopback(server.server_address[1])
+    try:
+        _, version = publish_items(
+            demo.application,
+            demo.engineer,
+            "rag-context",
+            [
+                {"id": "r1", "question": "How long to return?",
+                 "expected_contains": ["30 days", "prepaid label"],
+                 "expected_sources": ["refund-policy"],
+                 "variables": {"context": "NOT-RETRIEVED: the golden set's own context"}},
+                {"id": "r2", "question": "Do you sell gift cards?", "expected_contains": ["no"],
+                 "expected_sources": ["refund-policy"], "variables": {"context": "x"}},
+            ],
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{server.server_address[1]}/ask"
+        run = services.launch_run(
+            actor=demo.engineer,
+            application=demo.application,
+            dataset_version=version,
+            http_target={
+                "url": url,
+                "answer_path": "data.text",
+                "sources_path": "data.docs",
+                "context_path": "data.passages",
+            },
+            scorers=["contains_all", "recall_at_k", "mrr", "ndcg_at_k", "context_precision",
+                     "context_recall", "faithfulness"],
+            scorer_options={"k": 1},
+            judge_model_version=demo.judge_model_version,
+            judge_prompts={"faithfulness": demo.judge_prompts["faithfulness"]},
+        )  # fmt: skip
+        services.execute_run(run.pk)
+        run.refresh_from_db()
+        r1 = EvalResult.objects.get(run=run, item_id="r1")
+        # k = 1: the one relevant source sits at rank 2, outside the top 1.
+        assert r1.scores["recall_at_k"] == 0.0
+        assert r1.scores["mrr"] == 0.0
+        assert r1.scores["ndcg_at_k"] == 0.0
+        assert r1.scores["context_precision"] == 0.0
+        assert r1.reasons["mrr"] == "no relevant source retrieved in the top 1"
+        # The retrieved passages hold "30 days" but not "prepaid label".
+        assert r1.scores["context_recall"] == 0.5
+        assert "missing: 'prepaid label'" in r1.reasons["context_recall"]
+        # The judge was shown the retrieved passages, which support the answer word for word;
+        # the item's own context shares no word with it (it would score 0).
+        assert r1.scores["faithfulness"] == 1.0
+        assert r1.reasons["faithfulness"] == "1 of 1 statements are supported by the context."
+        # The second answer came with no passages: nothing to judge it against, and it says so.
+        r2 = EvalResult.objects.get(run=run, item_id="r2")
+        assert "faithfulness" not in r2.scores
+        assert r2.reasons["faithfulness"] == (
+            "not judged: the endpoint returned no context at 'data.passages'"
+        )
+        assert "context_recall" not in r2.scores
     finally:
         server.shutdown()
         server.server_close()

@@ -140,6 +140,33 @@ def test_service_errors_land_on_the_form(engineer_client, demo):
     assert not EvalRun.objects.exists()
 
 
+def test_the_launch_form_takes_a_retrieval_depth_and_a_context_path(engineer_client, demo):
+    url = app_url(demo.application, "new")
+    bad = engineer_client.post(url, form_data(demo, retrieval_k="0"))
+    assert bad.context["form"].errors["retrieval_k"] == [
+        "Ensure this value is greater than or equal to 1."
+    ]
+    assert not EvalRun.objects.exists()
+    response = engineer_client.post(
+        url,
+        form_data(
+            demo,
+            target_type="http",
+            http_url=f"{demo.base_url}/ask",
+            http_context_path="data.passages",
+            retrieval_k="3",
+            scorers=["contains_all", "recall_at_k", "ndcg_at_k", "context_recall"],
+        ),
+    )
+    assert response.status_code == 302, response.context["form"].errors
+    run = EvalRun.objects.get()
+    assert run.scorer_options == {"k": 3}
+    assert run.http_target["context_path"] == "data.passages"
+    page = engineer_client.get(run_url(run)).content.decode()
+    assert "retrieval depth k = 3" in page
+    assert "judged against the retrieved context (data.passages)" in page
+
+
 def test_a_version_of_another_application_is_not_a_choice(engineer_client, demo):
     response = engineer_client.post(
         app_url(demo.application, "new"), form_data(demo, dataset_version="999999")
