@@ -10,7 +10,9 @@ from django.core.exceptions import ValidationError
 from console.evals.metrics import METRICS, OPS, gate_text
 from console.evals.scorers import ALL_SCORERS, DEFAULT_K, DEFAULT_SCORERS, JUDGED, MAX_K
 
-GATE_LINE = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=)\s*([-+]?[0-9]*\.?[0-9]+)\s*$")
+GATE_LINE = re.compile(
+    r"^\s*([a-z0-9_]+)(?:\[([a-z0-9][a-z0-9_-]{0,39})\])?\s*(>=|<=)\s*([-+]?[0-9]*\.?[0-9]+)\s*$"
+)
 SCORER_LABELS = {
     "contains_all": "Contains all expected facts",
     "contains_none": "Contains no forbidden facts",
@@ -43,17 +45,25 @@ def parse_gates(text: str) -> list[dict]:
         match = GATE_LINE.match(line)
         if not match:
             problems.append(
-                f"line {number}: write it as `metric >= number`, e.g. faithfulness >= 0.85"
+                f"line {number}: write it as `metric >= number`, e.g. faithfulness >= 0.85, "
+                "or for the items tagged refunds `pass_rate[refunds] >= 0.8`"
             )
             continue
-        metric, op, threshold = match.groups()
+        metric, tag, op, threshold = match.groups()
         if metric not in METRICS:
             problems.append(
                 f"line {number}: unknown metric {metric!r} (known: {', '.join(METRICS)})"
             )
             continue
         assert op in OPS
-        gates.append({"metric": metric, "op": op, "threshold": float(threshold)})
+        gates.append(
+            {
+                "metric": metric,
+                "op": op,
+                "threshold": float(threshold),
+                **({"slice": tag} if tag else {}),
+            }
+        )
     if problems:
         raise ValidationError(problems)
     return gates
@@ -101,7 +111,8 @@ class LaunchForm(forms.Form):
     gates = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 6, "class": "mono", "spellcheck": "false"}),
-        help_text="One per line: metric >= number or metric <= number",
+        help_text="One per line: metric >= number or metric <= number; "
+        "metric[tag] for the items with that tag",
     )
     cost_cap = forms.FloatField(required=False, min_value=0.000001, label="Cost cap ($)")
     concurrency = forms.IntegerField(required=False, min_value=1, max_value=256)

@@ -98,6 +98,46 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+# The per-slice figures a run keeps for each tag of its items (metrics["slices"][tag]).
+SLICE_KEYS = ("items", "errors", "error_rate", "pass_rate", "hallucination_rate")
+
+
+def summarize_slices(results: Sequence, tags_by_item: dict[str, list[str]]) -> dict:
+    """{tag: figures} over the results of the items carrying each tag (rows as for summarize,
+    plus item_id): SLICE_KEYS and the mean of every score, so gates can hold per slice."""
+    grouped: dict[str, list] = {}
+    for row in results:
+        for tag in tags_by_item.get(row.item_id, ()):
+            grouped.setdefault(tag, []).append(row)
+    slices = {}
+    for tag in sorted(grouped):
+        summary = summarize(grouped[tag])
+        slices[tag] = {
+            key: value
+            for key, value in summary.items()
+            if key in SLICE_KEYS or (key in METRICS and key not in NOT_SLICED)
+        }
+    return slices
+
+
+# Whole-run figures that a slice does not repeat.
+NOT_SLICED = {
+    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "cost_total", "cost_per_item",
+}  # fmt: skip
+
+
+def gate_label(gate: dict) -> str:
+    """What a gate measures: `metric`, or `metric[tag]` for a slice of the items."""
+    return f"{gate['metric']}[{gate['slice']}]" if gate.get("slice") else gate["metric"]
+
+
+def gate_value(metrics: dict, gate: dict) -> float | None:
+    """The figure a gate judges: the run's, or its slice's (None when it was not measured)."""
+    if gate.get("slice"):
+        return ((metrics.get("slices") or {}).get(gate["slice"]) or {}).get(gate["metric"])
+    return metrics.get(gate["metric"])
+
+
 @dataclass(frozen=True)
 class GateOutcome:
     metric: str
@@ -105,6 +145,11 @@ class GateOutcome:
     threshold: float
     actual: float | None
     passed: bool
+    slice: str = ""
+
+    @property
+    def label(self) -> str:
+        return gate_label({"metric": self.metric, "slice": self.slice})
 
     @property
     def margin(self) -> float | None:
@@ -113,12 +158,15 @@ class GateOutcome:
         return round(self.actual - self.threshold, 4)
 
     def as_dict(self) -> dict:
-        return {**self.__dict__, "margin": self.margin}
+        data = {**self.__dict__, "margin": self.margin}
+        if not self.slice:
+            del data["slice"]
+        return data
 
 
 def gate_text(gate: dict) -> str:
-    """A gate as people write it: `metric op threshold`."""
-    return f"{gate['metric']} {gate['op']} {float(gate['threshold']):g}"
+    """A gate as people write it: `metric op threshold` (`metric[tag]` for a slice)."""
+    return f"{gate_label(gate)} {gate['op']} {float(gate['threshold']):g}"
 
 
 def check_gates(metrics: dict, gates: list[dict], max_error_rate: float) -> tuple[str, dict]:
@@ -126,14 +174,21 @@ def check_gates(metrics: dict, gates: list[dict], max_error_rate: float) -> tupl
     a metric the run did not measure fails its gate (evidence must exist to pass)."""
     outcomes = []
     for gate in gates:
-        actual = metrics.get(gate["metric"])
+        actual = gate_value(metrics, gate)
         ok = actual is not None and OPS[gate["op"]](actual, float(gate["threshold"]))
         outcomes.append(
-            GateOutcome(gate["metric"], gate["op"], float(gate["threshold"]), actual, ok)
+            GateOutcome(
+                gate["metric"],
+                gate["op"],
+                float(gate["threshold"]),
+                actual,
+                ok,
+                gate.get("slice", ""),
+            )
         )
     detail = {
         "gates": [o.as_dict() for o in outcomes],
-        "failed": [o.metric for o in outcomes if not o.passed],
+        "failed": [o.label for o in outcomes if not o.passed],
         "max_error_rate": max_error_rate,
     }
     if metrics.get("items") and metrics.get("error_rate", 0) > max_error_rate:
@@ -152,7 +207,7 @@ def check_gates(metrics: dict, gates: list[dict], max_error_rate: float) -> tupl
 def _describe(outcome: GateOutcome) -> str:
     actual = "not measured" if outcome.actual is None else outcome.actual
     off = "" if outcome.margin is None else f", off by {abs(outcome.margin):g}"
-    return f"{outcome.metric} {actual} (needs {outcome.op} {outcome.threshold}{off})"
+    return f"{outcome.label} {actual} (needs {outcome.op} {outcome.threshold}{off})"
 
 
 @dataclass(frozen=True)

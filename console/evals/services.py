@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -23,6 +24,7 @@ from console.audit import services as audit
 from console.audit.services import SYSTEM
 from console.core import egress
 from console.core.canonical import content_hash
+from console.datasets.items import TAG_PATTERN
 from console.datasets.selectors import version_items
 from console.evals import metrics as eval_metrics
 from console.evals.models import EvalResult, EvalRun, EvalShard, GatePolicy
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=30)
 PROGRESS_EVERY_S = 0.5
 MAX_CONCURRENCY = 256  # no more than the connections a model client keeps (llm.KEEP_ALIVE)
+SLICED_METRIC = re.compile(r"^(?P<metric>[a-z0-9_]+)\[(?P<slice>[^\]]*)\]$")
 
 
 class DuplicateRun(Exception):
@@ -60,18 +63,28 @@ def default_gates(application, dataset) -> tuple[list[dict], float]:
 
 
 def clean_gates(gates: list[dict]) -> list[dict]:
+    """Gates as stored: {"metric", "op", "threshold"} and, for a slice of the items, "slice"
+    (a tag). A metric written `metric[tag]` is read as that slice."""
     cleaned = []
     for n, gate in enumerate(gates, start=1):
-        metric, op = gate.get("metric"), gate.get("op")
+        metric, op, tag = gate.get("metric"), gate.get("op"), gate.get("slice")
+        if isinstance(metric, str) and (match := SLICED_METRIC.match(metric)):
+            metric, tag = match["metric"], match["slice"]
         if metric not in eval_metrics.METRICS:
             raise ValidationError({"gates": f"gate {n}: unknown metric {metric!r}"})
+        if tag is not None and (not isinstance(tag, str) or not TAG_PATTERN.match(tag)):
+            raise ValidationError(
+                {"gates": f"gate {n}: {tag!r} is not a tag (lowercase letters, digits, - and _)"}
+            )
         if op not in eval_metrics.OPS:
             raise ValidationError({"gates": f"gate {n}: operator must be >= or <="})
         try:
             threshold = float(gate.get("threshold"))
         except (TypeError, ValueError):
             raise ValidationError({"gates": f"gate {n}: threshold must be a number"}) from None
-        cleaned.append({"metric": metric, "op": op, "threshold": threshold})
+        cleaned.append(
+            {"metric": metric, "op": op, "threshold": threshold, **({"slice": tag} if tag else {})}
+        )
     return cleaned
 
 
@@ -756,6 +769,7 @@ def _finalize(run: EvalRun, stop_reason: str) -> str:
     # while its caller waits, and building (and signalling) a model per row costs ten times more.
     results = list(
         EvalResult.objects.filter(run=run).values_list(
+            "item_id",
             "status",
             "scores",
             "passed",
@@ -770,6 +784,8 @@ def _finalize(run: EvalRun, stop_reason: str) -> str:
         )
     )
     summary = eval_metrics.summarize(results)
+    tags = {item["id"]: item.get("tags") or [] for item in version_items(run.dataset_version)}
+    summary["slices"] = eval_metrics.summarize_slices(results, tags)
     summary["estimate"] = run.metrics.get("estimate", {})
     if stop_reason == "cancelled":
         status, verdict, detail = EvalRun.Status.CANCELLED, "", {"reason": "cancelled"}

@@ -199,6 +199,7 @@ def run_detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
             for key, (label, _higher) in METRICS.items()
             if run.metrics.get(key) is not None
         ],
+        **_slice_table(run.metrics.get("slices") or {}),
         "can_edit": ENGINEER in request.app_perms,
     }
     if request.htmx and request.htmx.target == "progress":
@@ -209,6 +210,18 @@ def run_detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
     if request.htmx and request.htmx.target == "results":
         return render(request, "evals/run_detail.html#results", context)
     return render(request, "evals/run_detail.html", context)
+
+
+def _slice_table(slices: dict) -> dict:
+    """The run page's "By tag" table: the metrics any slice measured, in METRICS order."""
+    keys = [k for k in METRICS if k != "items" and any(k in f for f in slices.values())]
+    return {
+        "slice_labels": [METRICS[k][0] for k in keys],
+        "slice_rows": [
+            (tag, figures.get("items"), [figures.get(k) for k in keys])
+            for tag, figures in sorted(slices.items())
+        ],
+    }
 
 
 @login_required

@@ -137,8 +137,8 @@ def _unknown_breakers(environment: Environment, breakers: list[str]) -> str:
     return "; ".join(problems)
 
 
-def _gate_key(gate: dict) -> tuple[str, str]:
-    return gate["metric"], gate["op"]
+def _gate_key(gate: dict) -> tuple[str, str, str]:
+    return gate["metric"], gate["op"], gate.get("slice", "")
 
 
 def loosenings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

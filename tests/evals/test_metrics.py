@@ -155,6 +155,60 @@ def test_check_gates_fails_a_metric_the_run_did_not_measure():
     assert detail["reason"] == "faithfulness not measured (needs >= 0.85)"
 
 
+# slices ----------------------------------------------------------------------------------------
+
+
+def test_summarize_slices_gives_each_tag_the_figures_of_its_items():
+    rows = [
+        row(item_id="a", passed=True, scores={"contains_all": 1.0}),
+        row(item_id="b", passed=False, scores={"contains_all": 0.5}, hallucinated=True),
+        row(item_id="c", status="error"),
+        row(item_id="d", passed=True, scores={"contains_all": 1.0}),
+    ]
+    tags = {"a": ["refunds"], "b": ["refunds", "shipping"], "c": ["shipping"], "d": []}
+    slices = metrics.summarize_slices(rows, tags)
+    assert list(slices) == ["refunds", "shipping"]  # an untagged item is in no slice
+    assert slices["refunds"] == {
+        "items": 2,
+        "errors": 0,
+        "error_rate": 0.0,
+        "pass_rate": 0.5,
+        "hallucination_rate": 0.5,
+        "contains_all": 0.75,
+    }
+    assert slices["shipping"]["items"] == 2
+    assert slices["shipping"]["error_rate"] == 0.5
+    assert slices["shipping"]["pass_rate"] == 0.0
+    # Whole-run figures are not repeated per slice.
+    assert "latency_p95_ms" not in slices["refunds"] and "cost_total" not in slices["refunds"]
+
+
+def test_a_slice_gate_judges_the_slice_and_names_it():
+    run = {
+        "items": 10, "errors": 0, "error_rate": 0.0, "pass_rate": 0.9,
+        "slices": {"refunds": {"pass_rate": 0.6}, "shipping": {"pass_rate": 1.0}},
+    }  # fmt: skip
+    gates = [
+        {"metric": "pass_rate", "op": ">=", "threshold": 0.8},
+        {"metric": "pass_rate", "op": ">=", "threshold": 0.8, "slice": "refunds"},
+        {"metric": "pass_rate", "op": ">=", "threshold": 0.8, "slice": "shipping"},
+        {"metric": "pass_rate", "op": ">=", "threshold": 0.8, "slice": "returns"},
+    ]
+    verdict, detail = check_gates(run, gates, 0.1)
+    assert verdict == "failed"
+    assert detail["failed"] == ["pass_rate[refunds]", "pass_rate[returns]"]
+    assert detail["reason"] == (
+        "pass_rate[refunds] 0.6 (needs >= 0.8, off by 0.2); "
+        "pass_rate[returns] not measured (needs >= 0.8)"
+    )
+    assert detail["gates"][1]["slice"] == "refunds"
+    assert "slice" not in detail["gates"][0]
+    assert metrics.gate_text(gates[1]) == "pass_rate[refunds] >= 0.8"
+    # A run from before slices were kept has none: its slice gates are not measured.
+    verdict, detail = check_gates({"items": 1, "pass_rate": 1.0}, gates[1:2], 0.1)
+    assert (verdict, detail["gates"][0]["actual"]) == ("failed", None)
+
+
 def test_paired_bootstrap_identical_runs_have_a_zero_interval():
     values = [0.1 * (i % 10) for i in range(50)]
     assert paired_bootstrap(values, values) == (0.0, 0.0, 0.0)

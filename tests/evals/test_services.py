@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from console.accounts.roles import Role
 from console.audit.models import AuditEvent
+from console.datasets.demo import items as demo_items
 from console.evals import services
 from console.evals.models import EvalResult, EvalRun, GatePolicy
 from tests.evals.helpers import independent_summary, publish_items, result_ids
@@ -107,6 +108,48 @@ def test_launch_rejects_a_context_path_that_names_nothing(demo, path):
     errors = errors_of(lambda: launch(demo, http_target=target))
     assert errors == {"http_target": ["context_path must name a JSON path, e.g. data.passages"]}
     assert not EvalRun.objects.exists()
+
+
+def test_gates_may_hold_for_a_slice_of_the_items(demo):
+    gates = services.clean_gates(
+        [
+            {"metric": "pass_rate[refunds]", "op": ">=", "threshold": "0.8"},
+            {"metric": "mrr", "op": ">=", "threshold": 0.5, "slice": "shipping"},
+        ]
+    )
+    assert gates == [
+        {"metric": "pass_rate", "op": ">=", "threshold": 0.8, "slice": "refunds"},
+        {"metric": "mrr", "op": ">=", "threshold": 0.5, "slice": "shipping"},
+    ]
+    for bad in ("pass_rate[Refunds!]", "pass_rate[]"):
+        gate = {"metric": bad, "op": ">=", "threshold": 1}
+        errors = errors_of(lambda gate=gate: launch(demo, gates=[gate]))
+        assert list(errors) == ["gates"], errors
+    assert not EvalRun.objects.exists()
+
+
+def test_a_finished_run_keeps_its_figures_per_tag_and_gates_a_slice(demo, simulator):
+    run = launch(
+        demo,
+        gates=[
+            {"metric": "pass_rate", "op": ">=", "threshold": 0.5},
+            {"metric": "pass_rate", "op": ">=", "threshold": 0.99, "slice": "unanswerable"},
+        ],
+    )
+    services.execute_run(run.pk)
+    run.refresh_from_db()
+    slices = run.metrics["slices"]
+    rows = EvalResult.objects.filter(run=run)
+    tagged = {i["id"]: i["tags"] for i in demo_items()}
+    for tag, figures in slices.items():
+        mine = [r for r in rows if tag in tagged[r.item_id]]
+        assert figures["items"] == len(mine), tag
+        judged = [r for r in mine if r.status == "ok"]
+        assert figures["pass_rate"] == round(sum(r.passed for r in judged) / len(judged), 4)
+    # The unanswerable slice holds the hallucinated item, so its gate fails and names it.
+    assert slices["unanswerable"]["pass_rate"] < 0.99
+    assert run.verdict == EvalRun.Verdict.FAILED
+    assert run.verdict_detail["failed"] == ["pass_rate[unanswerable]"]
 
 
 def test_launch_rejects_bad_gates(demo):

@@ -286,6 +286,43 @@ def test_run_page_shows_verdict_gates_metrics_and_results(engineer_client, demo)
     assert 'hx-trigger="every 1s"' not in html  # no polling once finished
 
 
+def test_run_page_breaks_the_figures_down_by_tag_and_shows_slice_gates(engineer_client, demo):
+    run = finished_run(
+        demo, gates=[{"metric": "pass_rate", "op": ">=", "threshold": 0.99, "slice": "refunds"}]
+    )
+    slices = run.metrics["slices"]
+    html = engineer_client.get(run_url(run)).content.decode()
+    assert "<h2>By tag</h2>" in html
+    table = html[html.index("<h2>By tag</h2>") :]
+    table = table[: table.index("</table>")]
+    for tag, figures in slices.items():
+        row = re.search(rf"<td class=\"strong\">{re.escape(tag)}</td>(.*?)</tr>", table, re.S)
+        assert row, tag
+        cells = re.findall(r'<td class="num">([^<]*)</td>', row.group(1))
+        assert cells[0] == str(figures["items"]) and str(figures["pass_rate"]) in cells, cells
+    assert '<th class="num">Pass rate</th>' in table
+    assert "<td>pass_rate[refunds]</td>" in html  # the gate names its slice
+
+
+def test_the_launch_form_reads_slice_gates(engineer_client, demo):
+    response = engineer_client.post(
+        app_url(demo.application, "new"),
+        form_data(demo, gates="pass_rate[refunds] >= 0.8\nmrr[Not A Tag] >= 1"),
+    )
+    errors = response.context["form"].errors["gates"]
+    assert errors == [
+        "line 2: write it as `metric >= number`, e.g. faithfulness >= 0.85, "
+        "or for the items tagged refunds `pass_rate[refunds] >= 0.8`"
+    ]
+    response = engineer_client.post(
+        app_url(demo.application, "new"), form_data(demo, gates="pass_rate[refunds] >= 0.8")
+    )
+    assert response.status_code == 302
+    assert EvalRun.objects.get().gates == [
+        {"metric": "pass_rate", "op": ">=", "threshold": 0.8, "slice": "refunds"}
+    ]
+
+
 def test_run_page_of_an_active_run_polls_and_offers_cancel(engineer_client, demo):
     run = services.launch_run(**demo.launch_kwargs())
     html = engineer_client.get(run_url(run)).content.decode()
