@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,14 +17,12 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management.base import CommandError
+
+from console.ops import processes
+from console.ops.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -96,30 +93,14 @@ def wait_for(url: str, seconds: float = 30) -> int:
 
 @contextmanager
 def running_web(env: dict[str, str]) -> Iterator[str]:
-    """bin/web with `env` (GUNICORN_BIND set to a free port here) until the block ends: yields
-    its base URL once /health answers, fails the test with the server's output if it never
-    does, and stops it with SIGTERM as a container runtime would."""
-    port = free_port()
-    web = subprocess.Popen(
-        ["bin/web"],
-        cwd=ROOT,
-        env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    log = Output(web)
+    """bin/web with `env` (on a free port) until the block ends: yields its base URL once
+    /health answers, fails the test with the server's output if it never does, and stops it
+    with SIGTERM as a container runtime would (console.ops.processes.running_web)."""
     try:
-        try:
-            wait_for(f"http://127.0.0.1:{port}/health", 180)
-        except OSError:
-            pytest.fail(f"bin/web never answered:\n{log.text()[-3000:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        web.send_signal(signal.SIGTERM)
-        try:
-            web.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            web.kill()
+        with processes.running_web(env) as base:
+            yield base
+    except CommandError as exc:
+        pytest.fail(str(exc))
 
 
 def test_web_worker_and_beat_start_as_the_image_starts_them(production_env):
