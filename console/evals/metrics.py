@@ -287,3 +287,28 @@ def compare(
             Delta(metric, sum(bs) / len(bs), sum(cs) / len(cs), mean, low, high, len(pairs), higher)
         )
     return deltas
+
+
+def slice_deltas(
+    base_rows: dict[str, dict],
+    cand_rows: dict[str, dict],
+    tags_by_item: dict[str, list[str]],
+    metric: str = "pass_rate",
+) -> list[tuple[str, Delta]]:
+    """(tag, the paired delta of `metric` over the items carrying that tag), by tag: where a
+    change lands, with the interval its fewer items allow."""
+    by_tag: dict[str, set[str]] = {}
+    for item_id, tags in tags_by_item.items():
+        for tag in tags:
+            by_tag.setdefault(tag, set()).add(item_id)
+    out = []
+    for tag in sorted(by_tag):
+        ids = by_tag[tag]
+        deltas = compare(
+            {i: r for i, r in base_rows.items() if i in ids},
+            {i: r for i, r in cand_rows.items() if i in ids},
+            [metric],
+        )
+        if deltas:
+            out.append((tag, deltas[0]))
+    return out

@@ -12,6 +12,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 
 from console.datasets.models import DatasetVersion
+from console.datasets.selectors import version_items
 from console.evals import metrics as eval_metrics
 from console.evals.models import EvalResult, EvalRun
 from console.registry.models import ModelConfigVersion, PromptVersion
@@ -123,11 +124,14 @@ def failed_gates(run: EvalRun) -> list[str]:
         if gate.get("passed"):
             continue
         if gate.get("actual") is None:
-            out.append(f"{gate['metric']} not measured (needs {gate['op']} {gate['threshold']:g})")
+            out.append(
+                f"{eval_metrics.gate_label(gate)} not measured "
+                f"(needs {gate['op']} {gate['threshold']:g})"
+            )
             continue
         actual, threshold = _number_pair(float(gate["actual"]), float(gate["threshold"]))
         missed = "<" if gate["op"] == ">=" else ">"
-        out.append(f"{gate['metric']} {actual} {missed} {threshold}")
+        out.append(f"{eval_metrics.gate_label(gate)} {actual} {missed} {threshold}")
     return out
 
 
@@ -153,6 +157,7 @@ class Comparison:
     verdict: str
     charts: dict
     errored: list[ErroredRun] = field(default_factory=list)
+    slices: list[tuple[str, eval_metrics.Delta]] = field(default_factory=list)  # pass rate by tag
 
     @property
     def paired(self) -> int:
@@ -231,7 +236,13 @@ def compare_runs(base: EvalRun, candidate: EvalRun, *, charts: bool = True) -> C
         len(common),
         verdict,
         charts=_charts(base, candidate, b_rows, c_rows) if charts else {},
+        slices=_slices(base, b_rows, c_rows) if charts else [],
     )
+
+
+def _slices(base: EvalRun, b_rows: dict, c_rows: dict) -> list:
+    tags = {item["id"]: item.get("tags") or [] for item in version_items(base.dataset_version)}
+    return eval_metrics.slice_deltas(b_rows, c_rows, tags)
 
 
 OPERATIONAL = {"latency_ms"}

@@ -247,3 +247,34 @@ def test_the_run_list_stays_bounded_in_queries(
     with django_assert_max_num_queries(12):
         response = engineer_client.get(app_url(demo.application, "runs"))
     assert response.content.decode().count("failed: pass_rate") == 3
+
+
+# per-tag deltas --------------------------------------------------------------------------------
+
+
+def test_compare_shows_the_pass_rate_change_of_each_tag(engineer_client, demo):
+    a = finished_run(demo, prompt=1)
+    b = finished_run(demo, prompt=3)
+    response = engineer_client.get(compare_url(demo, a, b))
+    cmp = response.context["cmp"]
+    slices = dict(cmp.slices)
+    assert set(slices) == set(b.metrics["slices"]) == set(a.metrics["slices"])
+    for tag, delta in slices.items():
+        # Each slice pairs the tag's items: its A and B match the runs' own per-tag figures.
+        assert delta.base == pytest.approx(a.metrics["slices"][tag]["pass_rate"], abs=1e-4), tag
+        assert delta.candidate == pytest.approx(b.metrics["slices"][tag]["pass_rate"], abs=1e-4)
+        assert delta.n == b.metrics["slices"][tag]["items"]
+        assert delta.low <= delta.delta <= delta.high
+    page = text(response)
+    assert "Pass rate by tag" in page
+    worse_or_better = [t for t, d in slices.items() if d.verdict != "no detectable difference"]
+    assert worse_or_better, "v1 → v3 changes some tag's pass rate beyond its interval"
+    raw = response.content.decode()
+    for tag in worse_or_better:
+        d = slices[tag]
+        row = (
+            rf'<td class="strong">{tag}</td><td class="num">{d.n}</td>\s*'
+            rf"<td>{d.base:.3f}</td><td>{d.candidate:.3f}</td>\s*"
+            rf'<td class="\w+-text">{d.delta:.3f}</td>'
+        )
+        assert re.search(row, raw), tag

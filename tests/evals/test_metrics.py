@@ -277,3 +277,23 @@ def test_every_metric_has_a_label_and_a_direction():
     assert metrics.METRICS["hallucination_rate"][1] is False
     assert metrics.METRICS["faithfulness"][1] is True
     assert set(metrics.OPS) == {">=", "<="}
+
+
+def test_slice_deltas_compare_each_tag_over_its_own_paired_items():
+    def rows(passes: dict[str, bool]) -> dict[str, dict]:
+        return {
+            i: {"status": "ok", "passed": p, "scores": {}, "latency_ms": 1.0}
+            for i, p in passes.items()
+        }
+
+    # Refunds got worse on every item; shipping did not change; "new" has no paired items.
+    ids = [f"r{n}" for n in range(20)] + [f"s{n}" for n in range(20)]
+    base = rows(dict.fromkeys(ids, True))
+    cand = rows({i: not i.startswith("r") for i in ids})
+    tags = {i: ["refunds" if i.startswith("r") else "shipping"] for i in ids} | {"x": ["new"]}
+    slices = dict(metrics.slice_deltas(base, cand, tags))
+    assert list(slices) == ["refunds", "shipping"]
+    refunds, shipping = slices["refunds"], slices["shipping"]
+    assert (refunds.n, refunds.base, refunds.candidate, refunds.delta) == (20, 1.0, 0.0, -1.0)
+    assert refunds.verdict == "worse"
+    assert (shipping.n, shipping.delta, shipping.verdict) == (20, 0.0, "no detectable difference")
