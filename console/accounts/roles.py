@@ -32,7 +32,7 @@ ALL_PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
 # "your role in Support Bot (viewer) cannot edit prompts, …; admins can grant it".
 PERMISSION_ACTIONS: dict[str, str] = {
     VIEW: "see this application",
-    CURATE: "curate golden sets",
+    CURATE: "curate golden sets or review eval answers",
     ENGINEER: "edit prompts, model configs and flags, rebind environments or launch evals",
     APPROVE: "approve promotions",
     ADMIN: "manage members, API keys, webhooks and release policies",

@@ -7,7 +7,7 @@ import socket
 
 from console.datasets.models import Dataset
 from console.evals import services
-from console.evals.models import EvalRun, GatePolicy
+from console.evals.models import EvalResult, EvalRun, GatePolicy, ResultReview
 from console.evals.scorers import DEFAULT_SCORERS, JUDGED
 from console.evals.simulator import Faults, serve_in_thread
 from console.registry import services as registry
@@ -155,3 +155,25 @@ def seed_evals(
             server.shutdown()
             server.server_close()
     return runs
+
+
+# How many answers of the demo's newest run the curator has reviewed: enough for a kappa with
+# its count on the run page, few enough to leave a queue to try the review buttons on.
+DEMO_REVIEWS = 16
+
+
+def seed_reviews(run: EvalRun, curator) -> int:
+    """The curator's pass/fail on the first DEMO_REVIEWS answers of `run` (a person who reads
+    the answer agrees with the deterministic scorers, and so sometimes not with the judge).
+    Does nothing where the run already has reviews. Returns how many it added."""
+    if ResultReview.objects.filter(result__run=run).exists():
+        return 0
+    rows = run.results.filter(status=EvalResult.Status.OK).order_by("position")[:DEMO_REVIEWS]
+    for row in rows:
+        services.review_result(
+            actor=curator,
+            result=row,
+            verdict="pass" if row.passed else "fail",
+            note="" if row.passed else "Misses or contradicts the expected facts.",
+        )
+    return len(rows)

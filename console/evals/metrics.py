@@ -312,3 +312,42 @@ def slice_deltas(
         if deltas:
             out.append((tag, deltas[0]))
     return out
+
+
+# A judge score at or above this counts as the judge passing the answer, when it is set against
+# a person's pass/fail.
+JUDGE_PASS_AT = 0.5
+
+
+def cohen_kappa(pairs: Sequence[tuple[bool, bool]]) -> float | None:
+    """Cohen's kappa of two raters' pass/fail on the same answers: 1 is full agreement, 0 what
+    chance alone gives, below 0 worse than chance. None without pairs, or when both raters gave
+    one and the same verdict to everything (chance agreement is then total: nothing to tell)."""
+    n = len(pairs)
+    if not n:
+        return None
+    observed = sum(a == b for a, b in pairs) / n
+    a_pass = sum(a for a, _ in pairs) / n
+    b_pass = sum(b for _, b in pairs) / n
+    expected = a_pass * b_pass + (1 - a_pass) * (1 - b_pass)
+    if expected >= 1:
+        return None
+    return round((observed - expected) / (1 - expected), 4)
+
+
+def judge_agreement(reviewed: Iterable[tuple[dict, bool]], judged: Sequence[str]) -> dict:
+    """{metric: {"kappa", "n", "agreement"}} for each judge metric, over (scores, human passed)
+    of the reviewed answers that metric scored."""
+    rows = list(reviewed)
+    out = {}
+    for metric in judged:
+        pairs = [
+            (scores[metric] >= JUDGE_PASS_AT, human) for scores, human in rows if metric in scores
+        ]
+        if pairs:
+            out[metric] = {
+                "kappa": cohen_kappa(pairs),
+                "n": len(pairs),
+                "agreement": round(sum(a == b for a, b in pairs) / len(pairs), 4),
+            }
+    return out

@@ -206,3 +206,25 @@ class EvalResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}:{self.item_id}"
+
+
+class ResultReview(models.Model):
+    """A person's pass/fail on one answer of a run, with a note: what the LLM judge's scores are
+    checked against. One per result; a change raises `revision`, so two reviewers editing the
+    same verdict at once cannot overwrite each other unseen."""
+
+    class Verdict(models.TextChoices):
+        PASS = "pass", "Pass"
+        FAIL = "fail", "Fail"
+
+    result = models.OneToOneField(EvalResult, on_delete=models.CASCADE, related_name="review")
+    verdict = models.CharField(max_length=4, choices=Verdict.choices)
+    note = models.TextField(blank=True)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revision = models.PositiveIntegerField(default=1)
+    reviewed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.result}: {self.verdict}"

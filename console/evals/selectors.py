@@ -14,7 +14,8 @@ from django.db.models import QuerySet
 from console.datasets.models import DatasetVersion
 from console.datasets.selectors import version_items
 from console.evals import metrics as eval_metrics
-from console.evals.models import EvalResult, EvalRun
+from console.evals.models import EvalResult, EvalRun, ResultReview
+from console.evals.scorers import JUDGED
 from console.registry.models import ModelConfigVersion, PromptVersion
 
 RESULT_FILTERS = {
@@ -22,6 +23,7 @@ RESULT_FILTERS = {
     "failed": {"status": EvalResult.Status.OK, "passed": False},
     "errors": {"status": EvalResult.Status.ERROR},
     "passed": {"passed": True},
+    "unreviewed": {"status": EvalResult.Status.OK, "review__isnull": True},
 }
 
 
@@ -37,8 +39,31 @@ def runs(application, *, prompt: str = "", model: str = "") -> QuerySet:
 
 
 def results_page(run: EvalRun, which: str, number) -> Page:
-    qs = EvalResult.objects.filter(run=run, **RESULT_FILTERS.get(which, {})).order_by("position")
+    qs = (
+        EvalResult.objects.filter(run=run, **RESULT_FILTERS.get(which, {}))
+        .select_related("review__reviewer")
+        .order_by("position")
+    )
     return Paginator(qs, 50).get_page(number)
+
+
+def human_review(run: EvalRun) -> dict:
+    """How far people reviewed the run's answers, and how often the LLM judge agrees with them
+    (Cohen's kappa per judge metric, with the count behind it)."""
+    reviewed = list(
+        ResultReview.objects.filter(result__run=run).values_list("result__scores", "verdict")
+    )
+    judged = [m for m in JUDGED if m in (run.scorers or [])]
+    return {
+        "reviewed": len(reviewed),
+        "answers": run.done_items - run.error_items,
+        "failed": sum(1 for _, verdict in reviewed if verdict == ResultReview.Verdict.FAIL),
+        "agreement": eval_metrics.judge_agreement(
+            ((scores or {}, verdict == ResultReview.Verdict.PASS) for scores, verdict in reviewed),
+            judged,
+        ),
+        "pass_at": eval_metrics.JUDGE_PASS_AT,
+    }
 
 
 def launch_choices(application) -> dict[str, list[tuple[str, str]]]:

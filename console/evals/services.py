@@ -27,7 +27,7 @@ from console.core.canonical import content_hash
 from console.datasets.items import TAG_PATTERN
 from console.datasets.selectors import version_items
 from console.evals import metrics as eval_metrics
-from console.evals.models import EvalResult, EvalRun, EvalShard, GatePolicy
+from console.evals.models import EvalResult, EvalRun, EvalShard, GatePolicy, ResultReview
 from console.evals.runner import RunSpec, evaluate_item, prompt_messages
 from console.evals.scorers import ALL_SCORERS, DEFAULT_K, DEFAULT_SCORERS, JUDGED, MAX_K
 from console.evals.simulator import tokens
@@ -332,6 +332,55 @@ def cancel_run(*, actor, run: EvalRun) -> EvalRun:
             application=locked.application_id,
         )
     return locked
+
+
+MAX_REVIEW_NOTE = 2000
+
+
+def review_result(
+    *, actor, result: EvalResult, verdict: str, note: str = "", base_revision: int = 0
+) -> ResultReview:
+    """A person's pass/fail (and note) on one answer. `base_revision` is the revision of the
+    review the reviewer saw (0: none yet); a review changed since is a conflict, not an
+    overwrite. Errored rows have no answer to review."""
+    errors = {}
+    if verdict not in ResultReview.Verdict.values:
+        errors["verdict"] = "choose pass or fail"
+    note = (note or "").strip()
+    if len(note) > MAX_REVIEW_NOTE:
+        errors["note"] = f"keep the note under {MAX_REVIEW_NOTE} characters (it has {len(note)})"
+    if result.status != EvalResult.Status.OK:
+        errors["result"] = "an errored item has no answer to review"
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        existing = ResultReview.objects.select_for_update().filter(result=result).first()
+        seen = existing.revision if existing else 0
+        if seen != base_revision:
+            who = existing.reviewer.username if existing and existing.reviewer else "someone"
+            raise ValidationError(
+                {
+                    "revision": f"{who} reviewed this answer meanwhile "
+                    f"({existing.verdict if existing else 'removed'}): reload to see it"
+                }
+            )
+        before = {"verdict": existing.verdict, "note": existing.note} if existing else None
+        review = existing or ResultReview(result=result, revision=0)
+        review.verdict, review.note, review.reviewer = verdict, note, actor
+        review.revision += 1
+        review.reviewed_at = timezone.now()
+        review.save()
+        run = result.run
+        audit.record(
+            actor=actor,
+            action="eval.review",
+            obj=review,
+            object_label=f"run #{run.pk} item {result.item_id}",
+            application=run.application_id,
+            before=before,
+            after={"verdict": verdict, "note": note},
+        )
+    return review
 
 
 def build_spec(run: EvalRun) -> RunSpec:

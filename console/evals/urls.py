@@ -12,4 +12,5 @@ urlpatterns = [
     path(f"{base}<int:pk>/", views.run_detail, name="run"),
     path(f"{base}<int:pk>/cancel/", views.run_cancel, name="cancel"),
     path(f"{base}<int:pk>/rerun/", views.rerun, name="rerun"),
+    path(f"{base}<int:pk>/results/<int:result>/review/", views.result_review, name="review"),
 ]

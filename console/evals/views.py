@@ -11,13 +11,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from console.accounts.roles import ENGINEER
+from console.accounts.roles import CURATE, ENGINEER
 from console.core.permissions import access_application
 from console.datasets.models import DatasetVersion
 from console.evals import selectors, services
 from console.evals.forms import LaunchForm, gates_to_text
 from console.evals.metrics import METRICS
-from console.evals.models import EvalRun
+from console.evals.models import EvalResult, EvalRun
 from console.evals.scorers import DEFAULT_K, DEFAULT_SCORERS, JUDGED
 from console.registry.models import ModelConfigVersion, PromptVersion
 
@@ -200,7 +200,9 @@ def run_detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
             if run.metrics.get(key) is not None
         ],
         **_slice_table(run.metrics.get("slices") or {}),
+        "review": selectors.human_review(run) if not run.active else None,
         "can_edit": ENGINEER in request.app_perms,
+        "can_review": CURATE in request.app_perms,
     }
     if request.htmx and request.htmx.target == "progress":
         response = render(request, "evals/run_detail.html#progress", context)
@@ -210,6 +212,41 @@ def run_detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
     if request.htmx and request.htmx.target == "results":
         return render(request, "evals/run_detail.html#results", context)
     return render(request, "evals/run_detail.html", context)
+
+
+@login_required
+@require_POST
+def result_review(request: HttpRequest, app: str, pk: int, result: int) -> HttpResponse:
+    """A person marks one answer pass or fail, with a note (curators, engineers, admins)."""
+    application = access_application(request, app, CURATE)
+    run = _run(application, pk)
+    row = EvalResult.objects.select_related("review__reviewer").filter(run=run, pk=result).first()
+    if row is None:
+        raise Http404("No such result in this run")
+    try:
+        revision = int(request.POST.get("base_revision") or 0)
+    except ValueError:
+        revision = -1  # not a revision anyone saw: reported as a conflict
+    error = ""
+    try:
+        services.review_result(
+            actor=request.user,
+            result=row,
+            verdict=request.POST.get("verdict", ""),
+            note=request.POST.get("note", ""),
+            base_revision=revision,
+        )
+    except ValidationError as exc:
+        error = " ".join(exc.messages)
+    if request.htmx:
+        row = EvalResult.objects.select_related("review__reviewer").get(pk=row.pk)
+        context = {"application": application, "run": run, "r": row, "can_review": True}
+        return render(request, "evals/run_detail.html#review", context | {"review_error": error})
+    if error:
+        messages.error(request, f"Item {row.item_id}: {error}")
+    else:
+        messages.success(request, f"Reviewed item {row.item_id}.")
+    return redirect(f"{reverse('evals:run', args=[app, pk])}?show=unreviewed")
 
 
 def _slice_table(slices: dict) -> dict:

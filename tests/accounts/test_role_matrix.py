@@ -56,7 +56,7 @@ from console.datasets import urls as datasets_urls
 from console.datasets.models import Dataset, DatasetItem, DatasetVersion, ImportJob
 from console.evals import services as evals
 from console.evals import urls as evals_urls
-from console.evals.models import EvalRun
+from console.evals.models import EvalRun, ResultReview
 from console.evals.simulator import serve_in_thread
 from console.flags import services as flags
 from console.flags import urls as flags_urls
@@ -76,7 +76,7 @@ from console.usage import services as usage
 from console.usage import urls as usage_urls
 from console.usage.models import Budget, PricePoint, UsageEvent
 from tests.conftest import name_public_hosts, public_hosts, rolled_back_world
-from tests.evals.helpers import model_content
+from tests.evals.helpers import answered_result, model_content
 from tests.factories import MODEL_CONTENT, PROMPT_CONTENT, make_application
 
 ANONYMOUS = "anonymous"
@@ -888,6 +888,14 @@ def _run_of(attr: str, index: int | None = None) -> Callable[[World], dict]:
     return params
 
 
+def _answer_of_run(index: int) -> Callable[[World], dict]:
+    def params(world: World) -> dict:
+        run = world.runs[index]
+        return {"pk": run.pk, "result": answered_result(run).pk}
+
+    return params
+
+
 def compare_query(world: World) -> str:
     first, second = world.runs
     return f"a={first.pk}&b={second.pk}"
@@ -925,6 +933,17 @@ def _eval_endpoints() -> list[Endpoint]:
             ok=302,
             data=lambda world: {},
             audit_action="eval.cancel",
+        ),
+        # Marking an answer pass or fail is curation: curators, engineers and admins.
+        Endpoint(
+            "eval review POST",
+            "evals:review",
+            "post",
+            params=_answer_of_run(0),
+            perm=CURATE,
+            ok=302,
+            data=lambda world: {"verdict": "pass", "note": "looks right", "base_revision": "0"},
+            audit_action="eval.review",
         ),
         # Re-running a finished run on a golden set version launches a run: engineers only.
         Endpoint(
@@ -1467,6 +1486,11 @@ def _fingerprint(world: World) -> dict:
         "api_keys": api_keys,
         "webhooks": webhooks,
         "webhook_deliveries": webhook_deliveries,
+        "reviews": sorted(
+            ResultReview.objects.filter(result__run__application=world.app).values_list(
+                "result_id", "verdict", "note", "revision"
+            )
+        ),
         **_release_fingerprint(),
     }
 

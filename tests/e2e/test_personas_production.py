@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 
 from console.accounts.models import ApiKey, Membership
 from console.datasets.models import Dataset
-from console.evals.models import EvalRun
+from console.evals.models import EvalRun, ResultReview
 from console.flags.models import FlagRules
 from console.releases.models import PromotionRequest
 from tests.e2e.conftest import Steps, log_in
@@ -161,6 +161,38 @@ def test_curator_edits_adds_and_publishes_a_golden_set(production_page, artifact
     dataset.refresh_from_db()
     assert dataset.latest_number == 2
     assert dataset.versions.get(number=2).items.count() == 61
+    assert page.js_errors == []
+
+
+def test_curator_reviews_an_answer_and_sees_how_far_the_judge_agrees(production_page, artifacts):
+    steps = Steps(artifacts, "reviewer")
+    reviewed = ResultReview.objects.select_related("result__run")
+    run = reviewed.first().result.run  # the demo's reviewed run (answer-question v3)
+    before = reviewed.count()
+    page = production_page()
+    log_in(page, "curator")
+    page.goto(f"/apps/{APP}/evals/{run.pk}/")
+    card = page.locator(".human-review")
+    expect(card).to_contain_text(f"{before} of {run.done_items - run.error_items} answers")
+    expect(card.get_by_role("columnheader", name="Cohen's κ")).to_be_visible()
+    steps.shot(page, "run-with-reviews", full_page=False)
+
+    # The queue: only answers nobody reviewed; mark the first one fail, with a note, in place.
+    page.get_by_role("link", name="To review").click()
+    expect(page.get_by_role("link", name="To review")).to_have_class(re.compile("active"))
+    row = page.locator("table.results tbody tr").first
+    item = row.locator("code").first.inner_text()
+    row.get_by_label(f"Note on {item}").fill("Right answer, but it cites no source.")
+    row.get_by_role("button", name="Fail").click()
+    cell = row.locator("td.review")
+    expect(cell.locator(".verdict")).to_have_text("fail")
+    expect(cell).to_contain_text("by curator")
+    expect(cell).to_contain_text("cites no source")
+    steps.shot(page, "reviewed-in-place", full_page=False)
+    review = ResultReview.objects.get(result__run=run, result__item_id=item)
+    assert (review.verdict, review.reviewer.username) == ("fail", "curator")
+    page.reload()
+    expect(page.locator(".human-review")).to_contain_text(f"{before + 1} of")
     assert page.js_errors == []
 
 

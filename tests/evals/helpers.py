@@ -137,3 +137,16 @@ def independent_summary(run: EvalRun) -> dict:
         "cost_total": round(sum(r.cost + r.judge_cost for r in rows), 6),
         "passed": sum(1 for r in ok if r.passed),
     }
+
+
+def answered_result(run: EvalRun) -> EvalResult:
+    """The run's first answered item, made when the run holds none (worlds whose runs carry
+    metrics but no result rows): something to review."""
+    found = run.results.filter(status=EvalResult.Status.OK).order_by("position").first()
+    if found is not None:
+        return found
+    return EvalResult.objects.create(
+        run=run, item_id="reviewable-1", position=1, question="How long do I have to return?",
+        status=EvalResult.Status.OK, output="30 days.", passed=True,
+        scores={"contains_all": 1.0},
+    )  # fmt: skip

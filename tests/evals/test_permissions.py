@@ -9,13 +9,13 @@ from django.urls import reverse
 
 from console.accounts.roles import Role
 from console.evals import services, urls
-from console.evals.models import EvalRun
-from tests.evals.helpers import publish_items
+from console.evals.models import EvalRun, ResultReview
+from tests.evals.helpers import answered_result, publish_items
 from tests.factories import make_member, make_model_config, make_prompt, make_user
 
 pytestmark = pytest.mark.django_db
 
-READ, WRITE = "read", "write"
+READ, WRITE, REVIEW = "read", "write", "review"
 # route name → (method, kind)
 ROUTES = {
     "runs": ("get", READ),
@@ -26,9 +26,11 @@ ROUTES = {
     "estimate": ("post", WRITE),
     "cancel": ("post", WRITE),
     "rerun": ("post", WRITE),
+    "review": ("post", REVIEW),  # marking an answer pass/fail is curation
 }
 ROLES = [Role.VIEWER, Role.CURATOR, Role.ENGINEER, Role.APPROVER, Role.ADMIN]
 WRITERS = {Role.ENGINEER, Role.ADMIN}
+REVIEWERS = {Role.CURATOR, Role.ENGINEER, Role.ADMIN}
 WHO = [*ROLES, "non-member", "anonymous"]
 
 
@@ -79,6 +81,9 @@ def url_for(name: str, world) -> str:
         return reverse(f"evals:{route}", kwargs={"app": app, "pk": second.pk})
     if route == "rerun":
         return reverse("evals:rerun", kwargs={"app": app, "pk": first.pk})
+    if route == "review":
+        answer = answered_result(first)
+        return reverse("evals:review", kwargs={"app": app, "pk": first.pk, "result": answer.pk})
     url = reverse(f"evals:{route}", kwargs={"app": app})
     if route == "compare":
         url += f"?a={first.pk}&b={second.pk}"
@@ -101,6 +106,8 @@ def expected(who: str, name: str) -> int:
         return 302
     if who == "non-member":
         return 404
+    if kind == REVIEW:
+        return 302 if who in REVIEWERS else 403
     if kind == READ or who in WRITERS:
         return 302 if name in {"new:post", "cancel", "rerun"} else 200
     return 403
@@ -116,7 +123,8 @@ def test_role_matrix(who, name, world):
     if method == "get":
         response = client.get(url)
     else:
-        data = {"new:post": world["post"], "rerun": world["rerun"]}.get(name, {})
+        data = {"new:post": world["post"], "rerun": world["rerun"], "review": {"verdict": "fail"}}
+        data = data.get(name, {})
         response = client.post(url, data)
     assert response.status_code == expected(who, name), (who, name, response.status_code)
     if who == "anonymous":
@@ -131,6 +139,10 @@ def test_role_matrix(who, name, world):
         )
     elif who in WRITERS and name == "cancel":
         assert second.status == EvalRun.Status.CANCELLED
+    elif who in REVIEWERS and name == "review":
+        review = ResultReview.objects.get()
+        assert (review.verdict, review.reviewer.username) == ("fail", f"u-{who}")
     else:
         # Nobody else changed anything.
         assert (EvalRun.objects.count(), second.status) == before
+        assert not ResultReview.objects.exists()

@@ -51,6 +51,7 @@ from console.releases import services as releases
 from console.releases.models import PromotionRequest, Rollout
 from console.usage import budgets as usage_budgets
 from console.usage import services as usage_services
+from tests.evals.helpers import answered_result
 from tests.flags.helpers import on
 from tests.governance.conftest import (
     Served,
@@ -314,6 +315,11 @@ def finished_run_of(world: World):
     )
 
 
+def answer_of(world: World, user) -> int:
+    """An answered item of finished_run_of(world): what a reviewer marks pass or fail."""
+    return answered_result(finished_run_of(world)).pk
+
+
 # ------------------------------------------------------------------------- the route table
 
 ROUTES: dict[str, str | tuple[Case, ...]] = {
@@ -422,6 +428,13 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
     "evals:compare": GET_ONLY,
     "evals:run": GET_ONLY,
     "evals:cancel": (Case("cancel-run", to("evals:cancel"), constant({})),),
+    "evals:review": (
+        Case(
+            "review-an-answer",
+            to("evals:review", pk=lambda world, user: finished_run_of(world).pk, result=answer_of),
+            constant({"verdict": "fail", "note": "sweep", "base_revision": "0"}),
+        ),
+    ),
     "evals:rerun": (
         Case(
             "rerun-on-a-version",

@@ -206,7 +206,7 @@ class Command(BaseCommand):
         if simulator_port:
             follow_simulator(application, simulator_port)
         self._golden_set(application, users["curator"])
-        from console.evals.demo import seed_evals
+        from console.evals.demo import seed_evals, seed_reviews
         from console.flags.demo import seed_flags
         from console.releases.demo import seed_releases
         from console.usage.demo import seed_usage
@@ -214,13 +214,14 @@ class Command(BaseCommand):
         def warn(message: str) -> None:
             self.stdout.write(self.style.WARNING(message))
 
-        seed_evals(
+        runs = seed_evals(
             application,
             engineer,
             port,
             faults=Faults(latency_ms=simulator_latency_ms) if simulator_latency_ms else None,
             log=warn,
         )
+        seed_reviews(runs[-1], users["curator"])
         seed_flags(application, users)
         seed_usage(application, admin)
         seed_releases(application, users, log=warn)
