@@ -1,12 +1,36 @@
 from django import forms
 
+from console.datasets import safety
+from console.datasets.cells import variables_from_text
 from console.datasets.io import FORMATS
+from console.datasets.items import ItemError
 
 
 class DatasetForm(forms.Form):
     key = forms.SlugField(max_length=80, help_text="e.g. support-golden")
     name = forms.CharField(max_length=200)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    templates = forms.MultipleChoiceField(
+        label="Start from safety templates",
+        choices=[(key, t.title) for key, t in safety.TEMPLATES.items()],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    variables = forms.CharField(
+        label="Variables every case carries",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "customer_tier: standard"}),
+        help_text=(
+            "What your prompt needs besides question and context, one `name: value` per line. "
+            "Only used with templates."
+        ),
+    )
+
+    def clean_variables(self) -> dict:
+        try:
+            return variables_from_text("variables", self.cleaned_data.get("variables") or "")
+        except ItemError as exc:
+            raise forms.ValidationError(exc.message) from None
 
 
 class ImportForm(forms.Form):

@@ -11,6 +11,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, QuerySet
 
 from console.core.diff import FieldDiff, diff_contents
+from console.datasets import safety
 from console.datasets.items import CONTENT_FIELDS, ITEM_FIELD_VARIABLES, TAG_PATTERN
 from console.datasets.models import Dataset, DatasetItem, DatasetVersion, PublishedItem
 from console.registry.models import PromptBinding, PromptVersion
@@ -174,6 +175,16 @@ def diff_manifests(old: dict[str, str], new: dict[str, str]) -> ManifestDiff:
 
 def version_diff_summary(old: DatasetVersion | None, new: DatasetVersion) -> dict:
     return diff_manifests(version_manifest(old), version_manifest(new)).summary
+
+
+def safety_variables(version: DatasetVersion) -> list[str]:
+    """Which safety checks (console.datasets.safety.CHECK_VARIABLES) the version's items carry,
+    one indexed lookup per check."""
+    return [
+        name
+        for name in safety.CHECK_VARIABLES
+        if version.items.filter(snapshot__content__variables__has_key=name).exists()
+    ]
 
 
 def latest_version(dataset: Dataset) -> DatasetVersion | None:

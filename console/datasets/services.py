@@ -16,6 +16,7 @@ from console.audit import services as audit
 from console.core.canonical import canonical_json
 from console.core.versioning import save_version
 from console.datasets import io as dataset_io
+from console.datasets import safety
 from console.datasets.items import (
     CONTENT_FIELDS,
     ItemError,
@@ -66,8 +67,17 @@ def _stamp(item: DatasetItem, actor) -> None:
 
 
 def create_dataset(
-    *, actor, application: Application, key: str, name: str, description: str = ""
+    *,
+    actor,
+    application: Application,
+    key: str,
+    name: str,
+    description: str = "",
+    templates: list[str] | tuple[str, ...] = (),
+    variables: dict | None = None,
 ) -> Dataset:
+    """A new golden set, empty or holding the cases of the chosen safety templates (see
+    add_safety_cases): both land, or neither does."""
     with transaction.atomic():
         dataset = Dataset(application=application, key=key, name=name, description=description)
         dataset.full_clean(validate_constraints=False)
@@ -80,7 +90,44 @@ def create_dataset(
             actor=actor, action="dataset.create", obj=dataset, object_label=_label(dataset),
             application=application, after={"key": key, "name": name},
         )  # fmt: skip
+        if templates:
+            add_safety_cases(actor=actor, dataset=dataset, templates=templates, variables=variables)
     return dataset
+
+
+def add_safety_cases(
+    *,
+    actor,
+    dataset: Dataset,
+    templates: list[str] | tuple[str, ...],
+    variables: dict | None = None,
+) -> dict:
+    """Merge the cases of built-in safety templates (console.datasets.safety) into the draft, as
+    one import: ids are stable, so adding a template again updates its cases instead of doubling
+    them. `variables` (e.g. what the application's prompt needs, {"customer_tier": "standard"})
+    go into every case; a case's own variables win."""
+    unknown = [key for key in templates if key not in safety.TEMPLATES]
+    if unknown or not templates:
+        raise ValidationError(
+            {"templates": f"choose from: {', '.join(safety.TEMPLATES)}" + (
+                f" (not {', '.join(map(repr, unknown))})" if unknown else ""
+            )}
+        )  # fmt: skip
+    try:
+        extra = clean_field("variables", variables or {})
+    except ItemError as exc:
+        raise ValidationError({"variables": exc.message}) from None
+    rows = []
+    for key in dict.fromkeys(templates):
+        for case in safety.cases(key):
+            content, errors = clean_item({**case, "variables": {**extra, **case["variables"]}})
+            if errors:  # the templates are built in: a problem here is a bug, not bad input
+                raise ValueError(f"safety template {key}: {errors[0]}")
+            rows.append(dataset_io.Row(len(rows) + 1, content.pop("id"), content))
+    return apply_import(
+        actor=actor, dataset=dataset, rows=rows, mode="merge",
+        filename=f"safety templates: {', '.join(dict.fromkeys(templates))}",
+    )  # fmt: skip
 
 
 def add_item(

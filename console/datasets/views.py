@@ -20,7 +20,7 @@ from console.core.canonical import canonical_json, loads
 from console.core.jsoninput import JSONInputError
 from console.core.permissions import access_application
 from console.datasets import io as dataset_io
-from console.datasets import selectors, services
+from console.datasets import safety, selectors, services
 from console.datasets.cells import from_text, to_text
 from console.datasets.forms import DatasetForm, ImportForm, PublishForm
 from console.datasets.items import CONTENT_FIELDS, FIELDS, ItemError
@@ -106,7 +106,12 @@ def dataset_new(request: HttpRequest, app: str) -> HttpResponse:
                 form.add_error(field if field in form.fields else None, errs)
         else:
             return redirect("datasets:editor", app=app, key=dataset.key)
-    return render(request, "datasets/new.html", {"application": application, "form": form})
+    templates = [(key, t, safety.case_count(key)) for key, t in safety.TEMPLATES.items()]
+    return render(
+        request,
+        "datasets/new.html",
+        {"application": application, "form": form, "safety_templates": templates},
+    )
 
 
 # ---------------------------------------------------------------- editor

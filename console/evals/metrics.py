@@ -25,6 +25,11 @@ METRICS: dict[str, tuple[str, bool]] = {
     "regex": ("Regex match", True),
     "json_valid": ("Valid JSON", True),
     "json_schema": ("Matches schema", True),
+    "injection_resisted": ("Injections resisted", True),
+    "injection_success_rate": ("Injection success rate", False),
+    "no_canary_leak": ("No system-prompt leak", True),
+    "no_pii": ("No personal data leaked", True),
+    "refusal_expected": ("Declines harmful requests", True),
     "hallucination_rate": ("Hallucination rate", False),
     "error_rate": ("Error rate", False),
     "latency_p50_ms": ("Latency p50 (ms)", False),
@@ -74,6 +79,8 @@ def summarize(results: Iterable) -> dict:
             counts[name] = counts.get(name, 0) + 1
     judged = total - errors
     metrics: dict = {name: round(sums[name] / counts[name], 4) for name in sums}
+    if "injection_resisted" in metrics:  # what policies gate on: "injection success <= 2%"
+        metrics["injection_success_rate"] = round(1 - metrics["injection_resisted"], 4)
     metrics.update(
         {
             "items": total,
@@ -165,8 +172,16 @@ class GateOutcome:
 
 
 def gate_text(gate: dict) -> str:
-    """A gate as people write it: `metric op threshold` (`metric[tag]` for a slice)."""
-    return f"{gate_label(gate)} {gate['op']} {float(gate['threshold']):g}"
+    """A gate as people write it: `metric op threshold` (`metric[tag]` for a slice), and in a
+    release policy `... on <golden set>` when it holds for one golden set only."""
+    text = f"{gate_label(gate)} {gate['op']} {float(gate['threshold']):g}"
+    return f"{text} on {gate['dataset']}" if gate.get("dataset") else text
+
+
+def gates_for(gates: list[dict], dataset_key: str) -> list[dict]:
+    """The gates that hold for runs on `dataset_key`: those for every golden set, and those
+    naming it."""
+    return [g for g in gates if g.get("dataset") in (None, "", dataset_key)]
 
 
 def check_gates(metrics: dict, gates: list[dict], max_error_rate: float) -> tuple[str, dict]:

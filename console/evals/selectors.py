@@ -66,6 +66,26 @@ def human_review(run: EvalRun) -> dict:
     }
 
 
+def judge_calibration(run: EvalRun, metric: str) -> dict | None:
+    """How far the judge `run` used for `metric` (the same judge model config version and judge
+    prompt version) agrees with people on the run's golden set, over every reviewed answer of
+    every run on any version of that set: {"kappa", "n", "agreement"} (kappa None when it
+    cannot be told), or None when the run had no judge for the metric."""
+    prompt_pk = (run.judge_prompts or {}).get(metric)
+    if not run.judge_model_version_id or not prompt_pk:
+        return None
+    reviewed = ResultReview.objects.filter(
+        result__run__dataset_version__head_id=run.dataset_version.head_id,
+        result__run__judge_model_version_id=run.judge_model_version_id,
+        **{f"result__run__judge_prompts__{metric}": prompt_pk},
+    ).values_list("result__scores", "verdict")
+    agreement = eval_metrics.judge_agreement(
+        ((scores or {}, verdict == ResultReview.Verdict.PASS) for scores, verdict in reviewed),
+        [metric],
+    )
+    return agreement.get(metric, {"kappa": None, "n": 0, "agreement": None})
+
+
 def launch_choices(application) -> dict[str, list[tuple[str, str]]]:
     """Select options for the launch form, newest versions first (bounded per head)."""
     datasets = DatasetVersion.objects.filter(head__application=application).select_related("head")

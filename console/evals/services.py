@@ -24,12 +24,21 @@ from console.audit import services as audit
 from console.audit.services import SYSTEM
 from console.core import egress
 from console.core.canonical import content_hash
-from console.datasets.items import TAG_PATTERN
-from console.datasets.selectors import version_items
+from console.datasets import services as dataset_services
+from console.datasets.items import CONTENT_FIELDS, TAG_PATTERN
+from console.datasets.models import Dataset, DatasetItem, PublishedItem
+from console.datasets.selectors import safety_variables, version_items
 from console.evals import metrics as eval_metrics
 from console.evals.models import EvalResult, EvalRun, EvalShard, GatePolicy, ResultReview
 from console.evals.runner import RunSpec, evaluate_item, prompt_messages
-from console.evals.scorers import ALL_SCORERS, DEFAULT_K, DEFAULT_SCORERS, JUDGED, MAX_K
+from console.evals.scorers import (
+    ALL_SCORERS,
+    DEFAULT_K,
+    DEFAULT_SCORERS,
+    JUDGED,
+    MAX_K,
+    SAFETY,
+)
 from console.evals.simulator import tokens
 from console.registry.templating import MissingVariables
 from console.registry.validation import DESTINATION_REFUSED, model_config_problems
@@ -62,9 +71,13 @@ def default_gates(application, dataset) -> tuple[list[dict], float]:
     return (policy.gates, policy.max_error_rate) if policy else ([], 0.1)
 
 
+DATASET_KEY = re.compile(r"^[-a-zA-Z0-9_]{1,80}$")
+
+
 def clean_gates(gates: list[dict]) -> list[dict]:
     """Gates as stored: {"metric", "op", "threshold"} and, for a slice of the items, "slice"
-    (a tag). A metric written `metric[tag]` is read as that slice."""
+    (a tag). A metric written `metric[tag]` is read as that slice. A release policy's gate may
+    also name the golden set it holds for ("dataset")."""
     cleaned = []
     for n, gate in enumerate(gates, start=1):
         metric, op, tag = gate.get("metric"), gate.get("op"), gate.get("slice")
@@ -82,8 +95,17 @@ def clean_gates(gates: list[dict]) -> list[dict]:
             threshold = float(gate.get("threshold"))
         except (TypeError, ValueError):
             raise ValidationError({"gates": f"gate {n}: threshold must be a number"}) from None
+        scope = gate.get("dataset")
+        if scope is not None and (not isinstance(scope, str) or not DATASET_KEY.match(scope)):
+            raise ValidationError({"gates": f"gate {n}: {scope!r} is not a golden set key"})
         cleaned.append(
-            {"metric": metric, "op": op, "threshold": threshold, **({"slice": tag} if tag else {})}
+            {
+                "metric": metric,
+                "op": op,
+                "threshold": threshold,
+                **({"slice": tag} if tag else {}),
+                **({"dataset": scope} if scope else {}),
+            }
         )
     return cleaned
 
@@ -173,6 +195,10 @@ def launch_run(
         if obj is not None and obj.head.application_id != application.pk:
             errors["target"] = "every version must belong to this application"
     scorers = list(scorers or DEFAULT_SCORERS)
+    # Safety cases always run their own check: a suite scored without it would pass vacuously.
+    for variable in safety_variables(dataset_version):
+        if SAFETY[variable] not in scorers:
+            scorers.append(SAFETY[variable])
     unknown = [s for s in scorers if s not in ALL_SCORERS]
     if unknown:
         errors["scorers"] = f"unknown scorer(s): {', '.join(unknown)}"
@@ -381,6 +407,43 @@ def review_result(
             after={"verdict": verdict, "note": note},
         )
     return review
+
+
+def reviewed_to_item(*, actor, result: EvalResult, dataset: Dataset) -> DatasetItem:
+    """A reviewed answer becomes a draft item of a golden set of the run's application: the
+    run's item as it was published, tagged reviewed-pass or reviewed-fail, with its provenance
+    in the note. An answer people passed becomes the reference answer; a failed one is quoted
+    in the note, for the curator to turn into expected or forbidden facts. The id
+    (rev<run>-<item>) is fixed, so the same answer cannot be added twice."""
+    review = ResultReview.objects.select_related("reviewer").filter(result=result).first()
+    run = result.run
+    errors = {}
+    if review is None:
+        errors["result"] = "review the answer first: only reviewed answers become items"
+    if dataset.application_id != run.application_id:
+        errors["dataset"] = "choose a golden set of this application"
+    if errors:
+        raise ValidationError(errors)
+    source = (
+        PublishedItem.objects.filter(version_id=run.dataset_version_id, item_id=result.item_id)
+        .select_related("snapshot")
+        .first()
+    )
+    content = dict(source.snapshot.content) if source else {"question": result.question}
+    values = {name: content.get(name) for name in CONTENT_FIELDS}
+    values["id"] = f"rev{run.pk}-{result.item_id}"[:64]
+    values["tags"] = sorted({*(content.get("tags") or []), f"reviewed-{review.verdict}"})
+    who = review.reviewer.username if review.reviewer else "a former member"
+    provenance = (
+        f"From run #{run.pk} ({run.label}), item {result.item_id}: reviewed {review.verdict} "
+        f"by {who}" + (f": {review.note}" if review.note else ".")
+    )
+    if review.verdict == ResultReview.Verdict.PASS and result.output:
+        values["reference_answer"] = result.output
+    elif result.output:
+        provenance += f"\nThe answer it failed: {result.output[:1000]}"
+    values["note"] = "\n".join(filter(None, [content.get("note") or "", provenance]))
+    return dataset_services.add_item(actor=actor, dataset=dataset, values=values)
 
 
 def build_spec(run: EvalRun) -> RunSpec:

@@ -13,4 +13,9 @@ urlpatterns = [
     path(f"{base}<int:pk>/cancel/", views.run_cancel, name="cancel"),
     path(f"{base}<int:pk>/rerun/", views.rerun, name="rerun"),
     path(f"{base}<int:pk>/results/<int:result>/review/", views.result_review, name="review"),
+    path(
+        f"{base}<int:pk>/results/<int:result>/to-golden-set/",
+        views.result_to_item,
+        name="review_to_item",
+    ),
 ]

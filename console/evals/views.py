@@ -203,6 +203,7 @@ def run_detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
         "review": selectors.human_review(run) if not run.active else None,
         "can_edit": ENGINEER in request.app_perms,
         "can_review": CURATE in request.app_perms,
+        "golden_sets": _golden_sets(request, application),
     }
     if request.htmx and request.htmx.target == "progress":
         response = render(request, "evals/run_detail.html#progress", context)
@@ -218,11 +219,7 @@ def run_detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
 @require_POST
 def result_review(request: HttpRequest, app: str, pk: int, result: int) -> HttpResponse:
     """A person marks one answer pass or fail, with a note (curators, engineers, admins)."""
-    application = access_application(request, app, CURATE)
-    run = _run(application, pk)
-    row = EvalResult.objects.select_related("review__reviewer").filter(run=run, pk=result).first()
-    if row is None:
-        raise Http404("No such result in this run")
+    application, run, row = _reviewable(request, app, pk, result)
     try:
         revision = int(request.POST.get("base_revision") or 0)
     except ValueError:
@@ -238,15 +235,63 @@ def result_review(request: HttpRequest, app: str, pk: int, result: int) -> HttpR
         )
     except ValidationError as exc:
         error = " ".join(exc.messages)
+    return _review_response(request, application, run, row, error, f"Reviewed item {row.item_id}.")
+
+
+@login_required
+@require_POST
+def result_to_item(request: HttpRequest, app: str, pk: int, result: int) -> HttpResponse:
+    """A reviewed answer becomes an item of a golden set (curators, engineers, admins)."""
+    application, run, row = _reviewable(request, app, pk, result)
+    dataset = application.datasets.filter(key=request.POST.get("dataset", "")).first()
+    error, done = "", ""
+    if dataset is None:
+        error = "choose a golden set of this application"
+    else:
+        try:
+            item = services.reviewed_to_item(actor=request.user, result=row, dataset=dataset)
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+        else:
+            done = f"Added to {dataset.name} as {item.item_id}: publish it to use it in runs."
+    return _review_response(request, application, run, row, error, done, added=done)
+
+
+def _reviewable(request: HttpRequest, app: str, pk: int, result: int):
+    application = access_application(request, app, CURATE)
+    run = _run(application, pk)
+    row = EvalResult.objects.select_related("review__reviewer").filter(run=run, pk=result).first()
+    if row is None:
+        raise Http404("No such result in this run")
+    return application, run, row
+
+
+def _review_response(request, application, run, row, error: str, done: str, added: str = ""):
+    """The row's review cell (htmx), or back to the review queue with a message."""
     if request.htmx:
         row = EvalResult.objects.select_related("review__reviewer").get(pk=row.pk)
-        context = {"application": application, "run": run, "r": row, "can_review": True}
-        return render(request, "evals/run_detail.html#review", context | {"review_error": error})
+        context = {
+            "application": application,
+            "run": run,
+            "r": row,
+            "can_review": True,
+            "golden_sets": _golden_sets(request, application),
+            "review_error": error,
+            "review_added": added,
+        }
+        return render(request, "evals/run_detail.html#review", context)
     if error:
         messages.error(request, f"Item {row.item_id}: {error}")
     else:
-        messages.success(request, f"Reviewed item {row.item_id}.")
-    return redirect(f"{reverse('evals:run', args=[app, pk])}?show=unreviewed")
+        messages.success(request, done)
+    return redirect(f"{reverse('evals:run', args=[application.key, run.pk])}?show=unreviewed")
+
+
+def _golden_sets(request: HttpRequest, application) -> list:
+    """The golden sets a reviewer may add a reviewed answer to (none for who cannot)."""
+    if CURATE not in request.app_perms:
+        return []
+    return list(application.datasets.order_by("key").values_list("key", "name"))
 
 
 def _slice_table(slices: dict) -> dict:

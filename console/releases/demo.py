@@ -1,15 +1,31 @@
 """Demo release state: prod's release policy (v1) requires evidence on support-golden under the
-demo gates, and one request — answer-question v3 on gpt-main@1, the model prod serves, which
-passed those gates and is no worse than v2 — waits in the approver's inbox."""
+demo gates and on the safety suite support-safety under its safety gates, and one request —
+answer-question v3 on gpt-main@1, the model prod serves, which passed those gates and is no
+worse than v2 — waits in the approver's inbox."""
 
 from __future__ import annotations
 
 from django.db import transaction
 
-from console.evals.demo import GATES
-from console.releases import policies, services
+from console.evals.demo import GATES, SAFETY_GATES
+from console.releases import checklists, policies, services
 from console.releases.evidence import gather
 from console.releases.models import PromotionRequest
+
+# Prod's readiness checklist: what Airlock verifies is required; what people confirm is optional
+# here, so a journey through the demo is never stuck on a box nobody can tick.
+ONCALL = "[optional] On-call knows the release time and how to roll back"
+DEMO_CHECKLIST = "\n".join(
+    [
+        "[required] Eval gate passed on every golden set of the policy (auto: eval_gate)",
+        "[required] Safety suite passed, injection included (auto: safety_suite)",
+        "[required] A kill switch exists for the feature (auto: kill_switch)",
+        "[optional] A budget is set for this environment (auto: budget)",
+        "[optional] A rollback was exercised in a lower environment (auto: rollback_exercised)",
+        ONCALL,
+        "[optional] Canary criteria are written down: error rate, p95 latency, thumbs-down rate",
+    ]
+)
 
 
 def seed_releases(application, users: dict, log=None) -> PromotionRequest | None:
@@ -20,8 +36,17 @@ def seed_releases(application, users: dict, log=None) -> PromotionRequest | None
     content, number = policies.current(prod)
     if number == 0:
         datasets = list(
-            application.datasets.filter(key="support-golden").values_list("key", flat=True)
+            application.datasets.filter(key__in=["support-golden", "support-safety"]).values_list(
+                "key", flat=True
+            )
         )
+        # Each golden set has its own gates: quality on support-golden, misuse on the suite.
+        gates = [
+            {**gate, "dataset": key}
+            for key, scoped in (("support-golden", GATES), ("support-safety", SAFETY_GATES))
+            if key in datasets
+            for gate in scoped
+        ]
         with transaction.atomic():
             policies.apply_content(
                 actor=users["admin"],
@@ -32,11 +57,12 @@ def seed_releases(application, users: dict, log=None) -> PromotionRequest | None
                         **content,
                         "eval_gate": bool(datasets),
                         "datasets": datasets,
-                        "gates": GATES,
+                        "gates": gates,
                         "max_error_rate": 0.1,
+                        "checklist": checklists.parse(DEMO_CHECKLIST),
                     },
                 ),
-                message="Demo policy: evidence on support-golden under the demo gates",
+                message="Demo policy: quality on support-golden, safety on support-safety",
                 number=0,
             )
     existing = PromotionRequest.objects.filter(application=application).first()
@@ -55,14 +81,22 @@ def seed_releases(application, users: dict, log=None) -> PromotionRequest | None
                 + ". Run seed_demo again to retry."
             )
         return None
-    return services.open_request(
+    request = services.open_request(
         actor=users["engineer"],
         environment=prod,
         version=version,
         paired=paired,
         justification=(
-            "v3 cites its sources and keeps answers short. On support-golden@1 with gpt-main@1 "
-            "(what prod runs) it meets every gate of prod's policy, and against v2 (live in "
-            "prod) source recall@5 goes up with no policy metric worse."
+            "v3 cites its sources, keeps answers short and is guarded against misuse. With "
+            "gpt-main@1 (what prod runs) it meets every gate of prod's policy on support-golden@1 "
+            "and on the safety suite; against v2 (live in prod) source recall@5 goes up and "
+            "injections stop working, with no policy metric worse."
         ),
     )
+    services.tick_checklist(
+        actor=users["engineer"],
+        request=request,
+        key=checklists.parse(ONCALL)[0]["key"],
+        note="Support on-call paged; release window 14:00-15:00 UTC, rollback from the prod page.",
+    )
+    return request

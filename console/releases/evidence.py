@@ -18,7 +18,8 @@ from console.datasets.models import Dataset, DatasetVersion
 from console.evals import metrics as eval_metrics
 from console.evals.metrics import METRICS
 from console.evals.models import EvalRun
-from console.evals.selectors import compare_runs
+from console.evals.scorers import JUDGED
+from console.evals.selectors import compare_runs, judge_calibration
 from console.registry.models import ModelConfigVersion, PromptVersion
 from console.releases import policies
 
@@ -109,9 +110,11 @@ def active_run(bundle: Bundle, dataset_version) -> EvalRun | None:
     return _runs(bundle, dataset_version).filter(status__in=EvalRun.ACTIVE).first()
 
 
-def judge(run: EvalRun, policy: dict) -> tuple[str, dict]:
-    """The run's verdict under the policy: its gates, its error allowance."""
-    return eval_metrics.check_gates(run.metrics, policy.get("gates", []), policy["max_error_rate"])
+def judge(run: EvalRun, policy: dict, dataset_key: str) -> tuple[str, dict]:
+    """The run's verdict under the policy: the gates that hold on its golden set, the error
+    allowance."""
+    gates = eval_metrics.gates_for(policy.get("gates", []), dataset_key)
+    return eval_metrics.check_gates(run.metrics, gates, policy["max_error_rate"])
 
 
 def no_eval_evidence(environment, note: str) -> Evidence:
@@ -149,8 +152,8 @@ def gather(environment, bundle: Bundle, live: Bundle) -> Evidence:
         ).select_related("head")
         if latest_numbers.get(dv.head_id) == dv.number
     }
-    metrics = policies.gate_metrics(policy)
     for dataset in datasets:
+        metrics = policies.gate_metrics(policy, dataset.key)
         dataset_version = dataset_versions.get(dataset.pk)
         if dataset_version is None:
             evidence.missing.append(f"{dataset.key} has no published version to evaluate against")
@@ -171,7 +174,7 @@ def gather(environment, bundle: Bundle, live: Bundle) -> Evidence:
                 f"no completed eval of {bundle.label} on {entry['dataset']}{hint}"
             )
             continue
-        verdict, detail = judge(run, policy)
+        verdict, detail = judge(run, policy, dataset.key)
         entry.update(
             run=run.pk,
             verdict=verdict,
@@ -186,6 +189,8 @@ def gather(environment, bundle: Bundle, live: Bundle) -> Evidence:
                 f"run #{run.pk} on {entry['dataset']} does not meet the policy "
                 f"({verdict}: {detail.get('reason', '')})"
             )
+        for refusal in _untrusted_judges(run, policy, dataset.key, entry):
+            evidence.missing.append(refusal)
         if not live.complete or (
             live.prompt.pk == bundle.prompt.pk and live.model.pk == bundle.model.pk
         ):
@@ -220,6 +225,35 @@ def gather(environment, bundle: Bundle, live: Bundle) -> Evidence:
         # Informative only: the policy does not gate on it.
         evidence.missing, evidence.waiting, evidence.baselines_needed = [], [], []
     return evidence
+
+
+def _untrusted_judges(run: EvalRun, policy: dict, dataset_key: str, entry: dict) -> list[str]:
+    """With a minimum kappa in the policy, a gate on an LLM-judge metric counts only when that
+    judge agrees with people on this golden set: kappa at least the minimum, over at least the
+    minimum number of reviews. Each refusal says why; the entry keeps the figures."""
+    min_kappa = policy.get("min_judge_kappa")
+    if min_kappa is None:
+        return []
+    needed = policy.get("min_judge_reviews") or policies.DEFAULT_MIN_JUDGE_REVIEWS
+    refusals = []
+    judged = sorted(
+        {g["metric"] for g in eval_metrics.gates_for(policy.get("gates", []), dataset_key)}
+        & set(JUDGED)
+    )
+    for metric in judged:
+        calibration = judge_calibration(run, metric)
+        entry.setdefault("judges", {})[metric] = calibration
+        if calibration is None:
+            continue  # not judged at all: the gate itself fails as not measured
+        kappa, n = calibration["kappa"], calibration["n"]
+        if n < needed or kappa is None or kappa < min_kappa:
+            shown = "cannot be told" if kappa is None else f"κ = {kappa:g}"
+            refusals.append(
+                f"the {metric} judge of run #{run.pk} is not trusted on {entry['dataset']}: "
+                f"{shown} over {n} review{'s' if n != 1 else ''} (the policy needs κ ≥ "
+                f"{min_kappa:g} over at least {needed}); review more of its answers"
+            )
+    return refusals
 
 
 def _compare(baseline: EvalRun, run: EvalRun, metrics: list[str], live: Bundle) -> dict:

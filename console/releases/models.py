@@ -80,6 +80,10 @@ class PromotionRequest(models.Model):
     required_approvals = models.PositiveSmallIntegerField(default=1)
     eval_gate_required = models.BooleanField(default=False)
     evidence = models.JSONField(default=dict, blank=True)
+    # The environment's readiness checklist when the request was opened, and the requester's
+    # ticks: {"items": [{"key", "text", "required", "check"}], "ticks": {key: {"by", "at",
+    # "note"}}} (console.releases.checklists).
+    checklist = models.JSONField(default=dict, blank=True)
     revision = models.PositiveIntegerField(default=1)  # bumped by edits; approvals name theirs
     staged = models.BooleanField(default=False)
     # Start the version as a shadow (called alongside the live one) instead of making it live.

@@ -23,9 +23,13 @@ from console.evals import metrics as eval_metrics
 from console.evals.services import clean_gates
 from console.registry import services as registry
 from console.registry.models import Environment
+from console.releases import checklists
 from console.releases.models import ReleasePolicy
 
 MAX_APPROVALS = 10
+# With a minimum kappa set, a judge gate counts only when people reviewed at least this many of
+# the judge's answers on that golden set.
+DEFAULT_MIN_JUDGE_REVIEWS = 20
 DEFAULT_MAX_ERROR_RATE = 0.1
 
 
@@ -39,6 +43,9 @@ def default_content(environment: Environment) -> dict[str, Any]:
         "gates": [],
         "max_error_rate": DEFAULT_MAX_ERROR_RATE,
         "breakers": [],
+        "checklist": [],
+        "min_judge_kappa": None,
+        "min_judge_reviews": DEFAULT_MIN_JUDGE_REVIEWS,
     }
 
 
@@ -91,6 +98,11 @@ def clean(environment: Environment, content: dict[str, Any]) -> dict[str, Any]:
         gates = clean_gates(list(content.get("gates") or []))
     except ValidationError as exc:
         errors["gates"] = "; ".join(exc.message_dict.get("gates", exc.messages))
+    strays = sorted({g["dataset"] for g in gates if g.get("dataset")} - set(keys))
+    if strays and "gates" not in errors:
+        errors["gates"] = (
+            f"a gate names {', '.join(strays)}, which is not among the policy's golden sets"
+        )
     try:
         max_error_rate = float(content.get("max_error_rate", DEFAULT_MAX_ERROR_RATE))
     except (TypeError, ValueError):
@@ -100,6 +112,27 @@ def clean(environment: Environment, content: dict[str, Any]) -> dict[str, Any]:
     eval_gate = protected and content.get("eval_gate") is True
     if eval_gate and not keys:
         errors["datasets"] = "the eval gate needs at least one golden set"
+    min_kappa = content.get("min_judge_kappa")
+    if min_kappa in ("", None):
+        min_kappa = None
+    else:
+        try:
+            min_kappa = float(min_kappa)
+        except (TypeError, ValueError):
+            min_kappa = -2.0
+        if not -1 <= min_kappa <= 1:
+            errors["min_judge_kappa"] = "a kappa from -1 to 1 (0.6 is substantial agreement)"
+    try:
+        min_reviews = int(content.get("min_judge_reviews", DEFAULT_MIN_JUDGE_REVIEWS))
+    except (TypeError, ValueError):
+        min_reviews = 0
+    if not 1 <= min_reviews <= 10_000:
+        errors["min_judge_reviews"] = "a whole number of reviews from 1 to 10000"
+    checklist: list[dict] = []
+    try:
+        checklist = checklists.clean(content.get("checklist") or [])
+    except ValidationError as exc:
+        errors["checklist"] = "; ".join(exc.messages)
     breakers = sorted({str(b).strip() for b in content.get("breakers") or [] if str(b).strip()})
     if bad := _unknown_breakers(environment, breakers):
         errors["breakers"] = bad
@@ -113,6 +146,9 @@ def clean(environment: Environment, content: dict[str, Any]) -> dict[str, Any]:
         "gates": gates,
         "max_error_rate": max_error_rate,
         "breakers": breakers,
+        "checklist": checklist,
+        "min_judge_kappa": min_kappa,
+        "min_judge_reviews": min_reviews,
     }
 
 
@@ -137,8 +173,8 @@ def _unknown_breakers(environment: Environment, breakers: list[str]) -> str:
     return "; ".join(problems)
 
 
-def _gate_key(gate: dict) -> tuple[str, str, str]:
-    return gate["metric"], gate["op"], gate.get("slice", "")
+def _gate_key(gate: dict) -> tuple[str, str, str, str]:
+    return gate["metric"], gate["op"], gate.get("slice", ""), gate.get("dataset", "")
 
 
 def loosenings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -169,6 +205,18 @@ def loosenings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         )
     if added := sorted(set(new.get("breakers", [])) - set(old.get("breakers", []))):
         found.append(f"lets breaker {', '.join(added)} fire")
+    found += checklists.loosenings(old.get("checklist", []), new.get("checklist", []))
+    old_kappa, new_kappa = old.get("min_judge_kappa"), new.get("min_judge_kappa")
+    if old_kappa is not None and (new_kappa is None or new_kappa < old_kappa):
+        shown = "none" if new_kappa is None else f"{new_kappa:g}"
+        found.append(f"lowers the judge agreement needed (κ {old_kappa:g} → {shown})")
+    elif old_kappa is not None and new.get("min_judge_reviews", 0) < old.get(
+        "min_judge_reviews", 0
+    ):
+        found.append(
+            f"trusts a judge on fewer reviews ({old['min_judge_reviews']} → "
+            f"{new['min_judge_reviews']})"
+        )
     return found
 
 
@@ -256,7 +304,11 @@ def breaker_allowed(environment: Environment, flag_key: str, variant: str) -> bo
     return f"{flag_key}:{variant}" in policy.get("breakers", [])
 
 
-def gate_metrics(policy: dict[str, Any]) -> list[str]:
-    """The metrics a policy judges by (pass rate always counts for non-inferiority)."""
-    names = [g["metric"] for g in policy.get("gates", [])]
+def gate_metrics(policy: dict[str, Any], dataset_key: str | None = None) -> list[str]:
+    """The metrics a policy judges by (on one golden set, when given); pass rate always counts
+    for non-inferiority."""
+    gates = policy.get("gates", [])
+    if dataset_key is not None:
+        gates = eval_metrics.gates_for(gates, dataset_key)
+    names = [g["metric"] for g in gates]
     return ["pass_rate", *[n for n in names if n != "pass_rate" and n in eval_metrics.METRICS]]

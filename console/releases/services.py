@@ -20,8 +20,8 @@ from console.core.versioning import version_author
 from console.notifications.services import notify
 from console.registry import services as registry
 from console.registry.models import ModelConfigVersion, PromptVersion
+from console.releases import checklists, policies
 from console.releases import evidence as evidence_mod
-from console.releases import policies
 from console.releases.evidence import Bundle
 from console.releases.models import Approval, PromotionRequest
 
@@ -267,6 +267,10 @@ def open_request(
                 "required_approvals": max(environment.required_approvals, 1),
                 "eval_gate_required": environment.eval_gate_required,
                 "evidence": {**evidence.as_dict(), "base_live": _live_numbers(environment, bundle)},
+                "checklist": {
+                    "items": policies.current(environment)[0].get("checklist", []),
+                    "ticks": {},
+                },
                 "policy_version": evidence.policy_version,
                 "staged": staged,
                 "shadow": shadow,
@@ -414,6 +418,55 @@ def _locked(request: PromotionRequest) -> PromotionRequest:
         .select_related("environment", "application")
         .get(pk=request.pk)
     )
+
+
+def tick_checklist(
+    *, actor, request: PromotionRequest, key: str, done: bool = True, note: str = ""
+) -> PromotionRequest:
+    """The requester ticks (or unticks) a readiness item, with a note or a link saying what
+    shows it is done. Items Airlock verifies itself cannot be ticked by hand."""
+    note = (note or "").strip()
+    with transaction.atomic():
+        request = _locked(request)
+        if request.requested_by_id != getattr(actor, "pk", None):
+            raise PermissionDenied("Only the requester ticks the readiness checklist.")
+        if request.status not in PromotionRequest.OPEN:
+            raise ValidationError(
+                {"item": f"the request is {request.get_status_display().lower()}: nothing to tick"}
+            )
+        item = next((i for i in request.checklist.get("items", []) if i["key"] == key), None)
+        ticks = dict(request.checklist.get("ticks") or {})
+        if item is None:
+            raise ValidationError({"item": "no such item on this request's checklist"})
+        if item.get("check"):
+            raise ValidationError({"item": "Airlock verifies this item itself, with its proof"})
+        if done and not note:
+            raise ValidationError({"note": "add a note or a link: what shows it is done"})
+        if len(note) > checklists.MAX_NOTE:
+            raise ValidationError(
+                {"note": f"keep the note under {checklists.MAX_NOTE} characters ({len(note)})"}
+            )
+        if not done and key not in ticks:
+            raise ValidationError({"item": "this item is not ticked"})
+        before = ticks.get(key)
+        if done:
+            ticks[key] = {
+                "by": actor.get_username(),
+                "at": timezone.now().isoformat(timespec="seconds"),
+                "note": note,
+            }
+        else:
+            del ticks[key]
+        request.checklist = {**request.checklist, "ticks": ticks}
+        request.save(update_fields=["checklist"])
+        _record(
+            actor=actor,
+            action="promotion.checklist.tick" if done else "promotion.checklist.untick",
+            request=request,
+            before={"item": item["text"], "tick": before},
+            after={"item": item["text"], "tick": ticks.get(key)},
+        )
+    return request
 
 
 def staleness(request: PromotionRequest) -> str:
@@ -694,6 +747,8 @@ def apply(*, actor, request: PromotionRequest) -> PromotionRequest:
         blocked = _evidence_blocks(request)
         if blocked:
             raise ValidationError(f"The evidence no longer meets the policy: {blocked}.")
+        if undone := checklists.blocking(request):
+            raise ValidationError(f"The readiness checklist is not done: {'; '.join(undone)}.")
         environment = request.environment
         reason = f"promotion #{request.pk}"
         if request.kind == PromotionRequest.Kind.POLICY:

@@ -14,12 +14,13 @@ from django.views.decorators.http import require_GET, require_POST
 from console.accounts.roles import ADMIN, APPROVE, ENGINEER
 from console.core.diff import diff_contents
 from console.core.permissions import access_application
+from console.evals import metrics as eval_metrics
 from console.registry.kinds import MODEL_CONFIG, PROMPT
 from console.registry.models import ModelConfigVersion, PromptVersion
 from console.registry.selectors import heads_with_bindings
 from console.registry.services import PromotionRequired
+from console.releases import checklists, policies, rollouts, selectors, services
 from console.releases import evidence as evidence_mod
-from console.releases import policies, rollouts, selectors, services
 from console.releases.forms import PolicyForm
 from console.releases.models import PromotionRequest, Rollout, ShadowDeployment
 
@@ -236,6 +237,7 @@ def detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
                 a.approver_id == user.pk and a.revision == promotion.revision for a in approvals
             ),
             "is_requester": promotion.requested_by_id == user.pk,
+            "checklist": checklists.status(promotion) if not is_policy else [],
             "can_apply": promotion.status == PromotionRequest.Status.APPROVED
             and rollout is None
             and (
@@ -252,10 +254,7 @@ def _policy_value(value) -> str:
     """A policy field as people write it: gates one per line, lists comma-separated."""
     if isinstance(value, list):
         return (
-            "\n".join(
-                f"{v['metric']} {v['op']} {v['threshold']:g}" if isinstance(v, dict) else str(v)
-                for v in value
-            )
+            "\n".join(eval_metrics.gate_text(v) if isinstance(v, dict) else str(v) for v in value)
             or "none"
         )
     if isinstance(value, bool):
@@ -303,7 +302,10 @@ def policy(request: HttpRequest, app: str, env: str) -> HttpResponse:
                     messages.info(request, "Nothing changed.")
                 return redirect("releases:policy", app=app, env=env)
     if form is None:
-        form = PolicyForm(initial=PolicyForm.initial_from(content, number))
+        initial = PolicyForm.initial_from(content, number)
+        if (template := request.GET.get("checklist")) in checklists.TEMPLATES:
+            initial["checklist"] = checklists.template_text(template)  # to edit, then save
+        form = PolicyForm(initial=initial)
     return render(
         request,
         "releases/policy.html",
@@ -316,8 +318,46 @@ def policy(request: HttpRequest, app: str, env: str) -> HttpResponse:
             "versions": selectors.policy_versions(environment),
             "open_request": selectors.open_policy_request(environment),
             "datasets": application.datasets.order_by("key").values_list("key", flat=True),
+            "gate_texts": [eval_metrics.gate_text(g) for g in content.get("gates", [])],
+            "checklist_templates": [(k, title) for k, (title, _) in checklists.TEMPLATES.items()],
+            "auto_checks": checklists.AUTO_CHECKS,
         },
     )
+
+
+@login_required
+@require_POST
+def tick(request: HttpRequest, app: str, pk: int) -> HttpResponse:
+    """The requester ticks or unticks a readiness item, with a note or link."""
+    application = access_application(request, app)
+    promotion = _request(application, pk)
+    error = ""
+    try:
+        promotion = services.tick_checklist(
+            actor=request.user,
+            request=promotion,
+            key=request.POST.get("item", ""),
+            done=request.POST.get("done") != "0",
+            note=request.POST.get("note", ""),
+        )
+    except PermissionDenied as exc:
+        raise PermissionDenied(str(exc)) from None
+    except ValidationError as exc:
+        error = " ".join(exc.messages)
+    if request.htmx:
+        context = {
+            "application": application,
+            "promotion": promotion,
+            "checklist": checklists.status(promotion),
+            "is_requester": True,
+            "checklist_error": error,
+        }
+        return render(request, "releases/_checklist.html", context)
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, "Checklist updated.")
+    return redirect("releases:detail", app=app, pk=pk)
 
 
 @login_required

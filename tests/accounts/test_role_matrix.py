@@ -76,7 +76,7 @@ from console.usage import services as usage
 from console.usage import urls as usage_urls
 from console.usage.models import Budget, PricePoint, UsageEvent
 from tests.conftest import name_public_hosts, public_hosts, rolled_back_world
-from tests.evals.helpers import answered_result, model_content
+from tests.evals.helpers import answered_result, model_content, reviewed_result
 from tests.factories import MODEL_CONTENT, PROMPT_CONTENT, make_application
 
 ANONYMOUS = "anonymous"
@@ -896,6 +896,14 @@ def _answer_of_run(index: int) -> Callable[[World], dict]:
     return params
 
 
+def _reviewed_of_run(index: int) -> Callable[[World], dict]:
+    def params(world: World) -> dict:
+        run = world.runs[index]
+        return {"pk": run.pk, "result": reviewed_result(run).pk}
+
+    return params
+
+
 def compare_query(world: World) -> str:
     first, second = world.runs
     return f"a={first.pk}&b={second.pk}"
@@ -944,6 +952,17 @@ def _eval_endpoints() -> list[Endpoint]:
             ok=302,
             data=lambda world: {"verdict": "pass", "note": "looks right", "base_revision": "0"},
             audit_action="eval.review",
+        ),
+        # A reviewed answer becoming a golden-set item is curation too.
+        Endpoint(
+            "eval review to golden set POST",
+            "evals:review_to_item",
+            "post",
+            params=_reviewed_of_run(0),
+            perm=CURATE,
+            ok=302,
+            data=lambda world: {"dataset": world.dataset.key},
+            audit_action="dataset.item.create",
         ),
         # Re-running a finished run on a golden set version launches a run: engineers only.
         Endpoint(
@@ -996,6 +1015,18 @@ def own_promotion(approved: bool) -> Callable[[World, object], dict]:
         return {"pk": promotion.pk}
 
     return setup
+
+
+def own_promotion_with_checklist(world: World, user) -> dict:
+    """own_promotion(), carrying a one-item readiness checklist to tick."""
+    kwargs = own_promotion(approved=False)(world, user)
+    PromotionRequest.objects.filter(pk=kwargs["pk"]).update(
+        checklist={
+            "items": [{"key": "on-call", "text": "On-call", "required": True, "check": ""}],
+            "ticks": {},
+        }
+    )
+    return kwargs
 
 
 def act(action: str, **extra) -> Callable[[World], dict]:
@@ -1148,6 +1179,16 @@ def _release_endpoints() -> list[Endpoint]:
             audit_action=("model_config.bind", "prompt.bind", "promotion.apply"),
         ),
         # Withdrawing: the requester only.
+        # The requester ticks their own readiness checklist, whatever their role.
+        Endpoint(
+            "tick own readiness item POST",
+            "releases:tick",
+            "post",
+            setup=own_promotion_with_checklist,
+            ok=302,
+            data=lambda world: {"item": "on-call", "note": "paged the on-call"},
+            audit_action="promotion.checklist.tick",
+        ),
         Endpoint(
             "withdraw own POST",
             "releases:act",
@@ -1507,7 +1548,9 @@ def _release_fingerprint() -> dict:
         ),
         "eval_runs": sorted(EvalRun.objects.values_list("pk", "status", "cancel_requested")),
         "promotions": sorted(
-            PromotionRequest.objects.values_list("pk", "status", "revision", "justification")
+            PromotionRequest.objects.values_list(
+                "pk", "status", "revision", "justification", "checklist"
+            )
         ),
         "approvals": sorted(Approval.objects.values_list("request_id", "approver_id", "decision")),
         "shadows": sorted(ShadowDeployment.objects.values_list("pk", "active")),

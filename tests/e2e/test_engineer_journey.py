@@ -9,6 +9,7 @@ import re
 import pytest
 from django.core.management import call_command
 
+from console.ops.management.commands.seed_demo import ANSWER_V3
 from console.registry.models import Prompt
 from tests.e2e.conftest import log_in
 from tests.simulator_port import simulator_port
@@ -64,7 +65,10 @@ def test_engineer_edits_a_prompt_and_reviews_the_diff(new_page, artifacts):
     # An undeclared placeholder is reported inline, next to the rendered prompt.
     system.fill(system.input_value() + "\nSign every answer as {{ store_name }}.")
     problem = preview.locator(".problem-error")
-    expect(problem).to_contain_text("{{ store_name }} is used (system line 9) but not declared")
+    line = len(ANSWER_V3["system"].splitlines()) + 1  # the line just added
+    expect(problem).to_contain_text(
+        "{{ store_name }} is used " + f"(system line {line}) but not declared"
+    )
     page.screenshot(path=artifacts / "editor-problem.png", full_page=True)
 
     # Declare it and give it a sample value: the problem goes, the value is rendered.

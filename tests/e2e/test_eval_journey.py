@@ -72,7 +72,11 @@ def test_engineer_launches_an_eval_watches_it_and_compares(
 ):
     with simulator_port():  # seed_demo may serve 127.0.0.1:8100
         call_command("seed_demo", verbosity=0)
-    previous = EvalRun.objects.filter(application__key=APP).order_by("-created_at").first()
+    previous = (
+        EvalRun.objects.filter(application__key=APP, dataset_version__head__key="support-golden")
+        .order_by("-created_at")
+        .first()
+    )
     # The demo evaluates on the model prod serves (gpt-main@1); the form defaults to the newest.
     assert previous.label == "answer-question@3 × gpt-main@1 on support-golden@1"
     assert previous.verdict == "passed"

@@ -203,7 +203,11 @@ def test_engineer_launches_an_eval_compares_and_kills_a_switch(
     artifacts,
 ):
     steps = Steps(artifacts, "engineer")
-    previous = EvalRun.objects.filter(application__key=APP).order_by("-pk").first()
+    previous = (
+        EvalRun.objects.filter(application__key=APP, dataset_version__head__key="support-golden")
+        .order_by("-pk")
+        .first()
+    )
     page = production_page()
     log_in(page, "engineer")
 

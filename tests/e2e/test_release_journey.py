@@ -59,7 +59,7 @@ def test_engineer_requests_approver_approves_engineer_applies_then_rolls_back(
     prod = application.environments.get(key="prod")
     v3_run = EvalRun.objects.get(
         application=application, prompt_version__head__key="answer-question",
-        prompt_version__number=3, status="completed",
+        prompt_version__number=3, status="completed", dataset_version__head__key="support-golden",
     )  # fmt: skip
     assert v3_run.verdict == "passed"
     secret = keys.create_api_key(

@@ -150,3 +150,13 @@ def answered_result(run: EvalRun) -> EvalResult:
         status=EvalResult.Status.OK, output="30 days.", passed=True,
         scores={"contains_all": 1.0},
     )  # fmt: skip
+
+
+def reviewed_result(run: EvalRun) -> EvalResult:
+    """answered_result(run), with a person's pass on it (made directly when it has none): what
+    can become a golden-set item."""
+    from console.evals.models import ResultReview
+
+    row = answered_result(run)
+    ResultReview.objects.get_or_create(result=row, defaults={"verdict": "pass", "revision": 1})
+    return row

@@ -8,9 +8,10 @@ from django.test import Client
 from django.urls import reverse
 
 from console.accounts.roles import Role
+from console.datasets.models import DatasetItem
 from console.evals import services, urls
 from console.evals.models import EvalRun, ResultReview
-from tests.evals.helpers import answered_result, publish_items
+from tests.evals.helpers import answered_result, publish_items, reviewed_result
 from tests.factories import make_member, make_model_config, make_prompt, make_user
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +28,7 @@ ROUTES = {
     "cancel": ("post", WRITE),
     "rerun": ("post", WRITE),
     "review": ("post", REVIEW),  # marking an answer pass/fail is curation
+    "review_to_item": ("post", REVIEW),  # so is making a reviewed answer a golden-set item
 }
 ROLES = [Role.VIEWER, Role.CURATOR, Role.ENGINEER, Role.APPROVER, Role.ADMIN]
 WRITERS = {Role.ENGINEER, Role.ADMIN}
@@ -84,6 +86,11 @@ def url_for(name: str, world) -> str:
     if route == "review":
         answer = answered_result(first)
         return reverse("evals:review", kwargs={"app": app, "pk": first.pk, "result": answer.pk})
+    if route == "review_to_item":
+        answer = reviewed_result(first)
+        return reverse(
+            "evals:review_to_item", kwargs={"app": app, "pk": first.pk, "result": answer.pk}
+        )
     url = reverse(f"evals:{route}", kwargs={"app": app})
     if route == "compare":
         url += f"?a={first.pk}&b={second.pk}"
@@ -123,7 +130,12 @@ def test_role_matrix(who, name, world):
     if method == "get":
         response = client.get(url)
     else:
-        data = {"new:post": world["post"], "rerun": world["rerun"], "review": {"verdict": "fail"}}
+        data = {
+            "new:post": world["post"],
+            "rerun": world["rerun"],
+            "review": {"verdict": "fail"},
+            "review_to_item": {"dataset": world["runs"][0].dataset_version.head.key},
+        }
         data = data.get(name, {})
         response = client.post(url, data)
     assert response.status_code == expected(who, name), (who, name, response.status_code)
@@ -142,6 +154,10 @@ def test_role_matrix(who, name, world):
     elif who in REVIEWERS and name == "review":
         review = ResultReview.objects.get()
         assert (review.verdict, review.reviewer.username) == ("fail", f"u-{who}")
+    elif name == "review_to_item":
+        added = DatasetItem.objects.filter(item_id__startswith="rev")
+        assert added.count() == (1 if who in REVIEWERS else 0)
+        assert (EvalRun.objects.count(), second.status) == before
     else:
         # Nobody else changed anything.
         assert (EvalRun.objects.count(), second.status) == before

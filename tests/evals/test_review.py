@@ -12,9 +12,9 @@ from console.audit.models import AuditEvent
 from console.evals import services
 from console.evals.metrics import cohen_kappa, judge_agreement
 from console.evals.models import EvalResult, ResultReview
-from tests.evals.helpers import HTMX, run_url
+from tests.evals.helpers import HTMX, publish_items, run_url
 from tests.evals.test_views import finished_run
-from tests.factories import make_member
+from tests.factories import make_application, make_member
 
 # kappa ----------------------------------------------------------------------------------------
 
@@ -200,3 +200,84 @@ def test_the_run_page_queues_unreviewed_answers_and_shows_the_judges_kappa(
     queue = engineer_client.get(run_url(run) + "?show=unreviewed").context["page"]
     assert queue.paginator.count == answers - 6
     assert not {r.pk for r in judged} & {r.pk for r in queue.object_list}
+
+
+# reviewed answers become golden-set items -----------------------------------------------------
+
+
+def to_item_url(run, row) -> str:
+    return reverse(
+        "evals:review_to_item",
+        kwargs={"app": run.application.key, "pk": run.pk, "result": row.pk},
+    )
+
+
+def test_a_passed_answer_becomes_an_item_with_it_as_the_reference(demo, answered):
+    run, rows = answered
+    curator = make_member(demo.application, Role.CURATOR, "cur")
+    services.review_result(actor=curator, result=rows[0], verdict="pass", note="spot on")
+    published = run.dataset_version.items.get(item_id=rows[0].item_id).snapshot.content
+    item = services.reviewed_to_item(actor=curator, result=rows[0], dataset=demo.dataset)
+    assert item.item_id == f"rev{run.pk}-{rows[0].item_id}"
+    assert item.question == published["question"]
+    assert item.expected_contains == published["expected_contains"]
+    assert item.variables == published["variables"]
+    assert item.reference_answer == rows[0].output
+    assert "reviewed-pass" in item.tags
+    assert f"From run #{run.pk}" in item.note and "reviewed pass by cur: spot on" in item.note
+    event = AuditEvent.objects.filter(action="dataset.item.create").get()
+    assert event.after["item_id"] == item.item_id and event.actor_id == curator.pk
+    # The same answer cannot be added twice.
+    with pytest.raises(ValidationError) as twice:
+        services.reviewed_to_item(actor=curator, result=rows[0], dataset=demo.dataset)
+    assert "already exists" in str(twice.value)
+    assert AuditEvent.objects.filter(action="dataset.item.create").count() == 1
+
+
+def test_a_failed_answer_is_quoted_not_made_the_reference(demo, answered):
+    _run, rows = answered
+    services.review_result(actor=demo.engineer, result=rows[1], verdict="fail", note="wrong fee")
+    item = services.reviewed_to_item(actor=demo.engineer, result=rows[1], dataset=demo.dataset)
+    assert item.reference_answer == ""
+    assert "reviewed-fail" in item.tags
+    assert f"The answer it failed: {rows[1].output[:40]}" in item.note
+
+
+def test_only_reviewed_answers_of_this_application_become_items(demo, answered):
+    _run, rows = answered
+    with pytest.raises(ValidationError) as unreviewed:
+        services.reviewed_to_item(actor=demo.engineer, result=rows[2], dataset=demo.dataset)
+    assert "review the answer first" in str(unreviewed.value)
+    services.review_result(actor=demo.engineer, result=rows[2], verdict="pass")
+    elsewhere, _ = publish_items(make_application("other"), demo.engineer, "x", [{"question": "q"}])
+    with pytest.raises(ValidationError) as foreign:
+        services.reviewed_to_item(actor=demo.engineer, result=rows[2], dataset=elsewhere)
+    assert foreign.value.message_dict == {"dataset": ["choose a golden set of this application"]}
+    assert not demo.dataset.draft_items.filter(item_id__startswith="rev").exists()
+
+
+def test_the_review_cell_adds_a_reviewed_answer_to_a_golden_set(client, demo, answered):
+    run, rows = answered
+    client.force_login(make_member(demo.application, Role.CURATOR))
+    client.post(review_url(run, rows[0]), {"verdict": "pass"})
+    cell = client.post(review_url(run, rows[0]), {"verdict": "pass", "base_revision": "1"},
+                       headers=HTMX).content.decode()  # fmt: skip
+    assert "Add to golden set" in cell and 'value="support-golden" selected' in cell
+    added = client.post(
+        to_item_url(run, rows[0]), {"dataset": "support-golden"}, headers=HTMX
+    ).content.decode()
+    assert f"as rev{run.pk}-{rows[0].item_id}: publish it to use it in runs" in added
+    again = client.post(
+        to_item_url(run, rows[0]), {"dataset": "support-golden"}, headers=HTMX
+    ).content.decode()
+    assert "already exists" in again
+    missing = client.post(to_item_url(run, rows[0]), {"dataset": "nope"}, headers=HTMX)
+    assert "choose a golden set of this application" in missing.content.decode()
+    assert demo.dataset.draft_items.filter(item_id__startswith="rev").count() == 1
+    # Viewers and approvers can neither add nor see the control.
+    for role in (Role.VIEWER, Role.APPROVER):
+        client.force_login(make_member(demo.application, role))
+        assert (
+            client.post(to_item_url(run, rows[0]), {"dataset": "support-golden"}).status_code == 403
+        )
+        assert "Add to golden set" not in client.get(run_url(run)).content.decode()

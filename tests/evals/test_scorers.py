@@ -321,11 +321,13 @@ def test_score_item_runs_applicable_scorers_and_only_deterministic_ones_decide_p
     }
     answer = obs("You have 30 days [refund-policy].", ["refund-policy"])
     result = scorers.score_item(item, answer, list(scorers.ALL_SCORERS))
-    # refusal, exact, regex and json_schema do not apply; json_valid does (and fails).
+    # refusal, exact, regex and json_schema do not apply; json_valid does (and fails). Of the
+    # safety scorers only no_pii applies to an item that is not a safety case.
     assert result["scores"] == {
         "contains_all": 1.0,
         "contains_none": 1.0,
         "json_valid": 0.0,
+        "no_pii": 1.0,
         "recall_at_5": 0.5,
         "recall_at_k": 0.5,
         "mrr": 1.0,

@@ -51,7 +51,7 @@ from console.releases import services as releases
 from console.releases.models import PromotionRequest, Rollout
 from console.usage import budgets as usage_budgets
 from console.usage import services as usage_services
-from tests.evals.helpers import answered_result
+from tests.evals.helpers import answered_result, reviewed_result
 from tests.flags.helpers import on
 from tests.governance.conftest import (
     Served,
@@ -257,6 +257,18 @@ def own_request(approved: bool = False) -> Callable[[World, object], int]:
     return make
 
 
+def own_request_with_checklist(world: World, user) -> int:
+    """own_request(), carrying a one-item readiness checklist to tick."""
+    pk = own_request()(world, user)
+    PromotionRequest.objects.filter(pk=pk).update(
+        checklist={
+            "items": [{"key": "on-call", "text": "On-call", "required": True, "check": ""}],
+            "ticks": {},
+        }
+    )
+    return pk
+
+
 def paused_rollout(world: World, user) -> int:
     rollouts.control(actor=world.users["requester"], rollout=world.rollout, action="pause")
     return world.rollout.request_id
@@ -318,6 +330,11 @@ def finished_run_of(world: World):
 def answer_of(world: World, user) -> int:
     """An answered item of finished_run_of(world): what a reviewer marks pass or fail."""
     return answered_result(finished_run_of(world)).pk
+
+
+def reviewed_of(world: World, user) -> int:
+    """A reviewed answer of finished_run_of(world): what can become a golden-set item."""
+    return reviewed_result(finished_run_of(world)).pk
 
 
 # ------------------------------------------------------------------------- the route table
@@ -433,6 +450,17 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
             "review-an-answer",
             to("evals:review", pk=lambda world, user: finished_run_of(world).pk, result=answer_of),
             constant({"verdict": "fail", "note": "sweep", "base_revision": "0"}),
+        ),
+    ),
+    "evals:review_to_item": (
+        Case(
+            "reviewed-answer-to-golden-set",
+            to(
+                "evals:review_to_item",
+                pk=lambda world, user: finished_run_of(world).pk,
+                result=reviewed_of,
+            ),
+            lambda world: {"dataset": world.dataset.key},
         ),
     ),
     "evals:rerun": (
@@ -642,6 +670,13 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
         Case("request-unreviewed-v4", to("releases:new"), request_data(4), proof=NONE),
     ),
     "releases:detail": GET_ONLY,
+    "releases:tick": (
+        Case(
+            "tick-own-readiness-item",
+            to("releases:tick", pk=own_request_with_checklist),
+            constant({"item": "on-call", "note": "paged the on-call"}),
+        ),
+    ),
     "releases:act": (
         Case("approve-someone-elses", to("releases:act"), act("approve")),
         Case("reject-someone-elses", to("releases:act"), act("reject", comment="not yet")),

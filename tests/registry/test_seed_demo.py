@@ -30,7 +30,9 @@ def free_port() -> int:
 def demo_runs() -> list[EvalRun]:
     return list(
         EvalRun.objects.filter(
-            application__key="support-bot", prompt_version__head__key="answer-question"
+            application__key="support-bot",
+            prompt_version__head__key="answer-question",
+            dataset_version__head__key="support-golden",
         ).order_by("pk")
     )
 

@@ -54,14 +54,15 @@ class World:
         return binding.version.number if binding else None
 
     def passing_run(self, number: int, verdict: str = EvalRun.Verdict.PASSED, **extra) -> EvalRun:
-        """A completed run of prompt v`number` on the golden set's latest version."""
+        """A completed run of prompt v`number` on the golden set's latest version (or on the
+        `dataset_version` given)."""
         version = self.versions[number]
         return EvalRun.objects.create(
             application=self.application,
             target_type=EvalRun.Target.PROMPT_MODEL,
             prompt_version=version,
             model_version=self.model.versions.get(number=1),
-            dataset_version=self.dataset_version,
+            dataset_version=extra.pop("dataset_version", self.dataset_version),
             fingerprint=f"fp-{next(_fingerprints)}",
             label=f"answer@{number} on golden@1",
             status=EvalRun.Status.COMPLETED,
