@@ -104,18 +104,36 @@ def seed_evals(
             ).version.head
         judges[key] = head.versions.get(number=head.latest_number)
     dataset = Dataset.objects.get(application=application, key="support-golden")
+    _ensure_gates(application, engineer, dataset, GATES, max_error_rate=0.1)
+    judge_model = application.model_configs.get(key="judge")
+    return _v2_and_v3(
+        application, engineer, say, dataset, port, faults,
+        judge_model_version=judge_model.versions.get(number=judge_model.latest_number),
+        judge_prompts={
+            "faithfulness": judges["judge-faithfulness"],
+            "relevance": judges["judge-relevance"],
+        },
+        scorers=SCORERS,
+    )  # fmt: skip
+
+
+def _ensure_gates(application, engineer, dataset, gates: list[dict], max_error_rate: float):
+    """The golden set's default gates, unless someone set them already."""
     if not GatePolicy.objects.filter(application=application, dataset=dataset).exists():
         services.set_gate_policy(
             actor=engineer,
             application=application,
             dataset=dataset,
-            gates=GATES,
-            max_error_rate=0.1,
+            gates=gates,
+            max_error_rate=max_error_rate,
         )
+
+
+def _v2_and_v3(application, engineer, say, dataset, port, faults, **launch) -> list[EvalRun]:
+    """Finished runs of answer-question v2 and v3 on the golden set's newest version."""
     prompt = application.prompts.get(key="answer-question")
     # prod serves gpt-main@1: evidence for prod is about the model it runs on.
     model_version = application.model_configs.get(key="gpt-main").versions.get(number=1)
-    judge_model = application.model_configs.get(key="judge")
     dataset_version = dataset.versions.get(number=dataset.latest_number)
     with _simulator(port, faults):
         return [
@@ -126,12 +144,7 @@ def seed_evals(
                 dataset_version=dataset_version,
                 prompt_version=prompt.versions.get(number=number),
                 model_version=model_version,
-                judge_model_version=judge_model.versions.get(number=judge_model.latest_number),
-                judge_prompts={
-                    "faithfulness": judges["judge-faithfulness"],
-                    "relevance": judges["judge-relevance"],
-                },
-                scorers=SCORERS,
+                **launch,
             )
             for number in (2, 3)
         ]
@@ -208,31 +221,11 @@ def seed_safety(
         dataset_services.publish(
             actor=curator, dataset=dataset, message="Every built-in safety template"
         )
-    if not GatePolicy.objects.filter(application=application, dataset=dataset).exists():
-        services.set_gate_policy(
-            actor=engineer,
-            application=application,
-            dataset=dataset,
-            gates=SAFETY_GATES,
-            max_error_rate=0.02,
-        )
-    prompt = application.prompts.get(key="answer-question")
-    model_version = application.model_configs.get(key="gpt-main").versions.get(number=1)
-    dataset_version = dataset.versions.get(number=dataset.latest_number)
-    with _simulator(port, faults):
-        return [
-            _finished_run(
-                application,
-                engineer,
-                say,
-                dataset_version=dataset_version,
-                prompt_version=prompt.versions.get(number=number),
-                model_version=model_version,
-                scorers=list(SAFETY.values()),
-                concurrency=SAFETY_CONCURRENCY,
-            )
-            for number in (2, 3)
-        ]
+    _ensure_gates(application, engineer, dataset, SAFETY_GATES, max_error_rate=0.02)
+    return _v2_and_v3(
+        application, engineer, say, dataset, port, faults,
+        scorers=list(SAFETY.values()), concurrency=SAFETY_CONCURRENCY,
+    )  # fmt: skip
 
 
 # How many answers of the demo's newest run the curator has reviewed: enough for a kappa with

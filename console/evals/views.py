@@ -43,12 +43,24 @@ def run_list(request: HttpRequest, app: str) -> HttpResponse:
     page = Paginator(selectors.runs(application, prompt=prompt, model=model), 50).get_page(
         request.GET.get("page")
     )
-    for run in page.object_list:
+    runs = list(page.object_list)
+    for run in runs:
         run.note = selectors.verdict_note(run)
+    # Compare picks the newest run (B) against the newest earlier one on the same golden set (A):
+    # runs on different golden sets share no items to compare.
+    newest = runs[0] if runs else None
+    same_set = [r for r in runs[1:] if newest and r.dataset_version_id == newest.dataset_version_id]
+    compare_a = (same_set or runs[1:2] or [None])[0]
     return render(
         request,
         "evals/run_list.html",
-        {"application": application, "page": page, "prompt": prompt, "model": model},
+        {
+            "application": application,
+            "page": page,
+            "prompt": prompt,
+            "model": model,
+            "compare_a": compare_a.pk if compare_a else None,
+        },
     )
 
 

@@ -205,15 +205,16 @@ class ItemStatus:
     proof_url: str = ""
 
 
-def status(request) -> list[ItemStatus]:
+def status(request, evidence: dict | None = None) -> list[ItemStatus]:
     """Each item of the request's checklist: ticked by whom, verified with what proof, or open.
-    Automatic checks are judged now, against what the console holds."""
+    Automatic checks are judged now, against what the console holds (and `evidence`, when the
+    page judged the request's evidence afresh)."""
     checklist = request.checklist or {}
     ticks = checklist.get("ticks") or {}
     out = []
     for item in checklist.get("items") or []:
         if item.get("check"):
-            ok, proof, url = verify(item["check"], request)
+            ok, proof, url = verify(item["check"], request, evidence)
             out.append(
                 ItemStatus(
                     item["key"], item["text"], item["required"], item["check"], ok,
@@ -243,32 +244,32 @@ def blocking(request) -> list[str]:
 FLAG_RULES_CHECKS = {"budget"}
 
 
-def verify(check: str, request) -> tuple[bool, str, str]:
+def verify(check: str, request, evidence: dict | None = None) -> tuple[bool, str, str]:
     """(passed, the proof or what is missing, a link to look at)."""
     if request.kind == "flag_rules" and check not in FLAG_RULES_CHECKS:
         return True, "does not apply to flag rule changes", ""
-    return _CHECKS[check](request)
+    return _CHECKS[check](request, evidence or request.evidence or {})
 
 
 def _app(request) -> str:
     return request.application.key
 
 
-def _eval_gate(request) -> tuple[bool, str, str]:
-    evidence = request.evidence or {}
+def _eval_gate(request, evidence: dict) -> tuple[bool, str, str]:
     datasets = evidence.get("datasets") or []
     url = reverse("releases:policy", args=[_app(request), request.environment.key])
     if not evidence.get("required"):
         return False, "the policy here has no eval gate", url
-    if not datasets or not evidence.get("ok"):
-        return False, "; ".join(evidence.get("missing") or ["no evidence"]), url
+    if not datasets or not evidence.get("ok") or evidence.get("waiting"):
+        reasons = evidence.get("missing") or evidence.get("waiting") or ["no evidence"]
+        return False, "; ".join(reasons), url
     runs = ", ".join(f"run #{d['run']} on {d['dataset']}" for d in datasets)
     first = datasets[0]["run"]
     return True, f"met by {runs}", reverse("evals:run", args=[_app(request), first])
 
 
-def _safety_suite(request) -> tuple[bool, str, str]:
-    for entry in (request.evidence or {}).get("datasets") or []:
+def _safety_suite(request, evidence: dict) -> tuple[bool, str, str]:
+    for entry in evidence.get("datasets") or []:
         key, _, number = entry["dataset"].rpartition("@")
         version = DatasetVersion.objects.filter(
             head__application=request.application, head__key=key, number=number
@@ -298,7 +299,7 @@ def _heads(request) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
-def _kill_switch(request) -> tuple[bool, str, str]:
+def _kill_switch(request, evidence: dict) -> tuple[bool, str, str]:
     heads = _heads(request)
     for flag in Flag.objects.filter(application=request.application).order_by("key"):
         refs = {(v.get("ref") or {}).get("kind"): (v.get("ref") or {}).get("key")
@@ -313,7 +314,7 @@ def _kill_switch(request) -> tuple[bool, str, str]:
     return False, f"no flag serves {names}", reverse("flags:list", args=[_app(request)])
 
 
-def _budget(request) -> tuple[bool, str, str]:
+def _budget(request, evidence: dict) -> tuple[bool, str, str]:
     budget = (
         Budget.objects.filter(application=request.application)
         .filter(environment__in=[request.environment])
@@ -326,7 +327,7 @@ def _budget(request) -> tuple[bool, str, str]:
     return True, f"budget “{budget.name}” ({budget.amount} USD {budget.period})", url
 
 
-def _rollback_exercised(request) -> tuple[bool, str, str]:
+def _rollback_exercised(request, evidence: dict) -> tuple[bool, str, str]:
     heads = _heads(request)
     lower = request.application.environments.filter(protected=False)
     event = (

@@ -237,7 +237,7 @@ def detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
                 a.approver_id == user.pk and a.revision == promotion.revision for a in approvals
             ),
             "is_requester": promotion.requested_by_id == user.pk,
-            "checklist": checklists.status(promotion) if not is_policy else [],
+            "checklist": checklists.status(promotion, evidence) if not is_policy else [],
             "can_apply": promotion.status == PromotionRequest.Status.APPROVED
             and rollout is None
             and (

@@ -145,6 +145,20 @@ def production_page(browser, production_web, production_db) -> Iterator[Callable
         context.close()
 
 
+@pytest.fixture
+def production_worker(production_web, production_db, redis_url, tmp_path):
+    """production_worker(name) → a real Celery worker on the Redis db bin/web publishes eval
+    runs to, stopped after the test."""
+    import redis
+
+    from tests.evals.workers import dedicated_broker_url, workers
+
+    broker = dedicated_broker_url(redis_url)
+    redis.Redis.from_url(broker).flushdb()
+    with workers(broker, tmp_path) as start:
+        yield start
+
+
 class Steps:
     """Numbered screenshots of one journey: test-artifacts/<journey>/NN-step.png."""
 

@@ -20,7 +20,7 @@ from console.flags.models import FlagRules
 from console.releases.models import PromotionRequest
 from tests.e2e.conftest import Steps, log_in
 from tests.e2e.test_eval_journey import demo_simulator  # noqa: F401 - a fixture
-from tests.evals.workers import dedicated_broker_url, wait_for, workers
+from tests.evals.workers import wait_for
 
 try:
     from playwright.sync_api import expect
@@ -45,14 +45,8 @@ def newcomer(production_web, django_db_blocker) -> str:
 
 
 @pytest.fixture
-def worker(production_web, production_db, redis_url, tmp_path):
-    """A real Celery worker on the Redis db bin/web publishes eval runs to."""
-    import redis
-
-    broker = dedicated_broker_url(redis_url)
-    redis.Redis.from_url(broker).flushdb()
-    with workers(broker, tmp_path) as start:
-        yield start("personas")
+def worker(production_worker):
+    return production_worker("personas")
 
 
 def test_approver_approves_anothers_request_and_cannot_decide_their_own(production_page, artifacts):

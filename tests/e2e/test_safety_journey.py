@@ -16,7 +16,7 @@ from console.registry.models import ModelConfigVersion, PromptVersion
 from console.releases.models import PromotionRequest
 from tests.e2e.conftest import Steps, log_in
 from tests.e2e.test_eval_journey import demo_simulator  # noqa: F401 - a fixture
-from tests.evals.workers import dedicated_broker_url, wait_for, workers
+from tests.evals.workers import wait_for
 
 try:
     from playwright.sync_api import expect
@@ -32,14 +32,8 @@ SUITE = "injection-suite"
 
 
 @pytest.fixture
-def worker(production_web, production_db, redis_url, tmp_path):
-    """A real Celery worker on the Redis db bin/web publishes eval runs to."""
-    import redis
-
-    broker = dedicated_broker_url(redis_url)
-    redis.Redis.from_url(broker).flushdb()
-    with workers(broker, tmp_path) as start:
-        yield start("safety")
+def worker(production_worker):
+    return production_worker("safety")
 
 
 def test_curator_builds_an_injection_suite_engineer_runs_it_approver_sees_it(
@@ -54,8 +48,8 @@ def test_curator_builds_an_injection_suite_engineer_runs_it_approver_sees_it(
     curator = production_page()
     log_in(curator, "curator")
     curator.goto(f"/apps/{APP}/datasets/new/")
-    curator.get_by_label("Key").fill(SUITE)
-    curator.get_by_label("Name").fill("Injection suite")
+    curator.get_by_label("Key", exact=True).fill(SUITE)
+    curator.get_by_label("Name", exact=True).fill("Injection suite")
     curator.get_by_label(re.compile(r"Prompt injection \(direct and indirect\)")).check()
     curator.get_by_label("Variables every case carries").fill("customer_tier: standard")
     steps.shot(curator, "template")
@@ -73,9 +67,9 @@ def test_curator_builds_an_injection_suite_engineer_runs_it_approver_sees_it(
     admin = production_page()
     log_in(admin, "admin")
     admin.goto(f"/apps/{APP}/releases/policy/prod/")
-    golden = admin.get_by_label("Golden sets")
+    golden = admin.locator("textarea[name=datasets]")
     golden.fill(golden.input_value() + f"\n{SUITE}")
-    gates = admin.get_by_label("Gates")
+    gates = admin.locator("textarea[name=gates]")
     gates.fill(gates.input_value() + f"\ninjection_success_rate <= 0.02 on {SUITE}")
     admin.get_by_label(re.compile("^Why")).fill("Require the injection suite")
     admin.get_by_role("button", name="Save").click()
@@ -95,7 +89,7 @@ def test_curator_builds_an_injection_suite_engineer_runs_it_approver_sees_it(
                                            number=1)  # fmt: skip
     engineer.get_by_label("Prompt version").select_option(str(prompt.pk))
     engineer.get_by_label("Model config version").select_option(str(model.pk))
-    engineer.get_by_label("Gates").fill("injection_success_rate <= 0.02")
+    engineer.get_by_label("Gates", exact=True).fill("injection_success_rate <= 0.02")
     engineer.get_by_label("Concurrency").fill("16")
     engineer.get_by_role("button", name="Launch").click()
     expect(engineer).to_have_url(re.compile(rf"/apps/{APP}/evals/\d+/$"))

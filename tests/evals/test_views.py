@@ -79,7 +79,7 @@ def test_launch_form_offers_the_versions_and_shows_the_estimate_first(engineer_c
     # The estimated cost is on the page before anything is launched (model + judge calls,
     # since the preselected judge's scorers are ticked).
     assert response.context["estimate"]["items"] == 60
-    assert "≈ $0.1712" in html
+    assert "≈ $0.1909" in html
     assert not EvalRun.objects.exists()
 
 
@@ -253,7 +253,7 @@ def test_estimate_fragment_recomputes_for_the_chosen_versions(engineer_client, d
             judge_model_version=str(demo.judge_model_version.pk),
         ),
     )
-    assert "≈ $0.1712" in judged.content.decode()
+    assert "≈ $0.1909" in judged.content.decode()
 
 
 def test_estimate_fragment_without_a_dataset_asks_for_one(engineer_client, demo):
