@@ -58,12 +58,17 @@ def human_review(run: EvalRun) -> dict:
         "reviewed": len(reviewed),
         "answers": run.done_items - run.error_items,
         "failed": sum(1 for _, verdict in reviewed if verdict == ResultReview.Verdict.FAIL),
-        "agreement": eval_metrics.judge_agreement(
-            ((scores or {}, verdict == ResultReview.Verdict.PASS) for scores, verdict in reviewed),
-            judged,
-        ),
+        "agreement": _agreement(reviewed, judged),
         "pass_at": eval_metrics.JUDGE_PASS_AT,
     }
+
+
+def _agreement(reviewed, metrics: list[str]) -> dict:
+    """judge_agreement over (result scores, review verdict) rows."""
+    return eval_metrics.judge_agreement(
+        ((scores or {}, verdict == ResultReview.Verdict.PASS) for scores, verdict in reviewed),
+        metrics,
+    )
 
 
 def judge_calibration(run: EvalRun, metric: str) -> dict | None:
@@ -79,11 +84,7 @@ def judge_calibration(run: EvalRun, metric: str) -> dict | None:
         result__run__judge_model_version_id=run.judge_model_version_id,
         **{f"result__run__judge_prompts__{metric}": prompt_pk},
     ).values_list("result__scores", "verdict")
-    agreement = eval_metrics.judge_agreement(
-        ((scores or {}, verdict == ResultReview.Verdict.PASS) for scores, verdict in reviewed),
-        [metric],
-    )
-    return agreement.get(metric, {"kappa": None, "n": 0, "agreement": None})
+    return _agreement(reviewed, [metric]).get(metric, {"kappa": None, "n": 0, "agreement": None})
 
 
 def launch_choices(application) -> dict[str, list[tuple[str, str]]]:

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import slug_re
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
@@ -71,9 +72,6 @@ def default_gates(application, dataset) -> tuple[list[dict], float]:
     return (policy.gates, policy.max_error_rate) if policy else ([], 0.1)
 
 
-DATASET_KEY = re.compile(r"^[-a-zA-Z0-9_]{1,80}$")
-
-
 def clean_gates(gates: list[dict]) -> list[dict]:
     """Gates as stored: {"metric", "op", "threshold"} and, for a slice of the items, "slice"
     (a tag). A metric written `metric[tag]` is read as that slice. A release policy's gate may
@@ -96,7 +94,7 @@ def clean_gates(gates: list[dict]) -> list[dict]:
         except (TypeError, ValueError):
             raise ValidationError({"gates": f"gate {n}: threshold must be a number"}) from None
         scope = gate.get("dataset")
-        if scope is not None and (not isinstance(scope, str) or not DATASET_KEY.match(scope)):
+        if scope is not None and (not isinstance(scope, str) or not slug_re.match(scope)):
             raise ValidationError({"gates": f"gate {n}: {scope!r} is not a golden set key"})
         cleaned.append(
             {

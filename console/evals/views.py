@@ -215,13 +215,13 @@ def run_detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
         "review": selectors.human_review(run) if not run.active else None,
         "can_edit": ENGINEER in request.app_perms,
         "can_review": CURATE in request.app_perms,
-        "golden_sets": _golden_sets(request, application),
     }
     if request.htmx and request.htmx.target == "progress":
         response = render(request, "evals/run_detail.html#progress", context)
         if not run.active:
             response["HX-Refresh"] = "true"  # the run finished: show results and verdict
         return response
+    context["golden_sets"] = _golden_sets(request, application)  # for "Add to golden set"
     if request.htmx and request.htmx.target == "results":
         return render(request, "evals/run_detail.html#results", context)
     return render(request, "evals/run_detail.html", context)

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
@@ -290,13 +291,17 @@ def _safety_suite(request, evidence: dict) -> tuple[bool, str, str]:
     return False, "no golden set of safety cases among the policy's evidence", url
 
 
-def _heads(request) -> list[tuple[str, str]]:
+def _versions(request) -> list[tuple[str, Any]]:
     return [
-        (kind, version.head.key)
+        (kind, version)
         for kind, version in (("prompt", request.prompt_version),
                               ("model_config", request.model_version))
         if version is not None
     ]  # fmt: skip
+
+
+def _heads(request) -> list[tuple[str, str]]:
+    return [(kind, version.head.key) for kind, version in _versions(request)]
 
 
 def _kill_switch(request, evidence: dict) -> tuple[bool, str, str]:
@@ -328,16 +333,17 @@ def _budget(request, evidence: dict) -> tuple[bool, str, str]:
 
 
 def _rollback_exercised(request, evidence: dict) -> tuple[bool, str, str]:
-    heads = _heads(request)
+    heads = Q()  # the rollback's event is filed under the prompt or model config head
+    for _, version in _versions(request):
+        heads |= Q(object_type=version.head._meta.model_name, object_id=str(version.head_id))
     lower = request.application.environments.filter(protected=False)
     event = (
         AuditEvent.objects.filter(
+            heads,
             action="promotion.rollback",
             environment_id__in=lower.values("pk"),
-            application_id=request.application_id,
             at__gte=timezone.now() - ROLLBACK_WINDOW,
         )
-        .filter(object_label__regex=r"^(" + "|".join(re.escape(k) for _, k in heads) + r")@")
         .order_by("-seq")
         .first()
         if heads

@@ -340,8 +340,6 @@ def tick(request: HttpRequest, app: str, pk: int) -> HttpResponse:
             done=request.POST.get("done") != "0",
             note=request.POST.get("note", ""),
         )
-    except PermissionDenied as exc:
-        raise PermissionDenied(str(exc)) from None
     except ValidationError as exc:
         error = " ".join(exc.messages)
     if request.htmx:
