@@ -12,6 +12,9 @@ A value after `name:` that reads as JSON keeps its type (`count: 3` is the numbe
 values back in the same form (quoting, as JSON, only what would otherwise read back
 differently), so opening a cell and saving it unchanged never changes the data.
 
+Expected tool calls (`expected_tools`) are one call per line in both places,
+`name {args} -> result` or `!name`, or a JSON array (console.datasets.tools).
+
 Errors are ItemErrors naming the field; they quote the value that was refused and show an
 example of the accepted form.
 """
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from console.core.jsoninput import JSONInputError, parse
+from console.datasets import tools
 from console.datasets.items import LIST_FIELDS, ItemError
 
 VARIABLE_EXAMPLE = '"customer: Ada"'
@@ -238,6 +243,54 @@ def variables_from_csv(field: str, cell: str) -> dict | None:
     return _variables_from_entries(field, list(enumerate(entries, start=1)), "entry")
 
 
+# ---------------------------------------------------------------- tool calls
+
+
+def tools_from_text(field: str, text: str, unit: str) -> list:
+    """Lines (or a JSON array) to cleaned tool call entries; `unit` names a line in errors."""
+    try:
+        return tools.from_text(text, unit)
+    except ValueError as exc:
+        raise ItemError(field, str(exc)) from None
+
+
+@dataclass(frozen=True)
+class ToolChip:
+    """One expected tool call as the tables show it: `lookup_order(order_id="A-1042")`, or
+    `never issue_refund`; the result (shortened) is shown muted, the whole line on hover."""
+
+    name: str
+    args: str  # `order_id="A-1042", n=2`: each constraint as JSON
+    result: str  # "" when the entry gives none
+    line: str  # the entry's edit-box line
+    forbidden: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"never {self.name}" if self.forbidden else f"{self.name}({self.args})"
+
+
+_RESULT_LIMIT = 24
+
+
+def tool_chips(entries: list | None) -> list[ToolChip]:
+    chips = []
+    for entry in entries or []:
+        if not isinstance(entry, dict) or not entry.get("name"):
+            continue
+        name = str(entry["name"])
+        if entry.get("forbidden"):
+            chips.append(ToolChip(name, "", "", f"!{name}", forbidden=True))
+            continue
+        args = entry.get("args") if isinstance(entry.get("args"), dict) else {}
+        shown_args = ", ".join(f"{k}={_dump(v)}" for k, v in args.items())
+        result = _dump(entry["result"]) if "result" in entry else ""
+        if len(result) > _RESULT_LIMIT:
+            result = result[: _RESULT_LIMIT - 1] + "…"
+        chips.append(ToolChip(name, shown_args, result, tools.entry_to_line(entry)))
+    return chips
+
+
 # ---------------------------------------------------------------- CSV cells and edit boxes
 
 
@@ -247,6 +300,8 @@ def from_csv_cell(name: str, cell: str) -> Any:
         return list_from_csv(name, cell)
     if name == "variables":
         return variables_from_csv(name, cell)
+    if name == "expected_tools":
+        return tools_from_text(name, cell, "cell line")
     return cell
 
 
@@ -256,6 +311,8 @@ def to_text(field: str, value: Any) -> str:
         return list_to_text(value)
     if field == "variables":
         return variables_to_text(value)
+    if field == "expected_tools":
+        return tools.to_text(value)
     if field == "unanswerable":
         return "true" if value else "false"
     return value or ""
@@ -267,6 +324,8 @@ def from_text(field: str, text: str) -> Any:
         return list_from_text(field, text)
     if field == "variables":
         return variables_from_text(field, text)
+    if field == "expected_tools":
+        return tools_from_text(field, text, "line")
     if field == "unanswerable":
         return text.strip().lower() in {"true", "on", "1", "yes"}
     return text

@@ -11,27 +11,36 @@ One mapping for both formats (documented in the README):
 | expected_contains       | list of text          | `30 days; receipt`, or a JSON array     |
 | expected_not_contains   | list of text          | as expected_contains                    |
 | expected_sources        | list of text          | document ids/paths, as above            |
+| expected_tools          | list of tool calls    | one per line: `name {args} -> result`;  |
+|                         |                       | `!name` = never call; or a JSON array   |
 | reference_answer        | text                  | plain text                              |
 | unanswerable            | boolean               | true/false, yes/no, 1/0 (empty=false)   |
 | tags                    | list of text          | `refunds; multi-part`, or a JSON array  |
 | note                    | text                  | plain text                              |
 
 Exports write lists and variables as JSON, which imports back unchanged. How cells are
-written by people (here and in the editor) is console.datasets.cells.
+written by people (here and in the editor) is console.datasets.cells; what a tool call entry
+holds and how it matches a call is console.datasets.tools.
+
+`expected_tools` came after the first published versions: an item's hash leaves it out while
+it is empty, so every hash from before stays valid, and snapshots published before it have no
+such key (content_with_defaults fills it in when they are read).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import uuid
 from typing import Any
 
 from console.core.canonical import canonical_json, content_hash
+from console.datasets import tools
 
 FIELDS = [
     "id", "question", "variables", "expected_contains", "expected_not_contains",
-    "expected_sources", "reference_answer", "unanswerable", "tags", "note",
+    "expected_sources", "expected_tools", "reference_answer", "unanswerable", "tags", "note",
 ]  # fmt: skip
 CONTENT_FIELDS = FIELDS[1:]
 LIST_FIELDS = {"expected_contains", "expected_not_contains", "expected_sources", "tags"}
@@ -42,6 +51,9 @@ MAX_ITEM_BYTES = 32 * 1024
 # Prompt variables an item fills from its own fields (an eval fills {{ question }} with the
 # item's question); every other variable a prompt declares must be a key of `variables`.
 ITEM_FIELD_VARIABLES = frozenset({"question"})
+# Fields added after items were first published: left out of the hash while empty (so older
+# hashes stay valid) and filled with this default when a stored snapshot lacks them.
+OPTIONAL_FIELDS: dict[str, Any] = {"expected_tools": []}
 TRUE = {"true", "yes", "1", "y"}
 FALSE = {"false", "no", "0", "n", ""}
 
@@ -116,6 +128,13 @@ def clean_field(name: str, value: Any) -> Any:
         except (ValueError, TypeError) as exc:
             raise ItemError(name, str(exc)) from None
         return value
+    if name == "expected_tools":
+        try:
+            cleaned = tools.clean(value)
+            canonical_json(cleaned)  # NaN or infinity from JSONL cannot be stored or hashed
+        except (ValueError, TypeError) as exc:
+            raise ItemError(name, str(exc)) from None
+        return cleaned
     if name == "unanswerable":
         if isinstance(value, bool):
             return value
@@ -158,7 +177,22 @@ def item_content(item) -> dict:
 
 
 def item_hash(content: dict) -> str:
-    return content_hash({k: content[k] for k in CONTENT_FIELDS})
+    """The hash of an item's content. An optional field that is empty (or absent) is left out,
+    so adding such a field to Airlock changes no existing hash."""
+    return content_hash(
+        {
+            k: content[k]
+            for k in CONTENT_FIELDS
+            if k not in OPTIONAL_FIELDS or content.get(k, OPTIONAL_FIELDS[k])
+        }
+    )
+
+
+def content_with_defaults(content: dict) -> dict:
+    """Stored content (a snapshot, maybe from before an optional field existed) with every
+    optional field present, so readers can rely on the keys."""
+    missing = {k: copy.deepcopy(v) for k, v in OPTIONAL_FIELDS.items() if k not in content}
+    return {**content, **missing} if missing else content
 
 
 def tags_text(tags: list[str]) -> str:
@@ -167,7 +201,7 @@ def tags_text(tags: list[str]) -> str:
 
 
 def to_csv_cell(name: str, value: Any) -> str:
-    if name in LIST_FIELDS or name == "variables":
+    if name in LIST_FIELDS or name in {"variables", "expected_tools"}:
         return json.dumps(value, ensure_ascii=False) if value else ""
     if name == "unanswerable":
         return "true" if value else "false"

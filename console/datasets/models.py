@@ -11,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from console.core.versioning import ImmutableVersionError, Version, VersionedHead, VersionQuerySet
+from console.datasets.cells import ToolChip, tool_chips
 from console.registry.models import Application
 
 
@@ -88,6 +89,7 @@ class DatasetItem(models.Model):
     expected_contains = models.JSONField(default=list, blank=True)
     expected_not_contains = models.JSONField(default=list, blank=True)
     expected_sources = models.JSONField(default=list, blank=True)
+    expected_tools = models.JSONField(default=list, blank=True)  # console.datasets.tools
     reference_answer = models.TextField(blank=True)
     unanswerable = models.BooleanField(default=False)
     tags = models.JSONField(default=list, blank=True)
@@ -114,6 +116,10 @@ class DatasetItem(models.Model):
     @property
     def changed_since_published(self) -> bool:
         return self.published_hash != self.content_hash
+
+    @property
+    def tool_chips(self) -> list[ToolChip]:
+        return tool_chips(self.expected_tools)
 
 
 class ImportJob(models.Model):

@@ -12,7 +12,13 @@ from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, Query
 
 from console.core.diff import FieldDiff, diff_contents
 from console.datasets import safety
-from console.datasets.items import CONTENT_FIELDS, ITEM_FIELD_VARIABLES, TAG_PATTERN
+from console.datasets.cells import ToolChip, tool_chips
+from console.datasets.items import (
+    CONTENT_FIELDS,
+    ITEM_FIELD_VARIABLES,
+    TAG_PATTERN,
+    content_with_defaults,
+)
 from console.datasets.models import Dataset, DatasetItem, DatasetVersion, PublishedItem
 from console.registry.models import PromptBinding, PromptVersion
 
@@ -77,10 +83,15 @@ class PublishedRow:
     expected_contains: list = field(default_factory=list)
     expected_not_contains: list = field(default_factory=list)
     expected_sources: list = field(default_factory=list)
+    expected_tools: list = field(default_factory=list)
     reference_answer: str = ""
     unanswerable: bool = False
     tags: list = field(default_factory=list)
     note: str = ""
+
+    @property
+    def tool_chips(self) -> list[ToolChip]:
+        return tool_chips(self.expected_tools)
 
 
 class _PublishedRows:
@@ -114,7 +125,8 @@ def version_page(version: DatasetVersion, q: str, number) -> Page:
 
 
 def version_items(version: DatasetVersion) -> Iterator[dict]:
-    """Every item of a published version, in order, streamed: {'id': ..., **content}."""
+    """Every item of a published version, in order, streamed: {'id': ..., **content}, with
+    fields newer than the snapshot filled in (an old snapshot has no expected_tools)."""
     rows = (
         PublishedItem.objects.filter(version=version)
         .order_by("position")
@@ -122,7 +134,7 @@ def version_items(version: DatasetVersion) -> Iterator[dict]:
         .iterator(chunk_size=2000)
     )
     for item_id, content in rows:
-        yield {"id": item_id, **content}
+        yield {"id": item_id, **content_with_defaults(content)}
 
 
 def draft_export_items(dataset: Dataset) -> Iterator[dict]:
@@ -177,16 +189,26 @@ def version_diff_summary(old: DatasetVersion | None, new: DatasetVersion) -> dic
     return diff_manifests(version_manifest(old), version_manifest(new)).summary
 
 
-def safety_variables(version: DatasetVersion) -> list[str]:
-    """Which safety checks (console.datasets.safety.CHECK_VARIABLES) the version's items carry,
-    counted in one pass over its items."""
+def item_checks(version: DatasetVersion) -> list[str]:
+    """Which checks the version's items call for, counted in one pass over its items: the safety
+    variables they carry (console.datasets.safety.CHECK_VARIABLES), and "expected_tools" when
+    any item expects tool calls."""
+    expects_tools = Q(snapshot__content__has_key="expected_tools") & ~Q(
+        snapshot__content__expected_tools=[]
+    )
     counts = version.items.aggregate(
         **{
             name: Count("pk", filter=Q(snapshot__content__variables__has_key=name))
             for name in safety.CHECK_VARIABLES
-        }
+        },
+        expected_tools=Count("pk", filter=expects_tools),
     )
-    return [name for name in safety.CHECK_VARIABLES if counts[name]]
+    return [name for name in [*safety.CHECK_VARIABLES, "expected_tools"] if counts[name]]
+
+
+def safety_variables(version: DatasetVersion) -> list[str]:
+    """Which safety checks (console.datasets.safety.CHECK_VARIABLES) the version's items carry."""
+    return [name for name in item_checks(version) if name in safety.CHECK_VARIABLES]
 
 
 def latest_version(dataset: Dataset) -> DatasetVersion | None:
@@ -196,11 +218,11 @@ def latest_version(dataset: Dataset) -> DatasetVersion | None:
 
 
 def _version_contents(version: DatasetVersion, ids: list[str]) -> dict[str, dict]:
-    return dict(
-        PublishedItem.objects.filter(version=version, item_id__in=ids).values_list(
-            "item_id", "snapshot__content"
-        )
+    rows = PublishedItem.objects.filter(version=version, item_id__in=ids).values_list(
+        "item_id", "snapshot__content"
     )
+    # Filled in, so an old snapshot diffs against the draft without a spurious empty field.
+    return {item_id: content_with_defaults(content) for item_id, content in rows}
 
 
 def _draft_contents(dataset: Dataset, ids: list[str]) -> dict[str, dict]:
@@ -281,7 +303,9 @@ def quality_hints(dataset: Dataset) -> QualityHints:
     rows = (
         dataset.draft_items.order_by("position", "id")
         .annotate(
-            has_facts=ExpressionWrapper(~Q(expected_contains=[]), output_field=BooleanField())
+            has_facts=ExpressionWrapper(
+                ~Q(expected_contains=[]) | ~Q(expected_tools=[]), output_field=BooleanField()
+            )
         )
         .values_list("item_id", "question", "has_facts", "unanswerable", "tags_text")
     )

@@ -32,6 +32,7 @@ COLUMNS = [
     ("expected_contains", "Expected facts"),
     ("expected_not_contains", "Must not say"),
     ("expected_sources", "Sources"),
+    ("expected_tools", "Tool calls"),
     ("reference_answer", "Reference answer"),
     ("variables", "Variables"),
     ("unanswerable", "Unanswerable"),

@@ -40,7 +40,8 @@ def state(dataset: Dataset) -> dict:
     items = list(
         dataset.draft_items.order_by("position", "id").values_list(
             "item_id", "position", "question", "variables", "expected_contains",
-            "expected_not_contains", "expected_sources", "reference_answer", "unanswerable",
+            "expected_not_contains", "expected_sources", "expected_tools", "reference_answer",
+            "unanswerable",
             "tags", "note", "content_hash", "published_hash", "revision", "updated_at",
         )
     )  # fmt: skip

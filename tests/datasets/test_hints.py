@@ -54,6 +54,13 @@ def test_near_duplicates_that_are_all_exact_duplicates_are_not_repeated(dataset)
     assert hints.near_duplicates == []
 
 
+def test_an_item_expecting_tool_calls_has_its_expectation(dataset):
+    agent = item("t1", "Where is order A-1?", facts=())
+    agent["expected_tools"] = [{"name": "lookup_order", "args": {"order_id": "A-1"}}]
+    seed(dataset, [agent, item("t2", "Opening hours?", facts=())])
+    assert selectors.quality_hints(dataset).no_expected_facts == ["t2"]
+
+
 def test_a_clean_set_has_no_warnings(dataset):
     seed(
         dataset,
@@ -93,7 +100,7 @@ def test_hints_fragment_renders_the_findings(curator_client, hinted):
     body = response.content.decode()
     assert body.lstrip().startswith('<section id="hints"')
     assert "<strong>1</strong> unanswerable of 8" in body
-    assert "<strong>2</strong> answerable items without expected facts" in body
+    assert "<strong>2</strong> answerable items without expected facts or tool calls" in body
     assert '<a href="?q=b1">b1</a> <a href="?q=b2">b2</a>' in body
     assert "<strong>1</strong> duplicate question" in body
     assert "<strong>1</strong> near-duplicate group" in body

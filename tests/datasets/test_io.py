@@ -38,6 +38,14 @@ RICH = [
         "expected_contains": ["30 days", 'a "quoted", comma', "line\u00a0nbsp"],
         "expected_not_contains": ["60 days"],
         "expected_sources": ["docs/refund-policy.md#window"],
+        "expected_tools": [
+            {
+                "name": "lookup_order",
+                "args": {"order_id": "A-1042", "city": "東京 café"},
+                "result": {"status": "shipped", "eta": '2 days; "soon"'},
+            },
+            {"name": "issue_refund", "forbidden": True},
+        ],
         "reference_answer": "  You have 30 days.\nBring the receipt.\r\nThanks!  ",
         "unanswerable": False,
         "tags": ["multi-part", "refunds"],
@@ -50,6 +58,7 @@ RICH = [
         "expected_contains": [],
         "expected_not_contains": [],
         "expected_sources": [],
+        "expected_tools": [],
         "reference_answer": "",
         "unanswerable": True,
         "tags": ["unanswerable"],
@@ -62,6 +71,7 @@ RICH = [
         "expected_contains": ["[not json]"],
         "expected_not_contains": ["{}"],
         "expected_sources": ["a", "b"],
+        "expected_tools": [{"name": "search_docs", "args": {"query": {"regex": "^=refund"}}}],
         "reference_answer": "true",
         "unanswerable": False,
         "tags": [],
@@ -126,7 +136,9 @@ def test_csv_export_has_the_documented_header_and_cells(curator_client, rich):
     assert parsed[0] == FIELDS
     second = dict(zip(FIELDS, parsed[2], strict=True))
     assert second["unanswerable"] == "true"
-    assert second["variables"] == second["expected_contains"] == ""
+    assert second["variables"] == second["expected_contains"] == second["expected_tools"] == ""
+    first = dict(zip(FIELDS, parsed[1], strict=True))
+    assert json.loads(first["expected_tools"]) == RICH[0]["expected_tools"]
     assert json.loads(dict(zip(FIELDS, parsed[1], strict=True))["tags"]) == [
         "multi-part",
         "refunds",
@@ -502,7 +514,8 @@ def test_preview_is_recomputed_when_applied(curator_client, filled, curator):
     assert rows(filled)[-1] == {
         **dict.fromkeys(FIELDS), "id": "ship-1", "question": "Shipping price?", "variables": {},
         "expected_contains": [], "expected_not_contains": [], "expected_sources": [],
-        "reference_answer": "", "unanswerable": False, "tags": [], "note": "",
+        "expected_tools": [], "reference_answer": "", "unanswerable": False, "tags": [],
+        "note": "",
     }  # fmt: skip
 
 

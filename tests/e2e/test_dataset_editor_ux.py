@@ -179,6 +179,7 @@ def test_a_cell_is_edited_with_the_keyboard_alone(laptop, golden):
 
     # The Save button is reachable with Tab: variables as name: value lines.
     variables = page.locator(f"#cell-{item.pk}-variables")
+    page.keyboard.press("Tab")  # tool calls
     page.keyboard.press("Tab")  # reference answer
     page.keyboard.press("Tab")
     expect(variables).to_be_focused()
