@@ -156,14 +156,17 @@ def test_the_runtime_api_holds_steady_under_load(tmp_path):
     # Every window kept up with at least half the offered load.
     assert all(w["requests"] >= RATE * WINDOW / 2 for w in windows), windows
     # Work per request steady: no steady window far above their median, and the last third no
-    # costlier than the first (a cache or a list that grows with traffic shows up here).
+    # costlier than the first (a cache or a list that grows with traffic shows up here). The
+    # margin allows for the tests beside the soak: on two cores their load alone moved the
+    # server's CPU per request by up to a quarter between thirds (0.853 → 1.051 ms in one CI
+    # run), while a leak keeps growing.
     cpu = [w["cpu_ms_per_request"] for w in steady]
     median_cpu = statistics.median(cpu)
     assert median_cpu > 0, windows  # the measurement itself works
     for w in steady:
         assert w["cpu_ms_per_request"] <= 1.5 * median_cpu, (w, median_cpu)
     third = max(1, len(cpu) // 3)
-    assert statistics.median(cpu[-third:]) <= 1.2 * statistics.median(cpu[:third]), windows
+    assert statistics.median(cpu[-third:]) <= 1.35 * statistics.median(cpu[:third]), windows
     # No stalls: every steady window answers 99% of its calls within a second.
     for w in steady:
         assert w["p99_ms"] <= 1000, w
