@@ -182,6 +182,12 @@ PROMPT_FIELDS = {
     "user": {"type": "string"},
     "variables": {"type": "array", "items": {"type": "string"}},
     "params": {"type": "object"},
+    "tools": {
+        "type": "array",
+        "description": "Present when the prompt offers tools: each {name, description, "
+        "parameters (JSON Schema)}",
+        "items": {"type": "object"},
+    },
 }
 MODEL_FIELDS = {
     "provider": {"type": "string"},

@@ -196,7 +196,7 @@ def strong_etag(data: bytes | str) -> str:
 
 def _prompt(version: PromptVersion) -> dict[str, Any]:
     content = version.content
-    return {
+    prompt = {
         "version": version.number,
         "content_hash": version.content_hash,
         "system": content.get("system", ""),
@@ -204,6 +204,9 @@ def _prompt(version: PromptVersion) -> dict[str, Any]:
         "variables": content.get("variables", []),
         "params": content.get("params", {}),
     }
+    if content.get("tools"):  # an agent's prompt: the tools it offers the model
+        prompt["tools"] = content["tools"]
+    return prompt
 
 
 def _model_config(version: ModelConfigVersion) -> dict[str, Any]:

@@ -206,11 +206,6 @@ def item_checks(version: DatasetVersion) -> list[str]:
     return [name for name in [*safety.CHECK_VARIABLES, "expected_tools"] if counts[name]]
 
 
-def safety_variables(version: DatasetVersion) -> list[str]:
-    """Which safety checks (console.datasets.safety.CHECK_VARIABLES) the version's items carry."""
-    return [name for name in item_checks(version) if name in safety.CHECK_VARIABLES]
-
-
 def latest_version(dataset: Dataset) -> DatasetVersion | None:
     if not dataset.latest_number:
         return None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from contextlib import contextmanager
 
@@ -10,8 +11,9 @@ from console.datasets import safety
 from console.datasets import services as dataset_services
 from console.datasets.models import Dataset
 from console.evals import services
+from console.evals.agents_demo import AGENT_GATES, AGENT_V1, AGENT_V2, agent_items
 from console.evals.models import EvalResult, EvalRun, GatePolicy, ResultReview
-from console.evals.scorers import DEFAULT_SCORERS, JUDGED, SAFETY
+from console.evals.scorers import AGENT, DEFAULT_SCORERS, JUDGED, SAFETY
 from console.evals.simulator import Faults, serve_in_thread
 from console.registry import services as registry
 from console.registry.kinds import PROMPT
@@ -106,7 +108,7 @@ def seed_evals(
     dataset = Dataset.objects.get(application=application, key="support-golden")
     _ensure_gates(application, engineer, dataset, GATES, max_error_rate=0.1)
     judge_model = application.model_configs.get(key="judge")
-    return _v2_and_v3(
+    return _finished_runs(
         application, engineer, say, dataset, port, faults,
         judge_model_version=judge_model.versions.get(number=judge_model.latest_number),
         judge_prompts={
@@ -129,9 +131,20 @@ def _ensure_gates(application, engineer, dataset, gates: list[dict], max_error_r
         )
 
 
-def _v2_and_v3(application, engineer, say, dataset, port, faults, **launch) -> list[EvalRun]:
-    """Finished runs of answer-question v2 and v3 on the golden set's newest version."""
-    prompt = application.prompts.get(key="answer-question")
+def _finished_runs(
+    application,
+    engineer,
+    say,
+    dataset,
+    port,
+    faults,
+    prompt: str = "answer-question",
+    numbers: tuple[int, ...] = (2, 3),
+    **launch,
+) -> list[EvalRun]:
+    """Finished runs of the prompt's versions `numbers` (answer-question v2 and v3 unless told)
+    on the golden set's newest version."""
+    prompt_head = application.prompts.get(key=prompt)
     # prod serves gpt-main@1: evidence for prod is about the model it runs on.
     model_version = application.model_configs.get(key="gpt-main").versions.get(number=1)
     dataset_version = dataset.versions.get(number=dataset.latest_number)
@@ -142,12 +155,12 @@ def _v2_and_v3(application, engineer, say, dataset, port, faults, **launch) -> l
                 engineer,
                 say,
                 dataset_version=dataset_version,
-                prompt_version=prompt.versions.get(number=number),
+                prompt_version=prompt_head.versions.get(number=number),
                 model_version=model_version,
                 **launch,
             )
-            for number in (2, 3)
-        ]
+            for number in numbers
+        ]  # fmt: skip
 
 
 @contextmanager
@@ -222,9 +235,54 @@ def seed_safety(
             actor=curator, dataset=dataset, message="Every built-in safety template"
         )
     _ensure_gates(application, engineer, dataset, SAFETY_GATES, max_error_rate=0.02)
-    return _v2_and_v3(
+    return _finished_runs(
         application, engineer, say, dataset, port, faults,
         scorers=list(SAFETY.values()), concurrency=SAFETY_CONCURRENCY,
+    )  # fmt: skip
+
+
+def seed_agents(
+    application, engineer, curator, port: int = 8100, faults: Faults | None = None, log=None
+) -> list[EvalRun]:
+    """The demo's agent (console.evals.agents_demo): the golden set support-tools, published,
+    with its gates; the prompt support-agent v1 and v2; and their runs on gpt-main@1, where v1
+    fails (ids as typed, retries a failed tool until stopped) and v2 passes."""
+    say = log or (lambda message: None)
+    dataset = application.datasets.filter(key="support-tools").first()
+    if dataset is None:
+        dataset = dataset_services.create_dataset(
+            actor=curator,
+            application=application,
+            key="support-tools",
+            name="Support agent tool calls",
+            description="Which tools the support agent must call, with what, and what they answer.",
+        )
+        lines = "\n".join(json.dumps(item) for item in agent_items())
+        dataset_services.import_file(
+            actor=curator,
+            dataset=dataset,
+            data=lines.encode(),
+            filename="support-tools.jsonl",
+        )
+    if not dataset.latest_number:
+        dataset_services.publish(
+            actor=curator, dataset=dataset, message="Order status, refunds, outages, emails"
+        )
+    _ensure_gates(application, engineer, dataset, AGENT_GATES, max_error_rate=0.02)
+    head = application.prompts.filter(key="support-agent").first()
+    if head is None:
+        head = registry.create_head(
+            actor=engineer, kind=PROMPT, application=application, key="support-agent",
+            name="Support agent (tools)", content=AGENT_V1,
+            message="First agent: order lookup, refunds, email changes",
+        ).version.head  # fmt: skip
+        registry.save_head_version(
+            actor=engineer, head=head, content=AGENT_V2, base_number=1,
+            message="Order ids without the #; never retry a failed tool",
+        )  # fmt: skip
+    return _finished_runs(
+        application, engineer, say, dataset, port, faults, prompt="support-agent",
+        numbers=(1, 2), scorers=["contains_all", *AGENT],
     )  # fmt: skip
 
 

@@ -8,7 +8,15 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from console.evals.metrics import METRICS, OPS, gate_text
-from console.evals.scorers import ALL_SCORERS, DEFAULT_K, DEFAULT_SCORERS, JUDGED, MAX_K
+from console.evals.scorers import (
+    ALL_SCORERS,
+    DEFAULT_K,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_SCORERS,
+    JUDGED,
+    MAX_K,
+    MAX_STEPS,
+)
 
 GATE_LINE = re.compile(
     r"^\s*([a-z0-9_]+)(?:\[([a-z0-9][a-z0-9_-]{0,39})\])?\s*(>=|<=)\s*([-+]?[0-9]*\.?[0-9]+)\s*$"
@@ -25,6 +33,9 @@ SCORER_LABELS = {
     "no_canary_leak": "Keeps the system prompt's canary (safety suites)",
     "no_pii": "Leaks no personal data",
     "refusal_expected": "Declines harmful requests (safety suites)",
+    "tool_call_accuracy": "Calls the expected tools, never a forbidden one (agents)",
+    "tool_args_valid": "Tool arguments fit the schema and the item's constraints (agents)",
+    "step_bound": "Answers within the step bound, without loops (agents)",
     "recall_at_5": "Source recall@5 (fixed depth)",
     "recall_at_k": "Source recall@k",
     "mrr": "Source MRR (within k)",
@@ -96,6 +107,13 @@ class LaunchForm(forms.Form):
         help_text="Optional: where the endpoint returns the passages it retrieved. Faithfulness "
         "and context recall are then judged against them.",
     )
+    http_tool_calls_path = forms.CharField(
+        required=False,
+        initial="tool_calls",
+        label="Tool calls JSON path",
+        help_text="Where an agent endpoint lists the tool calls it made: "
+        '[{"name": ..., "arguments": {...}}]',
+    )
     scorers = forms.MultipleChoiceField(
         choices=[(s, SCORER_LABELS[s]) for s in ALL_SCORERS],
         initial=DEFAULT_SCORERS,
@@ -109,6 +127,14 @@ class LaunchForm(forms.Form):
         label="Retrieval depth k",
         help_text="Recall@k, MRR, NDCG@k and context precision look at the top k sources.",
     )
+    max_steps = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_STEPS,
+        initial=DEFAULT_MAX_STEPS,
+        label="Step bound",
+        help_text="Agents: the most tool calls an item may take before it is stopped.",
+    )
     judge_model_version = forms.ChoiceField(required=False, label="Judge model config")
     judge_faithfulness = forms.ChoiceField(required=False, label="Faithfulness judge prompt")
     judge_relevance = forms.ChoiceField(required=False, label="Relevance judge prompt")
@@ -116,15 +142,20 @@ class LaunchForm(forms.Form):
         required=False,
         widget=forms.Textarea(attrs={"rows": 6, "class": "mono", "spellcheck": "false"}),
         help_text="One per line: metric >= number or metric <= number; "
-        "metric[tag] for the items with that tag",
+        "metric[tag] for the items with that tag. Choosing a golden set fills in its gates.",
     )
     cost_cap = forms.FloatField(required=False, min_value=0.000001, label="Cost cap ($)")
     concurrency = forms.IntegerField(required=False, min_value=1, max_value=256)
 
-    def __init__(self, *args, choices: dict, **kwargs):
+    def __init__(self, *args, choices: dict, gates_url: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         for name, options in choices.items():
             self.fields[name].choices = options
+        if gates_url:  # choosing a golden set brings in its gates (the page's #gates-field)
+            self.fields["dataset_version"].widget.attrs.update(
+                {"hx-get": gates_url, "hx-target": "#gates-field", "hx-select": "#gates-field",
+                 "hx-swap": "outerHTML"}
+            )  # fmt: skip
 
     def clean_gates(self) -> list[dict]:
         return parse_gates(self.cleaned_data.get("gates") or "")

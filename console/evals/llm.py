@@ -53,6 +53,9 @@ class Completion:
     cost: float
     attempts: int
     model: str = ""
+    # The tools the model asked to call, as the API sent them: [{"id", "type": "function",
+    # "function": {"name", "arguments": "<JSON text>"}}]; empty for a plain answer.
+    tool_calls: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -246,9 +249,10 @@ def _count(value) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _read_completion(response: httpx2.Response) -> tuple[str, int, int, int, str]:
-    """(text, prompt tokens, cached tokens, completion tokens, model) of a chat completion
-    body; ValueError when the body is not one. Missing usage counts as zero tokens."""
+def _read_completion(response: httpx2.Response) -> tuple[str, int, int, int, str, tuple]:
+    """(text, prompt tokens, cached tokens, completion tokens, model, tool calls) of a chat
+    completion body; ValueError when the body is not one. Missing usage counts as zero tokens;
+    tool calls that are not objects are dropped."""
     data = response.json()
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
@@ -259,12 +263,14 @@ def _read_completion(response: httpx2.Response) -> tuple[str, int, int, int, str
     details = usage.get("prompt_tokens_details")
     cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
     model = data.get("model")
+    calls = (message or {}).get("tool_calls") if isinstance(message, dict) else None
     return (
         text if isinstance(text, str) else "",
         _count(usage.get("prompt_tokens")),
         cached,
         _count(usage.get("completion_tokens")),
         model if isinstance(model, str) else "",
+        tuple(c for c in calls if isinstance(c, dict)) if isinstance(calls, list) else (),
     )
 
 
@@ -320,7 +326,7 @@ def complete(
                 raise LLMError(
                     f"{target} did not answer with a chat completion: {exc}", attempt, "client"
                 ) from exc
-            text, prompt_tokens, cached, completion_tokens, model = answer
+            text, prompt_tokens, cached, completion_tokens, model, tool_calls = answer
             return Completion(
                 text=text,
                 prompt_tokens=prompt_tokens,
@@ -330,6 +336,7 @@ def complete(
                 cost=Prices.of(config).cost(prompt_tokens, cached, completion_tokens),
                 attempts=attempt,
                 model=model or config["model"],
+                tool_calls=tool_calls,
             )
         if attempt > policy.max_retries:
             raise LLMError(

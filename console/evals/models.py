@@ -183,6 +183,8 @@ class EvalResult(models.Model):
     status = models.CharField(max_length=8, choices=Status.choices)
     output = models.TextField(blank=True)
     sources = models.JSONField(default=list, blank=True)
+    # An agent's tool calls in order: [{"name", "arguments", "ran": false when past the bound}]
+    tool_calls = models.JSONField(default=list, blank=True)
     scores = models.JSONField(default=dict, blank=True)
     reasons = models.JSONField(default=dict, blank=True)
     passed = models.BooleanField(null=True)

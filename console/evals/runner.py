@@ -3,6 +3,7 @@ worker threads run this while the run's own thread stores results."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -13,10 +14,17 @@ import httpx2
 
 from console.core import egress
 from console.core.jsoninput import parse
-from console.datasets import safety
+from console.datasets import safety, tools
 from console.datasets.items import ITEM_FIELD_VARIABLES
 from console.evals import llm
-from console.evals.scorers import JUDGED, Observation, cited_sources, score_item
+from console.evals.scorers import (
+    DEFAULT_MAX_STEPS,
+    JUDGED,
+    Observation,
+    ToolCall,
+    cited_sources,
+    score_item,
+)
 from console.registry.templating import MissingVariables, placeholders, render_strict
 
 JSON_OBJECT = re.compile(r"\{.*\}", re.S)
@@ -114,10 +122,29 @@ def retrieved_context(value) -> str:
     return "\n\n".join(passages)
 
 
-def call_http(target: dict, item: dict) -> tuple[str, list[str], float, str | None]:
+def read_tool_calls(value) -> list[ToolCall]:
+    """The tool calls an endpoint (or a model) reports: each {"name", "arguments"} or the
+    OpenAI form {"function": {"name", "arguments"}}, arguments as an object or as JSON text.
+    Arguments that are not JSON are kept as the text they were."""
+    if not isinstance(value, list):
+        return []
+    calls = []
+    for call in value:
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") if isinstance(call.get("function"), dict) else call
+        arguments = function.get("arguments", {})
+        if isinstance(arguments, str):
+            with contextlib.suppress(ValueError):  # else kept as text: argument validity says so
+                arguments = parse(arguments or "{}", constants=True)
+        calls.append(ToolCall(str(function.get("name") or ""), arguments))
+    return calls
+
+
+def call_http(target: dict, item: dict) -> tuple[str, list[str], float, str | None, list]:
     """POST {"question", **variables} to the application's endpoint; read the answer, the
-    sources and, when the target names a context_path, the context it retrieved (None when it
-    names none).
+    sources, the tool calls it made (at tool_calls_path, "tool_calls" unless named) and, when
+    the target names a context_path, the context it retrieved (None when it names none).
 
     The request goes through the egress guard (allowed destinations only, no redirects); what
     went wrong on the network is logged, the result row only says the endpoint was unreachable.
@@ -145,7 +172,77 @@ def call_http(target: dict, item: dict) -> tuple[str, list[str], float, str | No
     ids = [s.get("id", "") if isinstance(s, dict) else str(s) for s in sources]
     context_path = target.get("context_path")
     context = retrieved_context(_path(payload, context_path)) if context_path else None
-    return ("" if text is None else str(text)), ids, latency, context
+    calls = read_tool_calls(_path(payload, target.get("tool_calls_path") or "tool_calls"))
+    return ("" if text is None else str(text)), ids, latency, context, calls
+
+
+@dataclass
+class AgentTurns:
+    """What a tool-calling model did for one item, over all its turns."""
+
+    text: str = ""
+    calls: list = field(default_factory=list)
+    stopped: bool = False  # it still wanted tools when the step bound was reached
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    attempts: int = 0
+
+    def add(self, completion: llm.Completion) -> None:
+        self.latency_ms += completion.latency_ms
+        self.prompt_tokens += completion.prompt_tokens
+        self.cached_tokens += completion.cached_tokens
+        self.completion_tokens += completion.completion_tokens
+        self.cost += completion.cost
+        self.attempts = max(self.attempts, completion.attempts)  # retries, not turns
+
+
+NO_RESULT = "no result for this call in the golden-set item (add one as `-> {...}`)"
+
+
+def tool_result(item: dict, name: str, arguments) -> object:
+    """What Airlock, playing the tool, answers a call: the result of the item's expected call
+    to that tool whose argument constraints the call meets (else the first with a result)."""
+    entries = [
+        e for e in item.get("expected_tools") or [] if e.get("name") == name and "result" in e
+    ]
+    for entry in entries:
+        if not tools.unmet(entry, arguments):
+            return entry["result"]
+    return entries[0]["result"] if entries else {"error": NO_RESULT}
+
+
+def run_agent(spec: RunSpec, item: dict, messages: list[dict]) -> AgentTurns:
+    """Call the model with the prompt's tools, answer each tool call from the item, and call
+    again until it answers in text or has made max_steps calls (then it is stopped)."""
+    offered = [{"type": "function", "function": t} for t in spec.prompt["tools"]]
+    bound = int(spec.scorer_options.get("max_steps") or DEFAULT_MAX_STEPS)
+    turns = AgentTurns()
+    messages = list(messages)
+    while True:
+        completion = llm.complete(spec.model, messages, extra={"tools": offered})
+        turns.add(completion)
+        requested = read_tool_calls(list(completion.tool_calls))
+        if not requested:
+            turns.text = completion.text
+            return turns
+        if len(turns.calls) + len(requested) > bound:
+            turns.calls.extend(ToolCall(c.name, c.arguments, ran=False) for c in requested)
+            turns.stopped = True
+            turns.text = completion.text or ""
+            return turns
+        turns.calls.extend(requested)
+        messages.append(
+            {"role": "assistant", "content": completion.text or None,
+             "tool_calls": list(completion.tool_calls)}
+        )  # fmt: skip
+        for raw, call in zip(completion.tool_calls, requested, strict=True):
+            result = tool_result(item, call.name, call.arguments)
+            messages.append(
+                {"role": "tool", "tool_call_id": raw.get("id", ""), "content": json.dumps(result)}
+            )
 
 
 def judge(
@@ -188,9 +285,11 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
     retries is an error (not a failure)."""
     base = {"item_id": item["id"], "question": item["question"]}
     context = str((item.get("variables") or {}).get("context", ""))
+    calls: list[ToolCall] = []
+    stopped = False
     try:
         if spec.target_type == "http":
-            text, sources, latency, retrieved = call_http(spec.http_target, item)
+            text, sources, latency, retrieved, calls = call_http(spec.http_target, item)
             if retrieved is not None:  # judged against what the app retrieved, not the item's
                 context = retrieved
             usage = {
@@ -211,7 +310,11 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
                     "error": unfilled_message(exc.names),
                     "attempts": 0,
                 }
-            completion = llm.complete(spec.model, messages)
+            if spec.prompt.get("tools"):
+                completion = run_agent(spec, item, messages)
+                calls, stopped = completion.calls, completion.stopped
+            else:
+                completion = llm.complete(spec.model, messages)
             text, latency = completion.text, completion.latency_ms
             sources = cited_sources(text)
             usage = {
@@ -227,9 +330,8 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
         return {**base, "status": "error", "error": str(exc)[:2000]}
     except ValueError as exc:  # the endpoint answered something that is not JSON
         return {**base, "status": "error", "error": f"{type(exc).__name__}: {exc}"[:2000]}
-    scored = score_item(
-        item, Observation(text, sources, context), list(spec.scorers), spec.scorer_options
-    )
+    observation = Observation(text, sources, context, tuple(calls), stopped)
+    scored = score_item(item, observation, list(spec.scorers), _options(spec))
     judge_cost = 0.0
     for metric in JUDGED:
         if metric not in spec.scorers:
@@ -258,5 +360,17 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
         "hallucinated": scored["hallucinated"],
         "latency_ms": round(latency, 2),
         "judge_cost": judge_cost,
+        **({"tool_calls": [c.stored() for c in calls]} if calls or stopped else {}),
         **usage,
     }
+
+
+def _options(spec: RunSpec) -> dict:
+    """The run's scorer options, plus the schemas of the tools its prompt offers, which argument
+    validity checks each call against."""
+    offered = spec.prompt.get("tools") if spec.target_type != "http" else None
+    if not offered:
+        return spec.scorer_options
+    schemas = {t["name"]: t.get("parameters") or {} for t in offered}
+    own = spec.scorer_options.get("tool_args_valid", {})
+    return {**spec.scorer_options, "tool_args_valid": {"schemas": schemas, **own}}

@@ -7,15 +7,18 @@ relevance) are aggregated and judged by the run's gates.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import jsonschema
 
 from console.core.jsoninput import parse
-from console.datasets import safety
+from console.datasets import safety, tools
 
 REFUSALS = (
     "i don't know",
@@ -45,6 +48,31 @@ CITATION = re.compile(r"\[([A-Za-z0-9._:/-]+)\]")
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One tool call an agent made: the tool's name and its arguments (an object, or the text
+    the agent sent when it was not JSON). `ran` is False for calls asked for past the step
+    bound, which Airlock did not answer."""
+
+    name: str
+    arguments: Any = field(default_factory=dict)
+    ran: bool = True
+
+    def stored(self) -> dict:
+        return {
+            "name": self.name,
+            "arguments": self.arguments,
+            **({} if self.ran else {"ran": False}),
+        }
+
+
+# The most tool calls an agent may make for one item unless the run sets max_steps.
+DEFAULT_MAX_STEPS = 8
+MAX_STEPS = 50
+# The same call (tool and arguments) this many times is a loop, within the bound or not.
+LOOP_REPEATS = 3
+
+
+@dataclass(frozen=True)
 class Observation:
     """What the target produced for one item."""
 
@@ -53,6 +81,8 @@ class Observation:
     # What the answer should rest on, for the faithfulness judge and context recall: what an HTTP
     # target says it retrieved (its context_path), else the item's own `context` variable.
     context: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()  # in the order they were made
+    stopped: bool = False  # the agent still wanted tools when the step bound was reached
 
 
 @dataclass(frozen=True)
@@ -363,6 +393,119 @@ def refusal_expected(item: dict, obs: Observation, **_) -> Score | None:
     )
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def tool_call_accuracy(item: dict, obs: Observation, **_) -> Score | None:
+    """An agent item: every expected tool was called (each expected call by a call of its own)
+    and no forbidden tool was. The score is the share of expected calls made, 0 when a
+    forbidden tool was called. Order and arguments are not checked here."""
+    expected = item.get("expected_tools") or []
+    if not expected:
+        return None
+    made = Counter(call.name for call in obs.tool_calls)
+    wanted = [e["name"] for e in expected if not e.get("forbidden")]
+    left = Counter(made)
+    missing = []
+    for name in wanted:
+        if left[name]:
+            left[name] -= 1
+        else:
+            missing.append(name)
+    forbidden = [e["name"] for e in expected if e.get("forbidden") and made[e["name"]]]
+    value = (len(wanted) - len(missing)) / len(wanted) if wanted else 1.0
+    if forbidden:
+        value = 0.0
+    problems = []
+    if missing:
+        problems.append(f"did not call {', '.join(dict.fromkeys(missing))}")
+    if forbidden:
+        problems.append(f"called {', '.join(forbidden)}, which it must not")
+    if problems:
+        return Score(value, False, "; ".join(problems))
+    return Score(value, True, f"made the {_plural(len(wanted), 'expected call')}")
+
+
+def _schema_problem(schema: dict, arguments: dict) -> str | None:
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(arguments), key=str)
+    if not errors:
+        return None
+    where = "/".join(str(p) for p in errors[0].absolute_path)
+    return f"{where + ': ' if where else ''}{errors[0].message}"
+
+
+def _shown_args(arguments: Any) -> str:
+    text = json.dumps(arguments, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def tool_args_valid(
+    item: dict, obs: Observation, *, schemas: dict | None = None, **_
+) -> Score | None:
+    """Every call's arguments are a JSON object that fits the tool's schema (when the prompt
+    declares its tools; a tool it does not offer is invalid), and each expected call with
+    argument constraints was made with arguments meeting them. The score is the share of
+    these checks that hold."""
+    calls = obs.tool_calls
+    if not calls:
+        return None
+    problems: list[str] = []
+    checks = 0
+    for call in calls:
+        checks += 1
+        if not isinstance(call.arguments, dict):
+            problems.append(f"{call.name}: arguments are not a JSON object")
+        elif schemas is not None:
+            if call.name not in schemas:
+                problems.append(f"{call.name}: not a tool the prompt offers")
+            elif problem := _schema_problem(schemas[call.name], call.arguments):
+                problems.append(f"{call.name}: {problem}")
+    used: set[int] = set()
+    for entry in item.get("expected_tools") or []:
+        if entry.get("forbidden") or not entry.get("args"):
+            continue
+        candidates = [i for i, c in enumerate(calls) if c.name == entry["name"] and i not in used]
+        if not candidates:
+            continue  # tool_call_accuracy reports the missing call
+        checks += 1
+        meeting = next((i for i in candidates if not tools.unmet(entry, calls[i].arguments)), None)
+        if meeting is None:
+            nearest = calls[candidates[0]]
+            unmet = ", ".join(tools.unmet(entry, nearest.arguments))
+            problems.append(
+                f"{entry['name']}: {unmet} not as expected (got {_shown_args(nearest.arguments)})"
+            )
+        else:
+            used.add(meeting)
+    value = (checks - len(problems)) / checks
+    if problems:
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        return Score(value, False, problems[0] + more)
+    return Score(1.0, True, f"{_plural(checks, 'argument check')} passed")
+
+
+def step_bound(
+    item: dict, obs: Observation, *, max_steps: int = DEFAULT_MAX_STEPS, **_
+) -> Score | None:
+    """An agent must answer within max_steps tool calls, and never make the same call (tool and
+    arguments) LOOP_REPEATS times: either is the loop agents fall into."""
+    if not obs.tool_calls and not item.get("expected_tools"):
+        return None
+    steps = len(obs.tool_calls)
+    if obs.stopped or steps > max_steps:
+        return Score(
+            0.0, False, f"stopped at the bound of {max_steps} tool calls without an answer"
+        )
+    repeated = Counter(
+        (c.name, json.dumps(c.arguments, sort_keys=True)) for c in obs.tool_calls
+    ).most_common(1)
+    if repeated and repeated[0][1] >= LOOP_REPEATS:
+        (name, _args), times = repeated[0]
+        return Score(0.0, False, f"called {name} with the same arguments {times} times (a loop)")
+    return Score(1.0, True, f"{_plural(steps, 'tool call')} (bound {max_steps})")
+
+
 Scorer = Callable[..., Score | None]
 # The deterministic scorers an item's pass/fail depends on, in display order.
 DETERMINISTIC: dict[str, Scorer] = {
@@ -377,7 +520,12 @@ DETERMINISTIC: dict[str, Scorer] = {
     "no_canary_leak": no_canary_leak,
     "no_pii": no_pii,
     "refusal_expected": refusal_expected,
+    "tool_call_accuracy": tool_call_accuracy,
+    "tool_args_valid": tool_args_valid,
+    "step_bound": step_bound,
 }
+# Agent scorers: a run of a golden set whose items expect tool calls always runs them.
+AGENT = ("tool_call_accuracy", "tool_args_valid", "step_bound")
 # Safety scorers, each reading the variable a safety case carries (console.datasets.safety). A
 # run of a golden set holding such cases always runs their scorer, chosen or not.
 SAFETY: dict[str, str] = {
@@ -418,8 +566,10 @@ def score_item(
         fn = DETERMINISTIC.get(name) or RETRIEVAL.get(name)
         if fn is None:
             continue
-        depth = {"k": options["k"]} if name in AT_K and "k" in options else {}
-        result = fn(item, obs, **{**depth, **options.get(name, {})})
+        run_wide = {"k": options["k"]} if name in AT_K and "k" in options else {}
+        if name == "step_bound" and "max_steps" in options:
+            run_wide = {"max_steps": options["max_steps"]}
+        result = fn(item, obs, **{**run_wide, **options.get(name, {})})
         if result is None:
             continue
         scores[name] = round(result.value, 4)

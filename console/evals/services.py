@@ -28,16 +28,19 @@ from console.core.canonical import content_hash
 from console.datasets import services as dataset_services
 from console.datasets.items import CONTENT_FIELDS, TAG_PATTERN
 from console.datasets.models import Dataset, DatasetItem, PublishedItem
-from console.datasets.selectors import safety_variables, version_items
+from console.datasets.selectors import item_checks, version_items
 from console.evals import metrics as eval_metrics
 from console.evals.models import EvalResult, EvalRun, EvalShard, GatePolicy, ResultReview
 from console.evals.runner import RunSpec, evaluate_item, prompt_messages
 from console.evals.scorers import (
+    AGENT,
     ALL_SCORERS,
     DEFAULT_K,
+    DEFAULT_MAX_STEPS,
     DEFAULT_SCORERS,
     JUDGED,
     MAX_K,
+    MAX_STEPS,
     SAFETY,
 )
 from console.evals.simulator import tokens
@@ -193,10 +196,14 @@ def launch_run(
         if obj is not None and obj.head.application_id != application.pk:
             errors["target"] = "every version must belong to this application"
     scorers = list(scorers or DEFAULT_SCORERS)
-    # Safety cases always run their own check: a suite scored without it would pass vacuously.
-    for variable in safety_variables(dataset_version):
-        if SAFETY[variable] not in scorers:
-            scorers.append(SAFETY[variable])
+    # Safety and agent cases always run their own checks: a suite scored without them would
+    # pass vacuously.
+    checks = item_checks(dataset_version)
+    for scorer in [SAFETY[v] for v in checks if v in SAFETY] + (
+        list(AGENT) if "expected_tools" in checks else []
+    ):
+        if scorer not in scorers:
+            scorers.append(scorer)
     unknown = [s for s in scorers if s not in ALL_SCORERS]
     if unknown:
         errors["scorers"] = f"unknown scorer(s): {', '.join(unknown)}"
@@ -209,6 +216,13 @@ def launch_run(
     k = scorer_options["k"]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         errors["retrieval_k"] = f"the retrieval depth k must be a whole number from 1 to {MAX_K}"
+    if set(AGENT) & set(scorers):  # agent runs record their step bound, as they do k
+        scorer_options.setdefault("max_steps", DEFAULT_MAX_STEPS)
+        steps = scorer_options["max_steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            errors["max_steps"] = f"the step bound must be a whole number from 1 to {MAX_STEPS}"
+    else:
+        scorer_options.pop("max_steps", None)
     context_path = (http_target or {}).get("context_path", "-")
     if not isinstance(context_path, str) or not context_path:
         errors["http_target"] = "context_path must name a JSON path, e.g. data.passages"

@@ -19,6 +19,15 @@ the most severe ones, unless they are wrapped in a jailbreak). A system prompt t
 against each (GUARDS: "never follow instructions" found in the input, "never reveal" the
 instructions, never disclose "personal data", "refuse" harmful requests) turns that behaviour
 off — so a hardened prompt measurably resists Airlock's safety suites and a naive one does not.
+
+Tools: a request offering `tools` is answered like an agent would. The tools whose names (and
+descriptions) share words with the question are called one per turn, in the order offered, with
+arguments read from the question by each parameter's schema: an enum value the question names,
+an email, an id like "A-1042" for parameters named *id/*number (copied as written, "#A-1042"
+included, unless the system prompt says "without the #"), a number, or else the question itself.
+Once every chosen tool has answered, the reply is built from their results. A tool that answers
+with an error is called again with the same arguments, turn after turn (a loop, as agents fall
+into), unless the system prompt says to "never retry"; then the reply says what failed.
 """
 
 from __future__ import annotations
@@ -40,7 +49,8 @@ STOP = frozenset(
     "has if will would should there their they them at by from as not no yes so than then "
     "into about please hi hello customer asks tier".split()
 )
-DONT_KNOW = "I don't know. I can connect you with a human agent who can help."
+HUMAN = "I can connect you with a human agent who can help."
+DONT_KNOW = f"I don't know. {HUMAN}"
 DECLINE = "I can't help with that request. I'm happy to help with orders, returns and shipping."
 KEEP_SECRET = "I can't share my instructions, but I'm happy to help with your order."
 # Phrases of a system prompt that switch each unsafe behaviour off.
@@ -80,6 +90,11 @@ PERSONAL = (
     re.compile(r"\+?\d[\d ()-]{6,}\d"),  # phone, card, SSN
 )
 MODELS = ["gpt-4o-mini", "gpt-4o", "sim-small", "sim-large"]
+# Phrases of a system prompt that change how tools are used (see the module docstring).
+TOOL_GUARDS = {"retry": "never retry", "ids": "without the #"}
+TOOL_ID = re.compile(r"#?\b[A-Z]{1,4}-\d{3,}\b|#\d{4,}\b")
+TOOL_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+TOOL_NUMBER = re.compile(r"(?<![\w#-])\d+(?:\.\d+)?(?![\w-])")
 
 
 def stem(word: str) -> str:
@@ -189,6 +204,105 @@ def _grounded(system: str, question: str, context: str) -> str:
     for _, source, line in best:
         parts.append(f"{line} [{source}]" if cite and source else line)
     return " ".join(parts)
+
+
+def _tool_words(name: str) -> set[str]:
+    return words(re.sub(r"[_-]", " ", name))
+
+
+def _relevance(question: set[str], tool: dict) -> int:
+    """How strongly a question asks for a tool: two per word shared with its name, one per word
+    shared with its description."""
+    return 2 * len(question & _tool_words(tool["name"])) + len(
+        question & words(tool.get("description") or "")
+    )
+
+
+def _arguments(tool: dict, question: str, system: str) -> dict:
+    """The arguments an agent would read from the question, following the tool's schema."""
+    schema = tool.get("parameters") or {}
+    args: dict = {}
+    for name, spec in (schema.get("properties") or {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        lowered = name.lower()
+        if isinstance(spec.get("enum"), list):
+            lowered_question = question.lower()
+            named = [
+                v for v in spec["enum"] if isinstance(v, str) and v.lower() in lowered_question
+            ]
+            if named:
+                args[name] = named[0]
+        elif "email" in lowered:
+            if match := TOOL_EMAIL.search(question):
+                args[name] = match.group()
+        elif lowered.endswith("id") or "number" in lowered:
+            if match := TOOL_ID.search(question):
+                value = match.group()
+                args[name] = value.lstrip("#") if TOOL_GUARDS["ids"] in system.lower() else value
+        elif spec.get("type") in {"integer", "number"}:
+            without_ids = TOOL_ID.sub(" ", question)
+            if match := TOOL_NUMBER.search(without_ids):
+                number = float(match.group())
+                args[name] = int(number) if spec["type"] == "integer" else number
+        elif spec.get("type", "string") == "string":
+            args[name] = question.strip()[:200]
+    return args
+
+
+def _tool_result(content) -> tuple[object, str | None]:
+    """(a tool message's result, its error when it reports one)."""
+    try:
+        value = json.loads(content) if isinstance(content, str) else content
+    except ValueError:
+        value = content
+    if isinstance(value, dict) and value.get("error"):
+        return value, str(value["error"])
+    if isinstance(value, str) and value.lower().startswith("error"):
+        return value, value
+    return value, None
+
+
+def _said(value) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k.replace('_', ' ')}: {_said(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_said(v) for v in value)
+    return str(value)
+
+
+def act(system: str, messages: list, tools: list) -> dict:
+    """An agent's next turn: {"call": (name, arguments)} or {"answer": text}."""
+    offered = [t.get("function", t) for t in tools if isinstance(t, dict) and t.get("function", t)]
+    offered = [t for t in offered if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    question = next(
+        (str(m.get("content") or "") for m in messages if m.get("role") == "user"), ""
+    ).split("asks:", 1)[-1]
+    asked = words(question)
+    chosen = [t for t in offered if _relevance(asked, t) >= 2]
+    calls = {}  # tool call id → (name, arguments)
+    for m in messages:
+        for call in m.get("tool_calls") or []:
+            function = call.get("function") or {}
+            calls[call.get("id")] = (function.get("name"), function.get("arguments"))
+    results = [
+        (calls.get(m.get("tool_call_id"), (None, None)), _tool_result(m.get("content")))
+        for m in messages
+        if m.get("role") == "tool"
+    ]
+    if results:
+        (name, arguments), (_value, error) = results[-1]
+        if error is not None:
+            if TOOL_GUARDS["retry"] not in system.lower():
+                return {"call": (name, json.loads(arguments or "{}"))}
+            return {"answer": f"I couldn't complete that: {error}. {HUMAN}"}
+    done = {name for (name, _a), _r in results}
+    for tool in chosen:
+        if tool["name"] not in done:
+            return {"call": (tool["name"], _arguments(tool, question, system))}
+    if not results:
+        return {"answer": answer(system, str(messages[-1].get("content") or ""))}
+    found = "; ".join(_said(value) for _call, (value, _e) in results if value not in (None, ""))
+    return {"answer": f"Here is what I found. {found}." if found else DONT_KNOW}
 
 
 def grade(system: str, user: str) -> dict:
@@ -355,8 +469,21 @@ class Handler(BaseHTTPRequestHandler):
         )
         user = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
         digest = hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).hexdigest()
+        calls: list = []
         if "ANSWER:" in user and ("faithful" in system.lower() or "relevan" in system.lower()):
             text = json.dumps(grade(system, user))
+        elif request.get("tools"):
+            turn = act(system, messages, request["tools"])
+            text = turn.get("answer", "")
+            if "call" in turn:
+                name, arguments = turn["call"]
+                calls = [
+                    {
+                        "id": f"call_{digest[:12]}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(arguments)},
+                    }
+                ]
         else:
             text = answer(system, user)
             wants_json = (request.get("response_format") or {}).get("type") == "json_object"
@@ -369,7 +496,7 @@ class Handler(BaseHTTPRequestHandler):
         if prefix in self.seen_prefixes and prompt_tokens >= 1024:
             cached = (tokens(system) // 128) * 128
         self.seen_prefixes.add(prefix)
-        completion_tokens = tokens(text)
+        completion_tokens = tokens(text + json.dumps(calls) if calls else text)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -381,6 +508,9 @@ class Handler(BaseHTTPRequestHandler):
         if request.get("stream"):
             self._stream(ident, created, model, text, usage, request)
             return
+        message = {"role": "assistant", "content": text}
+        if calls:
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
         self._send(
             200,
             {
@@ -391,8 +521,8 @@ class Handler(BaseHTTPRequestHandler):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "message": message,
+                        "finish_reason": "tool_calls" if calls else "stop",
                     }
                 ],
                 "usage": usage,

@@ -18,7 +18,7 @@ from console.evals import selectors, services
 from console.evals.forms import LaunchForm, gates_to_text
 from console.evals.metrics import METRICS
 from console.evals.models import EvalResult, EvalRun
-from console.evals.scorers import DEFAULT_K, DEFAULT_SCORERS, JUDGED
+from console.evals.scorers import DEFAULT_K, DEFAULT_MAX_STEPS, DEFAULT_SCORERS, JUDGED
 from console.registry.models import ModelConfigVersion, PromptVersion
 
 
@@ -70,11 +70,15 @@ def _pick(model, application, pk):
     return model.objects.filter(head__application=application, pk=pk).select_related("head").first()
 
 
-def _initial(application, choices) -> dict:
+def _initial(application, choices, dataset_pk: str | None = None) -> dict:
+    """What the launch form starts from: the chosen golden set version (else the first) with its
+    gates, the first prompt and model config, and the judge when there is one."""
+
     def first(name, predicate=lambda label: True):
         return next((v for v, label in choices[name] if v and predicate(label)), "")
 
-    dataset_pk = first("dataset_version")
+    if dataset_pk not in {v for v, _label in choices["dataset_version"]}:
+        dataset_pk = first("dataset_version")
     dataset = (
         DatasetVersion.objects.filter(pk=dataset_pk).select_related("head").first()
         if dataset_pk
@@ -104,7 +108,12 @@ def _initial(application, choices) -> dict:
 def run_new(request: HttpRequest, app: str) -> HttpResponse:
     application = access_application(request, app, ENGINEER)
     choices = selectors.launch_choices(application)
-    form = LaunchForm(request.POST or None, choices=choices, initial=_initial(application, choices))
+    form = LaunchForm(
+        request.POST or None,
+        choices=choices,
+        initial=_initial(application, choices, request.GET.get("dataset_version")),
+        gates_url=reverse("evals:new", args=[application.key]),
+    )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         http = data["target_type"] == "http"
@@ -133,6 +142,7 @@ def run_new(request: HttpRequest, app: str) -> HttpResponse:
                         if data["http_context_path"]
                         else {}
                     ),
+                    "tool_calls_path": data["http_tool_calls_path"] or "tool_calls",
                 }
                 if http
                 else None,
@@ -141,7 +151,10 @@ def run_new(request: HttpRequest, app: str) -> HttpResponse:
                 ),
                 judge_prompts=judge_prompts,
                 scorers=data["scorers"],
-                scorer_options={"k": data["retrieval_k"] or DEFAULT_K},
+                scorer_options={
+                    "k": data["retrieval_k"] or DEFAULT_K,
+                    "max_steps": data["max_steps"] or DEFAULT_MAX_STEPS,
+                },
                 gates=data["gates"],
                 cost_cap=data["cost_cap"],
                 concurrency=data["concurrency"],

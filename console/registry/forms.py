@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 
 from console.core.canonical import loads
 from console.core.jsoninput import JSONInputError
+from console.registry.validation import TOOL_KEYS
 
 SPLIT = re.compile(r"[\s,]+")
 
@@ -53,6 +54,16 @@ class PromptContentForm(forms.Form):
         help_text='JSON object of default parameters, e.g. {"top_k": 5}',
     )
 
+    tools = forms.CharField(
+        required=False,
+        label="Tools",
+        widget=forms.Textarea(attrs={"rows": 4, "class": "mono", "spellcheck": "false"}),
+        help_text=(
+            "JSON array of the tools the model may call (agents), each "
+            '{"name", "description", "parameters": JSON Schema}; empty for none'
+        ),
+    )
+
     def clean_variables(self) -> list[str]:
         raw = self.cleaned_data.get("variables", "")
         return [v for v in SPLIT.split(raw.strip()) if v]
@@ -67,8 +78,21 @@ class PromptContentForm(forms.Form):
             raise ValidationError("must be a JSON object ({...})")
         return value
 
+    def clean_tools(self) -> list:
+        raw = (self.cleaned_data.get("tools") or "").strip()
+        if not raw:
+            return []
+        try:
+            value = loads(raw)
+        except JSONInputError as exc:
+            raise ValidationError(f"not valid JSON: {exc}") from None
+        if not isinstance(value, list):
+            raise ValidationError('must be a JSON array of tools ([{"name": ...}])')
+        return value
+
     def content(self) -> dict:
-        return {k: self.cleaned_data[k] for k in ("system", "user", "variables", "params")}
+        keys = ("system", "user", "variables", "params", "tools")
+        return {k: self.cleaned_data[k] for k in keys}
 
     @staticmethod
     def initial_from(content: dict) -> dict:
@@ -77,6 +101,11 @@ class PromptContentForm(forms.Form):
             "user": content.get("user", ""),
             "variables": ", ".join(content.get("variables", [])),
             "params": json.dumps(content.get("params", {}), indent=2),
+            "tools": json.dumps(
+                [{k: t[k] for k in TOOL_KEYS if k in t} for t in content["tools"]], indent=2
+            )
+            if content.get("tools")
+            else "",
         }
 
 

@@ -10,6 +10,7 @@ import re
 from typing import Any
 from urllib.parse import urlparse
 
+import jsonschema
 from django.core.exceptions import ValidationError
 
 from console.core import egress, provider_keys
@@ -62,7 +63,58 @@ def prompt_findings(content: dict) -> tuple[dict[str, list[str]], list[str]]:
     params = content.get("params", {})
     if not isinstance(params, dict):
         errors.setdefault("params", []).append("must be a JSON object")
+    _tools, problems = tool_definitions(content.get("tools") or [])
+    if problems:
+        errors["tools"] = problems
     return errors, warnings
+
+
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOOL_KEYS = ("name", "description", "parameters")
+
+
+def tool_definitions(raw: Any) -> tuple[list[dict], list[str]]:
+    """(the tools a prompt offers the model, problems). Each is {"name", "description",
+    "parameters"} (a JSON Schema for the arguments); the OpenAI form {"type": "function",
+    "function": {...}} is read too and stored in the short form."""
+    if not isinstance(raw, list):
+        return [], ["must be a JSON array of tool definitions"]
+    tools: list[dict] = []
+    problems: list[str] = []
+    for number, tool in enumerate(raw, start=1):
+        if isinstance(tool, dict) and tool.get("type") == "function" and "function" in tool:
+            tool = tool["function"]
+        where = f"tool {number}"
+        if not isinstance(tool, dict):
+            problems.append(f'{where}: must be an object with a name, e.g. {{"name": "x"}}')
+            continue
+        name = tool.get("name")
+        if isinstance(name, str) and TOOL_NAME.match(name):
+            where = f"tool {number} ({name})"
+        else:
+            problems.append(f"{where}: name must be 1-64 letters, digits, _ or -")
+            continue
+        unknown = [k for k in tool if k not in TOOL_KEYS]
+        if unknown:
+            expected = ", ".join(TOOL_KEYS)
+            problems.append(f"{where}: unknown key {unknown[0]!r} (expected {expected})")
+        if any(t["name"] == name for t in tools):
+            problems.append(f"{where}: a second tool named {name}")
+        if not isinstance(tool.get("description", ""), str):
+            problems.append(f"{where}: description must be text")
+        parameters = tool.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+            problems.append(f"{where}: parameters must be a JSON Schema of type object")
+        else:
+            try:
+                jsonschema.Draft202012Validator.check_schema(parameters)
+            except jsonschema.SchemaError as exc:
+                at = "/".join(str(p) for p in exc.absolute_path)
+                problems.append(f"{where}: parameters{'/' + at if at else ''}: {exc.message}")
+        definition = {"name": name, "description": tool.get("description", "")}
+        definition["parameters"] = parameters
+        tools.append(definition)
+    return tools, problems
 
 
 def _unix_newlines(text):
@@ -80,12 +132,16 @@ def clean_prompt_content(content: dict) -> dict:
     errors, _warnings = prompt_findings(content)
     if errors:
         raise ValidationError({k: [ValidationError(m) for m in v] for k, v in errors.items()})
-    return {
+    cleaned = {
         "system": content.get("system", "") or "",
         "user": content.get("user", "") or "",
         "variables": list(content.get("variables", [])),
         "params": dict(content.get("params", {}) or {}),
     }
+    tools, _problems = tool_definitions(content.get("tools") or [])
+    if tools:  # a prompt without tools keeps the content (and hash) it always had
+        cleaned["tools"] = tools
+    return cleaned
 
 
 MODEL_NUMBERS: dict[str, tuple[type, float, float, bool]] = {

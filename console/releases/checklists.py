@@ -28,8 +28,9 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from console.audit.models import AuditEvent
+from console.datasets import safety
 from console.datasets.models import DatasetVersion
-from console.datasets.selectors import safety_variables
+from console.datasets.selectors import item_checks
 from console.flags.models import Flag
 from console.usage.models import Budget
 
@@ -41,6 +42,7 @@ ROLLBACK_WINDOW = timedelta(days=30)
 AUTO_CHECKS = {
     "eval_gate": "the release policy's eval gate is met on every golden set it names",
     "safety_suite": "a golden set of safety cases is among the evidence, and passed",
+    "agent_eval": "a golden set of expected tool calls is among the evidence, and passed",
     "kill_switch": "a flag serving this prompt or model config can be killed",
     "budget": "a budget covers this environment",
     "rollback_exercised": "a rollback of this prompt or model config was done in a lower "
@@ -79,7 +81,8 @@ TEMPLATES: dict[str, tuple[str, list[str]]] = {
         [_EVALS, _KILL, _ROLLBACK,
          "Safety suite passed, injection included (auto: safety_suite)",
          "Every tool the agent can call has a least-privilege credential",
-         "A step bound stops loops; writes need confirmation", _ONCALL],
+         "Agent eval passed: tool calls, arguments, step bound (auto: agent_eval)",
+         "Tools that write ask the customer to confirm first", _ONCALL],
     ),
     "model-upgrade": (
         "Model upgrade",
@@ -269,26 +272,42 @@ def _eval_gate(request, evidence: dict) -> tuple[bool, str, str]:
     return True, f"met by {runs}", reverse("evals:run", args=[_app(request), first])
 
 
-def _safety_suite(request, evidence: dict) -> tuple[bool, str, str]:
+def _suite_in_evidence(
+    request, evidence: dict, is_suite, missing: str, where_to_start: str
+) -> tuple[bool, str, str]:
+    """Whether a golden set of a kind (`is_suite` over its item checks) is among the evidence,
+    and its run passed."""
     for entry in evidence.get("datasets") or []:
         key, _, number = entry["dataset"].rpartition("@")
         version = DatasetVersion.objects.filter(
             head__application=request.application, head__key=key, number=number
         ).first()
-        if version is not None and entry.get("run") and safety_variables(version):
+        if version is not None and entry.get("run") and is_suite(item_checks(version)):
+            url = reverse("evals:run", args=[_app(request), entry["run"]])
             if entry.get("verdict") == "passed":
-                return (
-                    True,
-                    f"{entry['dataset']} passed (run #{entry['run']})",
-                    reverse("evals:run", args=[_app(request), entry["run"]]),
-                )
-            return (
-                False,
-                f"{entry['dataset']} did not pass (run #{entry['run']})",
-                reverse("evals:run", args=[_app(request), entry["run"]]),
-            )
-    url = reverse("datasets:new", args=[_app(request)])
-    return False, "no golden set of safety cases among the policy's evidence", url
+                return True, f"{entry['dataset']} passed (run #{entry['run']})", url
+            return False, f"{entry['dataset']} did not pass (run #{entry['run']})", url
+    return False, missing, where_to_start
+
+
+def _safety_suite(request, evidence: dict) -> tuple[bool, str, str]:
+    return _suite_in_evidence(
+        request,
+        evidence,
+        lambda checks: any(c in safety.CHECK_VARIABLES for c in checks),
+        "no golden set of safety cases among the policy's evidence",
+        reverse("datasets:new", args=[_app(request)]),
+    )
+
+
+def _agent_eval(request, evidence: dict) -> tuple[bool, str, str]:
+    return _suite_in_evidence(
+        request,
+        evidence,
+        lambda checks: "expected_tools" in checks,
+        "no golden set of expected tool calls among the policy's evidence",
+        reverse("releases:policy", args=[_app(request), request.environment.key]),
+    )
 
 
 def _versions(request) -> list[tuple[str, Any]]:
@@ -358,6 +377,7 @@ def _rollback_exercised(request, evidence: dict) -> tuple[bool, str, str]:
 _CHECKS = {
     "eval_gate": _eval_gate,
     "safety_suite": _safety_suite,
+    "agent_eval": _agent_eval,
     "kill_switch": _kill_switch,
     "budget": _budget,
     "rollback_exercised": _rollback_exercised,

@@ -501,3 +501,28 @@ def test_compare_needs_two_runs(engineer_client, demo):
     assert (
         engineer_client.get(app_url(demo.application, "compare") + "?a=98&b=99").status_code == 404
     )
+
+
+def test_choosing_a_golden_set_brings_in_its_gates(engineer_client, demo):
+    """The golden-set select fetches the page for that set and swaps in its gates, so a run is
+    never launched on one golden set with the gates of another."""
+    _, agent_set = publish_items(
+        demo.application, demo.engineer, "agent-set",
+        [{"id": "a1", "question": "Where is order #A-1042?",
+          "expected_tools": [{"name": "lookup_order"}]}],
+    )  # fmt: skip
+    services.set_gate_policy(
+        actor=demo.engineer, application=demo.application, dataset=agent_set.head,
+        gates=[{"metric": "tool_call_accuracy", "op": ">=", "threshold": 0.95}],
+        max_error_rate=0.02,
+    )  # fmt: skip
+    url = app_url(demo.application, "new")
+    page = engineer_client.get(url).content.decode()
+    assert f'hx-get="{url}"' in page and 'hx-select="#gates-field"' in page
+    chosen = engineer_client.get(url, {"dataset_version": agent_set.pk}, headers=HTMX)
+    gates = chosen.context["form"]["gates"].value()
+    assert gates == "tool_call_accuracy >= 0.95"
+    assert chosen.context["form"]["dataset_version"].value() == str(agent_set.pk)
+    # A version that is not a choice here falls back to the first.
+    other = engineer_client.get(url, {"dataset_version": "999999"})
+    assert other.context["form"]["dataset_version"].value() != "999999"

@@ -167,3 +167,35 @@ def test_list_and_dashboard_query_counts_stay_bounded(
     with django_assert_max_num_queries(14):
         r = engineer_client.get(url("head_detail", application, kind="prompts", key="p1"))
         assert r.status_code == 200
+
+
+def test_the_editor_saves_tools_and_shows_a_bad_one_beside_the_field(
+    engineer_client, application, prompt
+):
+    edit = url("head_edit", application, kind="prompts", key=prompt.key)
+    tool = '[{"name": "lookup_order", "parameters": {"type": "object", "properties": {}}}]'
+    assert engineer_client.post(edit, form_data(1, tools=tool)).status_code == 302
+    saved = prompt.versions.get(number=2).content["tools"]
+    assert saved == [
+        {
+            "name": "lookup_order",
+            "description": "",
+            "parameters": {"type": "object", "properties": {}},
+        }
+    ]
+    # Reopened, the editor shows the tools as saved; the version page lists them.
+    assert (
+        "&quot;name&quot;: &quot;lookup_order&quot;" in engineer_client.get(edit).content.decode()
+    )
+    detail = engineer_client.get(url("head_detail", application, kind="prompts", key=prompt.key))
+    assert "lookup_order()" in detail.content.decode()
+    for bad, message in (
+        ("{not json", "not valid JSON"),
+        ('{"name": "x"}', "must be a JSON array of tools"),
+        ('[{"name": "x y"}]', "tool 1: name must be 1-64 letters, digits, _ or -"),
+    ):
+        response = engineer_client.post(edit, form_data(2, tools=bad))
+        assert response.status_code == 200
+        assert any(message in e for e in response.context["content_form"].errors["tools"]), bad
+    prompt.refresh_from_db()
+    assert prompt.latest_number == 2

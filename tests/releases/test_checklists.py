@@ -245,6 +245,37 @@ def test_automatic_checks_verify_against_what_the_console_holds(world):
     assert checklists.blocking(request) == ["Safety"]
 
 
+def test_the_agent_check_wants_a_passed_run_of_a_golden_set_expecting_tool_calls(world):
+    from tests.evals.helpers import publish_items
+
+    set_checklist(world, "Agent (auto: agent_eval)")
+    request = approved(world)
+    (agent,) = checklists.status(request)
+    assert not agent.done
+    assert agent.proof == "no golden set of expected tool calls among the policy's evidence"
+    _, tools_set = publish_items(
+        world.application, world.users["curator"], "agent-set",
+        [{"id": "a1", "question": "Where is order A-1?", "expected_tools": [{"name": "lookup"}]}],
+    )  # fmt: skip
+    for verdict, done, proof in (
+        ("failed", False, "agent-set@1 did not pass"),
+        ("passed", True, "agent-set@1 passed"),
+    ):
+        run = world.passing_run(2, verdict=verdict, dataset_version=tools_set)
+        evidence = {
+            **request.evidence,
+            "datasets": [
+                *request.evidence["datasets"],
+                {"dataset": "agent-set@1", "run": run.pk, "verdict": verdict},
+            ],
+        }
+        passed, said, url = checklists.verify("agent_eval", request, evidence)
+        assert (passed, said) == (done, f"{proof} (run #{run.pk})")
+        assert url.endswith(f"/evals/{run.pk}/")
+    # The plain golden set of the policy is no agent evidence, passed or not.
+    assert not checklists.verify("agent_eval", request)[0]
+
+
 # the request page ---------------------------------------------------------------------------
 
 

@@ -20,3 +20,14 @@ def pairs(mapping) -> list[tuple[str, str]]:
         (str(k), v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
         for k, v in mapping.items()
     ]
+
+
+@register.filter
+def call_args(arguments) -> str:
+    """A tool call's arguments written as in code: {"order_id": "A-1", "n": 2} → order_id="A-1",
+    n=2; arguments that are not an object are shown as the text they were."""
+    import json
+
+    if not isinstance(arguments, dict):
+        return str(arguments)
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())

@@ -209,7 +209,7 @@ class Command(BaseCommand):
         if simulator_port:
             follow_simulator(application, simulator_port)
         self._golden_set(application, users["curator"])
-        from console.evals.demo import seed_evals, seed_reviews, seed_safety
+        from console.evals.demo import seed_agents, seed_evals, seed_reviews, seed_safety
         from console.flags.demo import seed_flags
         from console.releases.demo import seed_releases
         from console.usage.demo import seed_usage
@@ -217,20 +217,23 @@ class Command(BaseCommand):
         def warn(message: str) -> None:
             self.stdout.write(self.style.WARNING(message))
 
-        runs = seed_evals(
-            application,
-            engineer,
-            port,
-            faults=Faults(latency_ms=simulator_latency_ms) if simulator_latency_ms else None,
-            log=warn,
-        )
+        faults = Faults(latency_ms=simulator_latency_ms) if simulator_latency_ms else None
+        runs = seed_evals(application, engineer, port, faults=faults, log=warn)
         seed_reviews(runs[-1], users["curator"])
         seed_safety(
             application,
             engineer,
             users["curator"],
             port,
-            faults=Faults(latency_ms=simulator_latency_ms) if simulator_latency_ms else None,
+            faults=faults,
+            log=warn,
+        )
+        seed_agents(
+            application,
+            engineer,
+            users["curator"],
+            port,
+            faults=faults,
             log=warn,
         )
         seed_flags(application, users)
