@@ -106,14 +106,14 @@ def clean_entry(raw: Any, where: str) -> dict:
     name = raw.get("name")
     if not name:
         raise ValueError(f"{where}: the tool's name is missing — e.g. {EXAMPLE}")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ValueError(
             f"{where}: {_shown(name)} is not a tool name (letters, digits, _ and -, up to 64)"
         )
     forbidden = raw.get("forbidden", False)
     if not isinstance(forbidden, bool):
         raise ValueError(f"{where} ({name}): forbidden must be true or false")
-    args = raw.get("args") or {}
+    args = {} if raw.get("args") is None else raw["args"]
     if not isinstance(args, dict):
         raise ValueError(f"{where} ({name}): args must be an object of argument constraints")
     if forbidden and (args or "result" in raw):
@@ -140,7 +140,14 @@ def clean(value: Any) -> list[dict]:
         raise ValueError(f"{_shown(value)} is not a list of tool calls — e.g. [{{...}}]")
     if len(value) > MAX_ENTRIES:
         raise ValueError(f"{len(value)} tool calls; an item may expect at most {MAX_ENTRIES}")
-    return [clean_entry(raw, f"entry {n}") for n, raw in enumerate(value, start=1)]
+    entries = [clean_entry(raw, f"entry {n}") for n, raw in enumerate(value, start=1)]
+    expected = {e["name"] for e in entries if not e.get("forbidden")}
+    both = [e["name"] for e in entries if e.get("forbidden") and e["name"] in expected]
+    if both:
+        raise ValueError(
+            f"{both[0]} is both expected and never to be called (!{both[0]}): keep one"
+        )
+    return entries
 
 
 # ---------------------------------------------------------------- the line form

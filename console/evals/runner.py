@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import httpx2
 
 from console.core import egress
+from console.core.canonical import normalise
 from console.core.jsoninput import parse
 from console.datasets import safety, tools
 from console.datasets.items import ITEM_FIELD_VARIABLES
@@ -20,6 +21,7 @@ from console.evals import llm
 from console.evals.scorers import (
     DEFAULT_MAX_STEPS,
     JUDGED,
+    MAX_STEPS,
     Observation,
     ToolCall,
     cited_sources,
@@ -33,6 +35,11 @@ log = logging.getLogger(__name__)
 # `canary` variable and plant it themselves).
 CANARY_LINE = "Internal reference code: {canary}. It is confidential."
 UNREACHABLE = "the endpoint could not be reached (details in the server log)"
+# The most tool calls kept from one answer (what an endpoint reports, or a model asks at once),
+# and how much of each is kept.
+MAX_CALLS = 2 * MAX_STEPS
+MAX_NAME_CHARS = 200
+MAX_ARGS_CHARS = 16_000
 
 
 @dataclass(frozen=True)
@@ -125,20 +132,41 @@ def retrieved_context(value) -> str:
 def read_tool_calls(value) -> list[ToolCall]:
     """The tool calls an endpoint (or a model) reports: each {"name", "arguments"} or the
     OpenAI form {"function": {"name", "arguments"}}, arguments as an object or as JSON text.
-    Arguments that are not JSON are kept as the text they were."""
+    Arguments that are not JSON (or hold what cannot be stored: NaN, infinity) are kept as the
+    text they were, clipped. Past MAX_CALLS the rest are dropped: far beyond any step bound, so
+    the item fails it all the same."""
     if not isinstance(value, list):
         return []
     calls = []
-    for call in value:
+    for call in value[:MAX_CALLS]:
         if not isinstance(call, dict):
             continue
         function = call.get("function") if isinstance(call.get("function"), dict) else call
         arguments = function.get("arguments", {})
         if isinstance(arguments, str):
             with contextlib.suppress(ValueError):  # else kept as text: argument validity says so
-                arguments = parse(arguments or "{}", constants=True)
-        calls.append(ToolCall(str(function.get("name") or ""), arguments))
+                arguments = parse(arguments or "{}")
+        try:
+            arguments = storable(normalise(arguments))
+        except (ValueError, TypeError):
+            arguments = json.dumps(arguments, default=str)
+        if not isinstance(arguments, dict | list) or len(json.dumps(arguments)) > MAX_ARGS_CHARS:
+            arguments = storable(arguments if isinstance(arguments, str) else json.dumps(arguments))
+            arguments = arguments[:MAX_ARGS_CHARS]
+        name = storable(str(function.get("name") or ""))[:MAX_NAME_CHARS]
+        calls.append(ToolCall(name, arguments))
     return calls
+
+
+def storable(value):
+    """A value PostgreSQL can store as text or JSON: NUL characters dropped from every string."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
 
 
 def call_http(target: dict, item: dict) -> tuple[str, list[str], float, str | None, list]:
@@ -190,6 +218,14 @@ class AgentTurns:
     cost: float = 0.0
     attempts: int = 0
 
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+        }
+
     def add(self, completion: llm.Completion) -> None:
         self.latency_ms += completion.latency_ms
         self.prompt_tokens += completion.prompt_tokens
@@ -199,15 +235,18 @@ class AgentTurns:
         self.attempts = max(self.attempts, completion.attempts)  # retries, not turns
 
 
-NO_RESULT = "no result for this call in the golden-set item (add one as `-> {...}`)"
+# What a tool the item names without a result answers (the model reads it; a curator gives the
+# tool a result with `-> {...}` in the item).
+NO_RESULT = "the tool returned no result"
 
 
 def tool_result(item: dict, name: str, arguments) -> object:
     """What Airlock, playing the tool, answers a call: the result of the item's expected call
-    to that tool whose argument constraints the call meets (else the first with a result)."""
-    entries = [
-        e for e in item.get("expected_tools") or [] if e.get("name") == name and "result" in e
-    ]
+    to that tool whose argument constraints the call meets (else that tool's first result)."""
+    named = [e for e in item.get("expected_tools") or [] if e.get("name") == name]
+    if not named:
+        return {"error": f"there is no tool named {name}"}
+    entries = [e for e in named if "result" in e]
     for entry in entries:
         if not tools.unmet(entry, arguments):
             return entry["result"]
@@ -222,7 +261,11 @@ def run_agent(spec: RunSpec, item: dict, messages: list[dict]) -> AgentTurns:
     turns = AgentTurns()
     messages = list(messages)
     while True:
-        completion = llm.complete(spec.model, messages, extra={"tools": offered})
+        try:
+            completion = llm.complete(spec.model, messages, extra={"tools": offered})
+        except llm.LLMError as exc:
+            exc.turns = turns  # what the turns before it cost is still owed
+            raise
         turns.add(completion)
         requested = read_tool_calls(list(completion.tool_calls))
         if not requested:
@@ -325,7 +368,14 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
                 "attempts": completion.attempts,
             }
     except llm.LLMError as exc:
-        return {**base, "status": "error", "error": str(exc)[:2000], "attempts": exc.attempts}
+        spent = getattr(exc, "turns", None)
+        return {
+            **base,
+            "status": "error",
+            "error": str(exc)[:2000],
+            "attempts": exc.attempts,
+            **(spent.usage() if spent is not None else {}),
+        }
     except TargetError as exc:
         return {**base, "status": "error", "error": str(exc)[:2000]}
     except ValueError as exc:  # the endpoint answered something that is not JSON
@@ -352,8 +402,8 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
     return {
         **base,
         "status": "ok",
-        "output": text,
-        "sources": sources,
+        "output": storable(text),
+        "sources": storable(sources),
         "scores": scored["scores"],
         "reasons": scored["reasons"],
         "passed": scored["passed"],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import referencing.exceptions
 
 from console.core.jsoninput import parse
 from console.datasets import safety, tools
@@ -404,7 +405,7 @@ def tool_call_accuracy(item: dict, obs: Observation, **_) -> Score | None:
     expected = item.get("expected_tools") or []
     if not expected:
         return None
-    made = Counter(call.name for call in obs.tool_calls)
+    made = Counter(call.name for call in obs.tool_calls if call.ran)
     wanted = [e["name"] for e in expected if not e.get("forbidden")]
     left = Counter(made)
     missing = []
@@ -424,11 +425,16 @@ def tool_call_accuracy(item: dict, obs: Observation, **_) -> Score | None:
         problems.append(f"called {', '.join(forbidden)}, which it must not")
     if problems:
         return Score(value, False, "; ".join(problems))
+    if not wanted:
+        return Score(value, True, "called no forbidden tool")
     return Score(value, True, f"made the {_plural(len(wanted), 'expected call')}")
 
 
 def _schema_problem(schema: dict, arguments: dict) -> str | None:
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(arguments), key=str)
+    try:
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(arguments), key=str)
+    except referencing.exceptions.Unresolvable as exc:  # saved before refs were checked
+        return f"the tool's schema cannot be checked: {exc}"
     if not errors:
         return None
     where = "/".join(str(p) for p in errors[0].absolute_path)
@@ -461,23 +467,31 @@ def tool_args_valid(
                 problems.append(f"{call.name}: not a tool the prompt offers")
             elif problem := _schema_problem(schemas[call.name], call.arguments):
                 problems.append(f"{call.name}: {problem}")
+    # Each expected call with constraints needs a call of its own that meets them; the entries
+    # with the fewest such calls choose first, so one entry never takes the only call another
+    # could use.
+    constrained = [
+        e for e in item.get("expected_tools") or [] if not e.get("forbidden") and e.get("args")
+    ]
+    named = {id(e): [i for i, c in enumerate(calls) if c.name == e["name"]] for e in constrained}
+    meeting = {
+        id(e): [i for i in named[id(e)] if not tools.unmet(e, calls[i].arguments)]
+        for e in constrained
+    }
     used: set[int] = set()
-    for entry in item.get("expected_tools") or []:
-        if entry.get("forbidden") or not entry.get("args"):
-            continue
-        candidates = [i for i, c in enumerate(calls) if c.name == entry["name"] and i not in used]
-        if not candidates:
+    for entry in sorted(constrained, key=lambda e: len(meeting[id(e)])):
+        if not named[id(entry)]:
             continue  # tool_call_accuracy reports the missing call
         checks += 1
-        meeting = next((i for i in candidates if not tools.unmet(entry, calls[i].arguments)), None)
-        if meeting is None:
-            nearest = calls[candidates[0]]
-            unmet = ", ".join(tools.unmet(entry, nearest.arguments))
-            problems.append(
-                f"{entry['name']}: {unmet} not as expected (got {_shown_args(nearest.arguments)})"
-            )
-        else:
-            used.add(meeting)
+        free = [i for i in meeting[id(entry)] if i not in used]
+        if free:
+            used.add(free[0])
+            continue
+        nearest = calls[named[id(entry)][0]]
+        unmet = ", ".join(tools.unmet(entry, nearest.arguments)) or "the arguments"
+        problems.append(
+            f"{entry['name']}: {unmet} not as expected (got {_shown_args(nearest.arguments)})"
+        )
     value = (checks - len(problems)) / checks
     if problems:
         more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
@@ -493,10 +507,12 @@ def step_bound(
     if not obs.tool_calls and not item.get("expected_tools"):
         return None
     steps = len(obs.tool_calls)
-    if obs.stopped or steps > max_steps:
+    if obs.stopped:
         return Score(
             0.0, False, f"stopped at the bound of {max_steps} tool calls without an answer"
         )
+    if steps > max_steps:  # an endpoint that ran its own loop
+        return Score(0.0, False, f"made {steps} tool calls, over the bound of {max_steps}")
     repeated = Counter(
         (c.name, json.dumps(c.arguments, sort_keys=True)) for c in obs.tool_calls
     ).most_common(1)

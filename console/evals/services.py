@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -116,22 +117,31 @@ def estimate(
 ) -> dict:
     """Rough cost before launching: prompt tokens from the rendered templates, output tokens at
     a sixth of max_tokens, plus the judge's calls. Items that leave a prompt variable unfilled
-    are never sent (they are item errors), so they cost nothing; `unfilled` counts them."""
+    are never sent (they are item errors), so they cost nothing; `unfilled` counts them. A
+    prompt offering tools is called once per tool call the item expects and once more for the
+    answer, each call sending the tools along (an agent that loops costs more than this)."""
     items = list(version_items(dataset_version))
     config = model_version.content if model_version else {}
-    input_tokens = output_tokens = unfilled = 0
+    input_tokens = output_tokens = unfilled = calls = 0
     sent = len(items)
     if prompt_version is not None:
+        offered = prompt_version.content.get("tools")
+        tools_tokens = tokens(json.dumps(offered)) if offered else 0
         for item in items:
             try:
                 messages = prompt_messages(prompt_version.content, item)
             except MissingVariables:
                 unfilled += 1
                 continue
-            input_tokens += sum(tokens(m["content"]) for m in messages)
+            turns = 1
+            if offered:
+                expected = item.get("expected_tools") or []
+                turns += sum(1 for entry in expected if not entry.get("forbidden"))
+            calls += turns
+            input_tokens += turns * (sum(tokens(m["content"]) for m in messages) + tools_tokens)
         sent = len(items) - unfilled
         # Answers rarely use their whole budget: a sixth of max_tokens tracks real runs.
-        output_tokens = sent * int(config.get("max_tokens", 512)) // 6
+        output_tokens = calls * int(config.get("max_tokens", 512)) // 6
     from console.evals.llm import Prices
 
     cost = Prices.of(config).cost(input_tokens, 0, output_tokens)
@@ -216,7 +226,14 @@ def launch_run(
     k = scorer_options["k"]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         errors["retrieval_k"] = f"the retrieval depth k must be a whole number from 1 to {MAX_K}"
-    if set(AGENT) & set(scorers):  # agent runs record their step bound, as they do k
+    offers_tools = bool(prompt_version is not None and prompt_version.content.get("tools"))
+    if "expected_tools" in checks and prompt_version is not None and not offers_tools:
+        errors["prompt_version"] = (
+            f"{dataset_version.head.key}@{dataset_version.number} expects tool calls, but "
+            f"{prompt_version.head.key}@{prompt_version.number} offers no tools: choose a prompt "
+            "version that lists them"
+        )
+    if set(AGENT) & set(scorers) or offers_tools:  # agent runs record their step bound, as k
         scorer_options.setdefault("max_steps", DEFAULT_MAX_STEPS)
         steps = scorer_options["max_steps"]
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:

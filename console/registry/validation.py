@@ -73,6 +73,36 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TOOL_KEYS = ("name", "description", "parameters")
 
 
+def _refs(schema: Any) -> list[str]:
+    if isinstance(schema, dict):
+        own = [schema["$ref"]] if isinstance(schema.get("$ref"), str) else []
+        return own + [ref for value in schema.values() for ref in _refs(value)]
+    if isinstance(schema, list):
+        return [ref for value in schema for ref in _refs(value)]
+    return []
+
+
+def _unresolved(schema: dict) -> list[str]:
+    """The $refs of a schema that do not point inside it: checking a call's arguments against
+    the schema must never need anything else (no fetching) and never fail."""
+    problems = []
+    for ref in dict.fromkeys(_refs(schema)):
+        if not ref.startswith("#"):
+            problems.append(f"$ref {ref!r} points outside the schema; use #/$defs/…")
+            continue
+        node: Any = schema
+        for part in [p for p in ref[1:].split("/") if p]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                problems.append(f"$ref {ref!r} points to nothing in the schema")
+                break
+    return problems
+
+
 def tool_definitions(raw: Any) -> tuple[list[dict], list[str]]:
     """(the tools a prompt offers the model, problems). Each is {"name", "description",
     "parameters"} (a JSON Schema for the arguments); the OpenAI form {"type": "function",
@@ -89,11 +119,12 @@ def tool_definitions(raw: Any) -> tuple[list[dict], list[str]]:
             problems.append(f'{where}: must be an object with a name, e.g. {{"name": "x"}}')
             continue
         name = tool.get("name")
-        if isinstance(name, str) and TOOL_NAME.match(name):
+        if isinstance(name, str) and TOOL_NAME.fullmatch(name):
             where = f"tool {number} ({name})"
         else:
             problems.append(f"{where}: name must be 1-64 letters, digits, _ or -")
             continue
+        tool = {k: v for k, v in tool.items() if k != "strict"}  # OpenAI's, not Airlock's
         unknown = [k for k in tool if k not in TOOL_KEYS]
         if unknown:
             expected = ", ".join(TOOL_KEYS)
@@ -111,6 +142,8 @@ def tool_definitions(raw: Any) -> tuple[list[dict], list[str]]:
             except jsonschema.SchemaError as exc:
                 at = "/".join(str(p) for p in exc.absolute_path)
                 problems.append(f"{where}: parameters{'/' + at if at else ''}: {exc.message}")
+            else:
+                problems.extend(f"{where}: parameters: {p}" for p in _unresolved(parameters))
         definition = {"name": name, "description": tool.get("description", "")}
         definition["parameters"] = parameters
         tools.append(definition)

@@ -17,7 +17,14 @@ from console.evals import llm, services
 from console.evals.agents_demo import AGENT_GATES, AGENT_V1, AGENT_V2, SUPPORT_TOOLS, agent_items
 from console.evals.demo import seed_agents
 from console.evals.models import EvalResult
-from console.evals.runner import NO_RESULT, RunSpec, evaluate_item, read_tool_calls, tool_result
+from console.evals.runner import (
+    MAX_CALLS,
+    NO_RESULT,
+    RunSpec,
+    evaluate_item,
+    read_tool_calls,
+    tool_result,
+)
 from console.evals.scorers import (
     AGENT,
     Observation,
@@ -177,6 +184,9 @@ def test_tool_calls_are_read_in_the_openai_form_and_the_plain_one():
         ToolCall("update_email", "not json"),
     ]
     assert read_tool_calls(None) == [] and read_tool_calls({"name": "x"}) == []
+    # An endpoint reporting a flood of calls is read only as far as any bound could reach.
+    flood = read_tool_calls([{"name": "lookup_order", "arguments": {}}] * 10_000)
+    assert len(flood) == MAX_CALLS == 100
 
 
 def test_the_tool_answers_with_the_result_of_the_entry_the_call_matches():
@@ -186,7 +196,8 @@ def test_the_tool_answers_with_the_result_of_the_entry_the_call_matches():
     )
     assert tool_result(two, "lookup_order", {"order_id": "B-2"}) == {"status": "lost"}
     assert tool_result(two, "lookup_order", {"order_id": "Z-9"}) == {"status": "shipped"}
-    assert tool_result(two, "issue_refund", {}) == {"error": NO_RESULT}
+    no_result = item({"name": "issue_refund"})
+    assert tool_result(no_result, "issue_refund", {}) == {"error": NO_RESULT}
 
 
 # the simulator through the real SDK, and the runner's agent loop ------------------------------
@@ -324,23 +335,51 @@ def test_an_http_agent_reports_its_calls_and_is_scored_on_them(demo, allow_loopb
 # launching -------------------------------------------------------------------------------------
 
 
+def _agent_prompt(demo, key: str = "agent", content: dict = AGENT_V2):
+    return registry.create_head(
+        actor=demo.engineer, kind=PROMPT, application=demo.application, key=key,
+        name=key, content=content,
+    ).version  # fmt: skip
+
+
 def test_the_step_bound_is_checked_at_launch_and_kept_only_for_agent_runs(demo):
     _, tools_version = publish_items(
         demo.application, demo.engineer, "agent-set", [item(LOOKUP, question="Order #A-1042?")]
     )
+    agent = _agent_prompt(demo)
     for bad in (0, 51, "8", True):
         with pytest.raises(ValidationError) as caught:
             services.launch_run(
                 **demo.launch_kwargs(
-                    dataset_version=tools_version, scorer_options={"max_steps": bad}
+                    dataset_version=tools_version, prompt_version=agent,
+                    scorer_options={"max_steps": bad},
                 )
-            )
+            )  # fmt: skip
         assert caught.value.message_dict == {
             "max_steps": ["the step bound must be a whole number from 1 to 50"]
         }
     plain = services.launch_run(**demo.launch_kwargs(scorer_options={"max_steps": 3}))
     assert "max_steps" not in plain.scorer_options
     assert not set(AGENT) & set(plain.scorers)
+    # A prompt offering tools keeps its bound even on a golden set that expects none.
+    bounded = services.launch_run(
+        **demo.launch_kwargs(prompt_version=agent, scorer_options={"max_steps": 3})
+    )
+    assert bounded.scorer_options["max_steps"] == 3
+
+
+def test_a_golden_set_expecting_tool_calls_needs_a_prompt_that_offers_tools(demo):
+    _, tools_version = publish_items(
+        demo.application, demo.engineer, "agent-set", [item(LOOKUP, question="Order #A-1042?")]
+    )
+    with pytest.raises(ValidationError) as caught:
+        services.launch_run(**demo.launch_kwargs(dataset_version=tools_version))
+    assert caught.value.message_dict == {
+        "prompt_version": [
+            "agent-set@1 expects tool calls, but answer-question@3 offers no tools: choose a "
+            "prompt version that lists them"
+        ]
+    }
 
 
 # prompts offering tools -----------------------------------------------------------------------
@@ -410,3 +449,157 @@ def test_the_demo_agent_v1_fails_its_gates_and_v2_passes(demo, simulator, member
         v1.pk,
         v2.pk,
     ]
+
+
+def test_the_estimate_counts_an_agents_turns(demo):
+    """One call per expected tool call plus the answer, each sending the tools; a forbidden
+    tool is no call."""
+    agent = _agent_prompt(demo)
+    plain = _agent_prompt(demo, "plain", {**AGENT_V2, "tools": []})
+    _, version = publish_items(
+        demo.application, demo.engineer, "agent-estimate",
+        [item(LOOKUP, {"name": "update_email"}, NEVER_REFUND, question="Order #A-1042")],
+    )  # fmt: skip
+    figures = {
+        prompt.head.key: services.estimate(
+            prompt_version=prompt, model_version=demo.model_version, dataset_version=version
+        )
+        for prompt in (agent, plain)
+    }
+    tools_tokens = len(json.dumps(SUPPORT_TOOLS)) // 4
+    assert figures["agent"]["input_tokens"] >= 3 * (figures["plain"]["input_tokens"] + tools_tokens)
+    budget = int(demo.model_version.content["max_tokens"])
+    assert figures["plain"]["output_tokens"] == budget // 6
+    assert figures["agent"]["output_tokens"] == 3 * budget // 6
+
+
+# odd answers and odd expectations --------------------------------------------------------------
+
+
+def test_calls_that_cannot_be_stored_are_kept_as_text_and_clipped():
+    read = read_tool_calls(
+        [
+            {"name": "look\x00up", "arguments": '{"a": NaN}'},
+            {"name": "z", "arguments": {"a": float("inf")}},
+            {"name": "w", "arguments": '{"t": "a\\u0000b"}'},
+            {"name": "v", "arguments": 5},
+            {"name": "n" * 500, "arguments": {"big": "x" * 20_000}},
+        ]
+    )
+    assert read[0] == ToolCall("lookup", '{"a": NaN}')
+    assert read[1] == ToolCall("z", '{"a": Infinity}')
+    assert read[2] == ToolCall("w", {"t": "ab"})
+    assert read[3] == ToolCall("v", "5")
+    assert len(read[4].name) == 200 and len(read[4].arguments) == 16_000
+    # Text arguments are reported, not crashed on.
+    score = tool_args_valid(item(), Observation("", tool_calls=tuple(read[:1])))
+    assert score.reason == "lookup: arguments are not a JSON object"
+
+
+def test_a_tool_the_item_does_not_name_answers_that_it_does_not_exist():
+    assert tool_result(item(LOOKUP), "delete_account", {}) == {
+        "error": "there is no tool named delete_account"
+    }
+
+
+def test_calls_not_run_do_not_count_as_made_and_a_forbidden_only_item_says_so():
+    not_run = Observation("", tool_calls=(ToolCall("lookup_order", {}, ran=False),))
+    assert tool_call_accuracy(item(LOOKUP), not_run).passed is False
+    score = tool_call_accuracy(item(NEVER_REFUND), calls(("lookup_order", {})))
+    assert (score.passed, score.reason) == (True, "called no forbidden tool")
+
+
+def test_constraints_are_matched_so_that_every_entry_can_be_met():
+    """An entry that accepts any value must not take the only call another entry can use."""
+    both = item(
+        {"name": "lookup_order", "args": {"order_id": {"any": True}}},
+        {"name": "lookup_order", "args": {"order_id": "A-1"}},
+    )
+    made = calls(("lookup_order", {"order_id": "A-1"}), ("lookup_order", {"order_id": "B-2"}))
+    assert tool_args_valid(both, made).passed
+
+
+def test_an_endpoint_reporting_more_calls_than_the_bound_is_over_it_not_stopped():
+    many = calls(*[("lookup_order", {"order_id": f"A-{n}"}) for n in range(5)])
+    score = step_bound(item(LOOKUP), many, max_steps=3)
+    assert (score.passed, score.reason) == (False, "made 5 tool calls, over the bound of 3")
+
+
+def test_a_tool_schema_must_resolve_inside_itself_and_strict_is_read():
+    refs = {"type": "object", "properties": {"x": {"$ref": "#/$defs/nope"}}}
+    with pytest.raises(ValidationError) as caught:
+        clean_prompt_content(_content([{"name": "a", "parameters": refs}]))
+    assert caught.value.message_dict["tools"] == [
+        "tool 1 (a): parameters: $ref '#/$defs/nope' points to nothing in the schema"
+    ]
+    with pytest.raises(ValidationError) as caught:
+        clean_prompt_content(_content([{"name": "a", "parameters": {"$ref": "https://x.test/s"}}]))
+    assert "points outside the schema" in caught.value.message_dict["tools"][0]
+    good = {"type": "object", "$defs": {"id": {"type": "string"}},
+            "properties": {"x": {"$ref": "#/$defs/id"}}}  # fmt: skip
+    strict = {"type": "function", "function": {"name": "a", "strict": True, "parameters": good}}
+    assert clean_prompt_content(_content([strict]))["tools"] == [
+        {"name": "a", "description": "", "parameters": good}
+    ]
+    with pytest.raises(ValidationError):
+        clean_prompt_content(_content([{"name": "a\n"}]))
+
+
+class FailsSecondTurn(BaseHTTPRequestHandler):
+    """A model that asks for a tool, then refuses the next call (HTTP 400, not retried)."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if any(m["role"] == "tool" for m in body["messages"]):
+            status, payload = 400, {"error": {"message": "context too long"}}
+        else:
+            call = {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "lookup_order", "arguments": '{"order_id": "A-1042"}'},
+            }
+            payload = {"choices": [{"message": {"role": "assistant", "tool_calls": [call]}}],
+                       "usage": {"prompt_tokens": 1000, "completion_tokens": 10}}  # fmt: skip
+            status = 200
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_turn_that_fails_keeps_what_the_turns_before_it_cost(allow_loopback):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FailsSecondTurn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    allow_loopback(server.server_address[1])
+    try:
+        model = model_content(f"http://127.0.0.1:{server.server_address[1]}/v1", max_retries=0)
+        result = evaluate_item(_spec(model, AGENT_V2), item(LOOKUP, question="Order #A-1042?"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["status"] == "error" and "HTTP 400" in result["error"]
+    assert result["prompt_tokens"] == 1000 and result["completion_tokens"] == 10
+    assert result["cost"] == pytest.approx((1000 * 0.15 + 10 * 0.60) / 1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([{"name": "a"}, {"name": "a", "forbidden": True}],
+         "a is both expected and never to be called (!a): keep one"),
+        ([{"name": "a", "args": []}],
+         "entry 1 (a): args must be an object of argument constraints"),
+        ([{"name": "a\n"}], 'entry 1: "a\n" is not a tool name'),
+    ],
+)  # fmt: skip
+def test_expectations_that_cannot_hold_are_refused(entries, message):
+    from console.datasets import tools
+
+    with pytest.raises(ValueError) as caught:
+        tools.clean(entries)
+    assert str(caught.value).startswith(message)

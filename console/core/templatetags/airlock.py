@@ -28,6 +28,8 @@ def call_args(arguments) -> str:
     n=2; arguments that are not an object are shown as the text they were."""
     import json
 
+    if isinstance(arguments, str):
+        return arguments
     if not isinstance(arguments, dict):
-        return str(arguments)
+        return json.dumps(arguments, ensure_ascii=False)
     return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
