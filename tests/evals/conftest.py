@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -37,6 +38,25 @@ def stop_in_background(server) -> None:
         server.server_close()
 
     threading.Thread(target=stop, daemon=True, name="stop-simulator").start()
+
+
+@pytest.fixture
+def serve_app(allow_loopback):
+    """serve_app(Handler) → "http://127.0.0.1:<port>": an application served on a free loopback
+    port for the test (an HTTP target, or a model that misbehaves), which the egress allowlist
+    names; shut down afterwards."""
+    servers = []
+
+    def serve(handler) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True, name="test-app").start()
+        allow_loopback(server.server_address[1])
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        stop_in_background(server)
 
 
 @pytest.fixture

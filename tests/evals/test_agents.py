@@ -5,8 +5,7 @@ negatives, the step bound stopping a loop, and the demo's v1 failing where v2 pa
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -296,40 +295,34 @@ class AgentApp(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_http_agent_reports_its_calls_and_is_scored_on_them(demo, allow_loopback):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), AgentApp)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    allow_loopback(server.server_address[1])
-    try:
-        _, version = publish_items(
-            demo.application, demo.engineer, "agent-http",
-            [{"id": "h1", "question": "Where is my order #A-1042?",
-              "expected_tools": [LOOKUP, NEVER_REFUND]}],
-        )  # fmt: skip
-        run = services.launch_run(
-            actor=demo.engineer,
-            application=demo.application,
-            dataset_version=version,
-            http_target={
-                "url": f"http://127.0.0.1:{server.server_address[1]}/ask",
-                "tool_calls_path": "data.trace",
-            },
-            scorers=["contains_all"],
-        )
-        # The golden set expects tool calls: the agent scorers were added, with a step bound.
-        assert set(AGENT) <= set(run.scorers) and run.scorer_options["max_steps"] == 8
-        services.execute_run(run.pk)
-        row = EvalResult.objects.get(run=run, item_id="h1")
-        assert row.tool_calls == [
-            {"name": "lookup_order", "arguments": {"order_id": "A-1042"}},
-            {"name": "issue_refund", "arguments": {"order_id": "A-1042"}},
-        ]
-        assert row.scores == {"tool_call_accuracy": 0.0, "tool_args_valid": 1.0, "step_bound": 1.0}
-        assert row.reasons["tool_call_accuracy"] == "called issue_refund, which it must not"
-        assert row.passed is False
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_an_http_agent_reports_its_calls_and_is_scored_on_them(demo, serve_app):
+    app = serve_app(AgentApp)
+    _, version = publish_items(
+        demo.application, demo.engineer, "agent-http",
+        [{"id": "h1", "question": "Where is my order #A-1042?",
+          "expected_tools": [LOOKUP, NEVER_REFUND]}],
+    )  # fmt: skip
+    run = services.launch_run(
+        actor=demo.engineer,
+        application=demo.application,
+        dataset_version=version,
+        http_target={
+            "url": f"{app}/ask",
+            "tool_calls_path": "data.trace",
+        },
+        scorers=["contains_all"],
+    )
+    # The golden set expects tool calls: the agent scorers were added, with a step bound.
+    assert set(AGENT) <= set(run.scorers) and run.scorer_options["max_steps"] == 8
+    services.execute_run(run.pk)
+    row = EvalResult.objects.get(run=run, item_id="h1")
+    assert row.tool_calls == [
+        {"name": "lookup_order", "arguments": {"order_id": "A-1042"}},
+        {"name": "issue_refund", "arguments": {"order_id": "A-1042"}},
+    ]
+    assert row.scores == {"tool_call_accuracy": 0.0, "tool_args_valid": 1.0, "step_bound": 1.0}
+    assert row.reasons["tool_call_accuracy"] == "called issue_refund, which it must not"
+    assert row.passed is False
 
 
 # launching -------------------------------------------------------------------------------------
@@ -572,16 +565,10 @@ class FailsSecondTurn(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_turn_that_fails_keeps_what_the_turns_before_it_cost(allow_loopback):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FailsSecondTurn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    allow_loopback(server.server_address[1])
-    try:
-        model = model_content(f"http://127.0.0.1:{server.server_address[1]}/v1", max_retries=0)
-        result = evaluate_item(_spec(model, AGENT_V2), item(LOOKUP, question="Order #A-1042?"))
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_a_turn_that_fails_keeps_what_the_turns_before_it_cost(serve_app):
+    app = serve_app(FailsSecondTurn)
+    model = model_content(f"{app}/v1", max_retries=0)
+    result = evaluate_item(_spec(model, AGENT_V2), item(LOOKUP, question="Order #A-1042?"))
     assert result["status"] == "error" and "HTTP 400" in result["error"]
     assert result["prompt_tokens"] == 1000 and result["completion_tokens"] == 10
     assert result["cost"] == pytest.approx((1000 * 0.15 + 10 * 0.60) / 1_000_000)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from django.conf import settings
@@ -539,109 +538,95 @@ class RagApp(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_http_endpoint_is_evaluated_with_retrieval_metrics(
-    application, engineer, allow_loopback
-):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RagApp)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    allow_loopback(server.server_address[1])
-    try:
-        _, version = publish_items(
-            application,
-            engineer,
-            "rag",
-            [
-                {"id": "r1", "question": "How long to return?", "expected_contains": ["30 days"],
-                 "expected_sources": ["refund-policy"]},
-                {"id": "u1", "question": "CEO phone?", "unanswerable": True},
-            ],
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{server.server_address[1]}/ask"
-        run = services.launch_run(
-            actor=engineer,
-            application=application,
-            dataset_version=version,
-            http_target={"url": url, "answer_path": "data.text", "sources_path": "data.docs"},
-        )
-        assert run.label == f"{url} on rag@1"
-        services.execute_run(run.pk)
-        run.refresh_from_db()
-        assert run.metrics["pass_rate"] == 1.0
-        assert run.metrics["recall_at_5"] == 1.0
-        assert run.metrics["mrr"] == 0.5
-        r1 = EvalResult.objects.get(run=run, item_id="r1")
-        assert r1.sources == ["x", "refund-policy"]
-        assert r1.output == "You have 30 days."
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_an_http_endpoint_is_evaluated_with_retrieval_metrics(application, engineer, serve_app):
+    app = serve_app(RagApp)
+    _, version = publish_items(
+        application,
+        engineer,
+        "rag",
+        [
+            {"id": "r1", "question": "How long to return?", "expected_contains": ["30 days"],
+             "expected_sources": ["refund-policy"]},
+            {"id": "u1", "question": "CEO phone?", "unanswerable": True},
+        ],
+    )  # fmt: skip
+    url = f"{app}/ask"
+    run = services.launch_run(
+        actor=engineer,
+        application=application,
+        dataset_version=version,
+        http_target={"url": url, "answer_path": "data.text", "sources_path": "data.docs"},
+    )
+    assert run.label == f"{url} on rag@1"
+    services.execute_run(run.pk)
+    run.refresh_from_db()
+    assert run.metrics["pass_rate"] == 1.0
+    assert run.metrics["recall_at_5"] == 1.0
+    assert run.metrics["mrr"] == 0.5
+    r1 = EvalResult.objects.get(run=run, item_id="r1")
+    assert r1.sources == ["x", "refund-policy"]
+    assert r1.output == "You have 30 days."
 
 
 def test_an_http_endpoints_retrieved_context_is_what_its_answers_are_judged_against(
-    demo, allow_loopback
+    demo, serve_app
 ):
     """With a context_path, the faithfulness judge and context recall see the passages the
     app retrieved, not the item's context; retrieval scorers take the run's k."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RagApp)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    allow_loopback(server.server_address[1])
-    try:
-        _, version = publish_items(
-            demo.application,
-            demo.engineer,
-            "rag-context",
-            [
-                {"id": "r1", "question": "How long to return?",
-                 "expected_contains": ["30 days", "prepaid label"],
-                 "expected_sources": ["refund-policy"],
-                 "variables": {"context": "NOT-RETRIEVED: the golden set's own context"}},
-                {"id": "r2", "question": "Do you sell gift cards?", "expected_contains": ["no"],
-                 "expected_sources": ["refund-policy"], "variables": {"context": "x"}},
-            ],
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{server.server_address[1]}/ask"
-        run = services.launch_run(
-            actor=demo.engineer,
-            application=demo.application,
-            dataset_version=version,
-            http_target={
-                "url": url,
-                "answer_path": "data.text",
-                "sources_path": "data.docs",
-                "context_path": "data.passages",
-            },
-            scorers=["contains_all", "recall_at_k", "mrr", "ndcg_at_k", "context_precision",
-                     "context_recall", "faithfulness"],
-            scorer_options={"k": 1},
-            judge_model_version=demo.judge_model_version,
-            judge_prompts={"faithfulness": demo.judge_prompts["faithfulness"]},
-        )  # fmt: skip
-        services.execute_run(run.pk)
-        run.refresh_from_db()
-        r1 = EvalResult.objects.get(run=run, item_id="r1")
-        # k = 1: the one relevant source sits at rank 2, outside the top 1.
-        assert r1.scores["recall_at_k"] == 0.0
-        assert r1.scores["mrr"] == 0.0
-        assert r1.scores["ndcg_at_k"] == 0.0
-        assert r1.scores["context_precision"] == 0.0
-        assert r1.reasons["mrr"] == "no relevant source retrieved in the top 1"
-        # The retrieved passages hold "30 days" but not "prepaid label".
-        assert r1.scores["context_recall"] == 0.5
-        assert "missing: 'prepaid label'" in r1.reasons["context_recall"]
-        # The judge was shown the retrieved passages, which support the answer word for word;
-        # the item's own context shares no word with it (it would score 0).
-        assert r1.scores["faithfulness"] == 1.0
-        assert r1.reasons["faithfulness"] == "1 of 1 statements are supported by the context."
-        # The second answer came with no passages: nothing to judge it against, and it says so.
-        r2 = EvalResult.objects.get(run=run, item_id="r2")
-        assert "faithfulness" not in r2.scores
-        assert r2.reasons["faithfulness"] == (
-            "not judged: the endpoint returned no context at 'data.passages'"
-        )
-        assert "context_recall" not in r2.scores
-    finally:
-        server.shutdown()
-        server.server_close()
+    app = serve_app(RagApp)
+    _, version = publish_items(
+        demo.application,
+        demo.engineer,
+        "rag-context",
+        [
+            {"id": "r1", "question": "How long to return?",
+             "expected_contains": ["30 days", "prepaid label"],
+             "expected_sources": ["refund-policy"],
+             "variables": {"context": "NOT-RETRIEVED: the golden set's own context"}},
+            {"id": "r2", "question": "Do you sell gift cards?", "expected_contains": ["no"],
+             "expected_sources": ["refund-policy"], "variables": {"context": "x"}},
+        ],
+    )  # fmt: skip
+    url = f"{app}/ask"
+    run = services.launch_run(
+        actor=demo.engineer,
+        application=demo.application,
+        dataset_version=version,
+        http_target={
+            "url": url,
+            "answer_path": "data.text",
+            "sources_path": "data.docs",
+            "context_path": "data.passages",
+        },
+        scorers=["contains_all", "recall_at_k", "mrr", "ndcg_at_k", "context_precision",
+                 "context_recall", "faithfulness"],
+        scorer_options={"k": 1},
+        judge_model_version=demo.judge_model_version,
+        judge_prompts={"faithfulness": demo.judge_prompts["faithfulness"]},
+    )  # fmt: skip
+    services.execute_run(run.pk)
+    run.refresh_from_db()
+    r1 = EvalResult.objects.get(run=run, item_id="r1")
+    # k = 1: the one relevant source sits at rank 2, outside the top 1.
+    assert r1.scores["recall_at_k"] == 0.0
+    assert r1.scores["mrr"] == 0.0
+    assert r1.scores["ndcg_at_k"] == 0.0
+    assert r1.scores["context_precision"] == 0.0
+    assert r1.reasons["mrr"] == "no relevant source retrieved in the top 1"
+    # The retrieved passages hold "30 days" but not "prepaid label".
+    assert r1.scores["context_recall"] == 0.5
+    assert "missing: 'prepaid label'" in r1.reasons["context_recall"]
+    # The judge was shown the retrieved passages, which support the answer word for word;
+    # the item's own context shares no word with it (it would score 0).
+    assert r1.scores["faithfulness"] == 1.0
+    assert r1.reasons["faithfulness"] == "1 of 1 statements are supported by the context."
+    # The second answer came with no passages: nothing to judge it against, and it says so.
+    r2 = EvalResult.objects.get(run=run, item_id="r2")
+    assert "faithfulness" not in r2.scores
+    assert r2.reasons["faithfulness"] == (
+        "not judged: the endpoint returned no context at 'data.passages'"
+    )
+    assert "context_recall" not in r2.scores
 
 
 def test_an_item_that_crashes_fails_the_run_and_releases_its_lease(demo, simulator):
