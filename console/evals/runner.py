@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import httpx2
 
@@ -54,6 +55,17 @@ class RunSpec:
     judge_prompts: dict = field(default_factory=dict)  # metric → prompt content
     scorers: tuple = ()
     scorer_options: dict = field(default_factory=dict)
+
+    @cached_property
+    def options(self) -> dict:
+        """The scorer options, plus the schemas of the tools the prompt offers, which argument
+        validity checks each call against (worked out once per run, not per item)."""
+        offered = self.prompt.get("tools") if self.target_type != "http" else None
+        if not offered:
+            return self.scorer_options
+        schemas = {t["name"]: t.get("parameters") or {} for t in offered}
+        own = self.scorer_options.get("tool_args_valid", {})
+        return {**self.scorer_options, "tool_args_valid": {"schemas": schemas, **own}}
 
 
 def prompt_messages(prompt: dict, item: dict) -> list[dict]:
@@ -381,7 +393,7 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
     except ValueError as exc:  # the endpoint answered something that is not JSON
         return {**base, "status": "error", "error": f"{type(exc).__name__}: {exc}"[:2000]}
     observation = Observation(text, sources, context, tuple(calls), stopped)
-    scored = score_item(item, observation, list(spec.scorers), _options(spec))
+    scored = score_item(item, observation, list(spec.scorers), spec.options)
     judge_cost = 0.0
     for metric in JUDGED:
         if metric not in spec.scorers:
@@ -413,14 +425,3 @@ def evaluate_item(spec: RunSpec, item: dict) -> dict:
         **({"tool_calls": [c.stored() for c in calls]} if calls or stopped else {}),
         **usage,
     }
-
-
-def _options(spec: RunSpec) -> dict:
-    """The run's scorer options, plus the schemas of the tools its prompt offers, which argument
-    validity checks each call against."""
-    offered = spec.prompt.get("tools") if spec.target_type != "http" else None
-    if not offered:
-        return spec.scorer_options
-    schemas = {t["name"]: t.get("parameters") or {} for t in offered}
-    own = spec.scorer_options.get("tool_args_valid", {})
-    return {**spec.scorer_options, "tool_args_valid": {"schemas": schemas, **own}}

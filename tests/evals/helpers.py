@@ -160,3 +160,13 @@ def reviewed_result(run: EvalRun) -> EvalResult:
     row = answered_result(run)
     ResultReview.objects.get_or_create(result=row, defaults={"verdict": "pass", "revision": 1})
     return row
+
+
+def answer_json(handler, payload: dict, status: int = 200) -> None:
+    """Answer a test app's request (a BaseHTTPRequestHandler) with `payload` as JSON."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

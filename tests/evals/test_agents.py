@@ -35,7 +35,7 @@ from console.evals.scorers import (
 from console.registry import services as registry
 from console.registry.kinds import PROMPT
 from console.registry.validation import clean_prompt_content
-from tests.evals.helpers import model_content, publish_items
+from tests.evals.helpers import answer_json, model_content, publish_items
 
 LOOKUP = {"name": "lookup_order", "args": {"order_id": "A-1042"}, "result": {"status": "shipped"}}
 NEVER_REFUND = {"name": "issue_refund", "forbidden": True}
@@ -284,12 +284,7 @@ class AgentApp(BaseHTTPRequestHandler):
                 ]
             },
         }  # fmt: skip
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer_json(self, payload)
 
     def log_message(self, *args):
         pass
@@ -554,12 +549,7 @@ class FailsSecondTurn(BaseHTTPRequestHandler):
             payload = {"choices": [{"message": {"role": "assistant", "tool_calls": [call]}}],
                        "usage": {"prompt_tokens": 1000, "completion_tokens": 10}}  # fmt: skip
             status = 200
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer_json(self, payload, status)
 
     def log_message(self, *args):
         pass

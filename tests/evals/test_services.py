@@ -18,7 +18,7 @@ from console.audit.models import AuditEvent
 from console.datasets.demo import items as demo_items
 from console.evals import services
 from console.evals.models import EvalResult, EvalRun, GatePolicy
-from tests.evals.helpers import independent_summary, publish_items, result_ids
+from tests.evals.helpers import answer_json, independent_summary, publish_items, result_ids
 from tests.factories import make_application, make_member, make_prompt
 
 pytestmark = pytest.mark.django_db
@@ -527,12 +527,7 @@ class RagApp(BaseHTTPRequestHandler):
             }
         else:
             payload = {"data": {"text": "I don't know.", "docs": []}}
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer_json(self, payload)
 
     def log_message(self, *args):
         pass
