@@ -199,3 +199,28 @@ def test_the_editor_saves_tools_and_shows_a_bad_one_beside_the_field(
         assert any(message in e for e in response.context["content_form"].errors["tools"]), bad
     prompt.refresh_from_db()
     assert prompt.latest_number == 2
+
+
+def test_saving_tools_changes_nothing_prod_serves(client, member, application, prompt):
+    """Tools are version content like any other: an engineer's new version with tools is not
+    served in prod until a promotion binds it, and roles that may not edit prompts cannot add
+    them at all."""
+    from console.accounts.roles import Role
+    from console.api.snapshot import document
+
+    prod = application.environments.get(key="prod")
+    services.bind_version(
+        actor=None, environment=prod, version=prompt.versions.get(number=1), via_promotion=True
+    )
+    before, _ = document(prod)
+    edit = url("head_edit", application, kind="prompts", key=prompt.key)
+    tool = '[{"name": "issue_refund"}]'
+    for role in (Role.CURATOR, Role.APPROVER, Role.VIEWER):
+        client.force_login(member(role, f"r-{role}"))
+        assert client.post(edit, form_data(1, tools=tool)).status_code == 403
+    assert prompt.versions.count() == 1
+    client.force_login(member(Role.ENGINEER, "eng-tools"))
+    assert client.post(edit, form_data(1, tools=tool)).status_code == 302
+    assert prompt.versions.get(number=2).content["tools"][0]["name"] == "issue_refund"
+    after, _ = document(prod)
+    assert after == before and "tools" not in after["prompts"][prompt.key]
