@@ -3,13 +3,11 @@ hourly rollups, and budget checks with their circuit-breaker actions."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +18,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from console.audit import services as audit
+from console.core import bulk
 from console.usage.models import (
     LATENCY_BUCKETS_MS,
     PricePoint,
@@ -77,7 +76,7 @@ class IngestResult:
     duplicates: int
 
 
-class _Problems(list):
+class Problems(list):
     """The batch's errors; `malformed` once any of them breaks the schema."""
 
     malformed = False
@@ -90,7 +89,7 @@ class _Problems(list):
         self.append({"index": index, "field": name, "message": message})
 
 
-def _int(event: dict, name: str, index: int, errors: _Problems) -> int:
+def _int(event: dict, name: str, index: int, errors: Problems) -> int:
     value = event.get(name, 0)
     if value is None:
         return 0
@@ -132,7 +131,7 @@ def _resolve_model(application, ref: str) -> tuple[str, str]:
     return ref, ""
 
 
-def _parse_time(raw: Any):
+def parse_time(raw: Any):
     if not isinstance(raw, str):
         return None
     try:
@@ -160,7 +159,7 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
         raise BatchRejected(
             [{"index": None, "field": "events", "message": f"at most {MAX_BATCH} events per batch"}]
         )
-    errors = _Problems()
+    errors = Problems()
     rows: list[dict] = []
     seen: dict[str, int] = {}
     book = PriceBook(application.pk)
@@ -190,7 +189,7 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
             errors.rule(index, "event_id", f"repeats event {seen[event_id]}")
         else:
             seen[event_id] = index
-        at = _parse_time(event.get("time"))
+        at = parse_time(event.get("time"))
         if at is None or at.tzinfo is None:
             errors.bad(index, "time", "ISO 8601 with a time zone, e.g. 2026-11-23T10:00:00Z")
         elif at > latest:
@@ -311,74 +310,14 @@ def ingest(
 
 
 def _insert_new_events(rows: list[dict]) -> int:
-    """PostgreSQL: the whole batch in one statement — one array per column, unnested — skipping
-    event ids already stored in that environment (ON CONFLICT on the unique constraint, so
-    concurrent retries of the same batch cannot both count it). Returns how many were new.
-    No model instances: at 500 events a batch, building and preparing them cost more than the
-    insert itself. Each column goes as ONE array literal built here (see _array_literal), not
-    as a list for the driver to adapt element by element: that adaptation cost more than
-    validating the batch."""
-    sql, columns = _insert_sql()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [write(list(map(itemgetter(name), rows))) for name, write in columns])
-        return cursor.rowcount
-
-
-def _quoted(values: list[str]) -> str:
-    """Text values as the elements of an array literal: each one double-quoted, with backslash
-    and double quote escaped (PostgreSQL's array syntax; a quoted element is taken verbatim, so
-    commas, braces, spaces and the word NULL inside it are just text)."""
-    if "\\" in (probe := "".join(values)) or '"' in probe:
-        values = [value.replace("\\", "\\\\").replace('"', '\\"') for value in values]
-    return '{"' + '","'.join(values) + '"}'
-
-
-def _text_array(values: list) -> str:
-    return _quoted(values)
-
-
-def _datetime_array(values: list) -> str:
-    first = values[0] if values else None
-    if first is not None and all(value is first for value in values):  # received_at: one instant
-        return _quoted([first.isoformat()] * len(values))
-    return _quoted([value.isoformat() for value in values])
-
-
-def _number_array(values: list) -> str:
-    """ints, floats and Decimals (finite: validated) in their own spelling; None is NULL."""
-    return "{" + ",".join("NULL" if value is None else str(value) for value in values) + "}"
-
-
-def _bool_array(values: list) -> str:
-    return "{" + ",".join("t" if value else "f" for value in values) + "}"
-
-
-def _array_literal(field) -> Any:
-    """The function that writes one column of the batch as an array literal for `field`."""
-    kind = field.get_internal_type()
-    if kind in ("CharField", "TextField"):
-        return _text_array
-    if kind == "DateTimeField":
-        return _datetime_array
-    if kind == "BooleanField":
-        return _bool_array
-    return _number_array  # integers, foreign keys, floats, decimals
-
-
-@functools.cache
-def _insert_sql() -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """The unnest INSERT (built once per process: it only depends on the model) and, for each
-    of its array parameters in order, the attribute name and the function writing its array."""
-    fields = [f for f in UsageEvent._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
-    table = connection.ops.quote_name(UsageEvent._meta.db_table)
-    sql = (
-        f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "
-        # The conflict target is the unique constraint's expression index, word for word.
-        'ON CONFLICT ("application_id", (COALESCE("environment_id", 0)), "event_id") DO NOTHING'
+    """PostgreSQL: the whole batch in one statement (console.core.bulk), skipping event ids
+    already stored in that environment. Returns how many were new."""
+    # The conflict target is the unique constraint's expression index, word for word.
+    return bulk.insert_new(
+        UsageEvent,
+        rows,
+        '("application_id", (COALESCE("environment_id", 0)), "event_id") DO NOTHING',
     )
-    return sql, tuple((f.attname, _array_literal(f)) for f in fields)
 
 
 # ---------------------------------------------------------------- prices
