@@ -36,7 +36,7 @@ OWN_VARIABLES = frozenset(
         "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DATABASE_URL",
         "CELERY_BROKER_URL", "CELERY_VISIBILITY_TIMEOUT", "CACHE_URL", "SECURE_SSL_REDIRECT",
         "USAGE_RETENTION_DAYS", "DEFAULT_FROM_EMAIL", "METRICS_TOKEN", "FORWARDED_ALLOW_IPS",
-        "PROMETHEUS_MULTIPROC_DIR",
+        "PROMETHEUS_MULTIPROC_DIR", "SAMPLE_RETENTION_DAYS",
     }
 )  # fmt: skip
 OWN_PREFIXES = ("AIRLOCK_", "EMAIL_", "DJANGO_", "CELERY_", "GUNICORN_", "DATABASE_", "PG")
@@ -58,6 +58,7 @@ class Config:
     cache: dict = field(default_factory=dict)
     ssl_redirect: bool = True
     usage_retention_days: int = 90
+    sample_retention_days: int = 30
     email_backend: str = "django.core.mail.backends.console.EmailBackend"
     default_from_email: str = "airlock@localhost"
     log_format: str = "json"
@@ -114,9 +115,13 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
 
 
 def _retention(env: Mapping[str, str]) -> int:
-    raw = env.get("USAGE_RETENTION_DAYS", "90")
-    if not raw.isdigit() or not 1 <= int(raw) <= 3650:
-        raise ConfigError("USAGE_RETENTION_DAYS must be a whole number of days from 1 to 3650")
+    return _days(env, "USAGE_RETENTION_DAYS", "90", 3650)
+
+
+def _days(env: Mapping[str, str], name: str, default: str, most: int) -> int:
+    raw = env.get(name, default)
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise ConfigError(f"{name} must be a whole number of days from 1 to {most}")
     return int(raw)
 
 
@@ -305,6 +310,7 @@ def load(env: Mapping[str, str]) -> Config:
         debug=debug,
         ssl_redirect=_bool(env, "SECURE_SSL_REDIRECT", default=True),
         usage_retention_days=_retention(env),
+        sample_retention_days=_days(env, "SAMPLE_RETENTION_DAYS", "30", 365),
         email_backend=env.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"),
         default_from_email=env.get("DEFAULT_FROM_EMAIL", "airlock@localhost"),
         log_format=log_format,

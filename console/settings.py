@@ -25,6 +25,7 @@ AIRLOCK_REQUIRE_SERVICES = CONFIG.require_services
 AIRLOCK_DATA_DIR = CONFIG.data_dir
 METRICS_TOKEN = CONFIG.metrics_token
 USAGE_RETENTION_DAYS = CONFIG.usage_retention_days
+SAMPLE_RETENTION_DAYS = CONFIG.sample_retention_days
 # Outgoing webhooks must use https with DEBUG off, unless this is set (receivers on a private
 # network without TLS). See console.notifications.services.validate_webhook_url.
 AIRLOCK_WEBHOOK_ALLOW_HTTP = CONFIG.webhook_allow_http
@@ -58,6 +59,7 @@ INSTALLED_APPS = [
     "console.evals",
     "console.flags",
     "console.usage",
+    "console.samples",
     "console.notifications",
     "console.releases",
     "console.api",
@@ -210,6 +212,13 @@ CELERY_BEAT_SCHEDULE = {
     "usage-budgets": {"task": "console.usage.tasks.check_budgets", "schedule": 60.0},
     "evals-requeue-stalled": {"task": "console.evals.tasks.requeue_stalled_runs", "schedule": 60.0},
     "audit-anchor": {"task": "console.audit.tasks.anchor_audit_head", "schedule": 60.0},
+    "samples-judge": {"task": "console.samples.tasks.judge_samples", "schedule": 60.0},
+    "samples-monitors": {"task": "console.samples.tasks.check_monitors", "schedule": 60.0},
+    "samples-partitions": {
+        "task": "console.samples.tasks.maintain_partitions",
+        "schedule": 3600.0,
+        "args": (CONFIG.sample_retention_days,),
+    },
     "usage-retention": {
         "task": "console.usage.tasks.purge_usage",
         "schedule": 24 * 3600.0,

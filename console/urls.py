@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("console.evals.urls")),
     path("", include("console.flags.urls")),
     path("", include("console.usage.urls")),
+    path("", include("console.samples.urls")),
     path("", include("console.notifications.urls")),
     path("", include("console.releases.urls")),
     path("", include("console.registry.urls")),

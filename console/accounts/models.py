@@ -43,6 +43,7 @@ class ApplicationGroupObjectPermission(GroupObjectPermissionBase):
 class ApiKeyScope(models.TextChoices):
     CONFIG_READ = "config:read", "Read config and evaluate flags"
     USAGE_WRITE = "usage:write", "Write usage events"
+    SAMPLES_WRITE = "samples:write", "Send production samples"
 
 
 class ApiKey(models.Model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from console.flags.evaluation import OPERATORS
+from console.samples import services as sample_services
 
 REF = "#/components/schemas/"
 
@@ -285,6 +286,48 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/samples": {
+                "post": {
+                    "tags": ["Samples"],
+                    "summary": "Send production samples for quality review (up to 500)",
+                    "description": "Accepted or refused whole. Each sample is redacted by the "
+                    "application's sample policy (emails, phone numbers, card numbers, IBANs, "
+                    "SSNs and custom patterns) before it is stored; a share of them is scored "
+                    "by the application's judge. Idempotent by sample_id and time within the "
+                    "key's environment. Needs scope samples:write.",
+                    "parameters": [*ASSERTION_HEADERS],
+                    "requestBody": {
+                        "required": True,
+                        "content": _json_content(_ref("sampleBatch")),
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Stored (samples sent before are counted, not "
+                            "stored again)",
+                            "content": _json_content(_ref("usageAccepted")),
+                        },
+                        "200": {
+                            "description": "Every sample was already stored",
+                            "content": _json_content(_ref("usageAccepted")),
+                        },
+                        "400": {
+                            "description": "Refused whole: the body is not JSON, or a sample "
+                            "breaks this schema; each error names sample index and field",
+                            "content": _json_content(_ref("usageErrors")),
+                        },
+                        "413": {
+                            "description": "The body is over 2 MB",
+                            "content": _json_content(_ref("usageErrors")),
+                        },
+                        "422": {
+                            "description": "Refused whole: a time in the future or past "
+                            "retention, or a sample_id repeated in the batch",
+                            "content": _json_content(_ref("usageErrors")),
+                        },
+                        **AUTH_RESPONSES,
+                    },
+                }
+            },
             "/ofrep/v1/evaluate/flags/{key}": {
                 "post": {
                     "tags": ofrep_tags,
@@ -448,6 +491,54 @@ def _usage_event() -> dict[str, Any]:
     }
 
 
+def _sample() -> dict[str, Any]:
+    """One production sample, with the bounds console.samples.services enforces."""
+    limits = sample_services.TEXT_LIMITS
+
+    def text(name: str, description: str = "") -> dict:
+        schema: dict[str, Any] = {"type": "string", "maxLength": limits[name]}
+        return {**schema, "description": description} if description else schema
+
+    return {
+        "type": "object",
+        "required": ["sample_id", "time"],
+        "properties": {
+            "sample_id": {
+                **text("sample_id", "Unique per environment and time"),
+                "minLength": 1,
+            },
+            "time": {
+                "type": "string",
+                "format": "date-time",
+                "description": "ISO 8601 with a zone; within the sample retention period, not "
+                "in the future",
+            },
+            "inputs": {
+                "type": "object",
+                "description": "The prompt's input variables; `question` is shown first",
+            },
+            "output": text("output"),
+            "context": {
+                "description": "The retrieved context: text, or a list of passages",
+                "oneOf": [
+                    text("context"),
+                    {"type": "array", "items": {"type": "string"}},
+                ],
+            },
+            "sources": {
+                "type": "array",
+                "maxItems": sample_services.MAX_SOURCES,
+                "items": {"type": "string", "maxLength": sample_services.MAX_SOURCE_CHARS},
+            },
+            "prompt_version": text("prompt_version", "KEY@VERSION"),
+            "model_config": text("model_config", "KEY@VERSION"),
+            "variant": text("variant", "The flag variant that served the request"),
+            "feedback": {"type": "string", "enum": ["up", "down", "none"]},
+            "feedback_comment": text("feedback_comment"),
+        },
+    }
+
+
 def _schemas() -> dict[str, Any]:
     return {
         "usageBatch": {
@@ -459,6 +550,18 @@ def _schemas() -> dict[str, Any]:
                     "minItems": 1,
                     "maxItems": 1000,
                     "items": _usage_event(),
+                }
+            },
+        },
+        "sampleBatch": {
+            "type": "object",
+            "required": ["samples"],
+            "properties": {
+                "samples": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": sample_services.MAX_BATCH,
+                    "items": _sample(),
                 }
             },
         },

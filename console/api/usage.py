@@ -27,7 +27,7 @@ def ingest(request: HttpRequest, caller: Caller) -> HttpResponse:
         # NaN and Infinity parse (as floats) so the event's own check names their field.
         body = parse(request.body or b"null", constants=True)
     except JSONInputError as exc:
-        return _json({"errors": [_where(exc)]}, status=400)
+        return _json({"errors": [where(exc, "events")]}, status=400)
     except UnicodeDecodeError as exc:
         return _json(
             {"errors": [{"index": None, "field": None, "message": f"not UTF-8 JSON: {exc}"}]},
@@ -48,10 +48,10 @@ def ingest(request: HttpRequest, caller: Caller) -> HttpResponse:
     )
 
 
-def _where(exc: JSONInputError) -> dict:
-    """A body refused by the parser, named by event and field when the problem lies inside
+def where(exc: JSONInputError, items: str) -> dict:
+    """A body refused by the parser, named by item and field when the problem lies inside
     one (`events[3].metadata` nested too deeply)."""
     path = exc.path
-    index = path[1] if len(path) > 1 and path[0] == "events" and isinstance(path[1], int) else None
+    index = path[1] if len(path) > 1 and path[0] == items and isinstance(path[1], int) else None
     field = path[2] if index is not None and len(path) > 2 else (path[0] if path else None)
     return {"index": index, "field": field, "message": f"not JSON we accept: {exc}"}

@@ -11,7 +11,7 @@ from bisect import bisect_left
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 REQUEST_SECONDS = Histogram(
     "airlock_http_request_duration_seconds",
@@ -106,6 +106,97 @@ class StateCollector:
         )
         depth.add_metric([], queue_depth())
         yield depth
+        yield from ai_metrics()
+
+
+AI_LABELS = ["application", "environment", "version"]
+
+
+def ai_metrics():
+    """The applications' own AI metrics, so Prometheus users can alert from their stack: traffic,
+    errors, tokens and spend from the daily usage rollups (production traffic, all time, by
+    application, environment and prompt version), judged quality over the last 24 hours of
+    samples, and the monitor alerts open now."""
+    from datetime import timedelta
+
+    from django.apps import apps
+    from django.db.models import Avg, Count, Sum
+    from django.utils import timezone
+
+    usage = apps.get_model("usage", "UsageDaily")
+    requests = CounterMetricFamily(
+        "airlock_ai_requests", "Production model calls reported", labels=AI_LABELS
+    )
+    errors = CounterMetricFamily(
+        "airlock_ai_errors", "Production model calls that failed or timed out", labels=AI_LABELS
+    )
+    tokens = CounterMetricFamily(
+        "airlock_ai_tokens", "Tokens of production calls", labels=[*AI_LABELS, "direction"]
+    )
+    cost = CounterMetricFamily(
+        "airlock_ai_cost_dollars", "Spend of production calls (USD)", labels=AI_LABELS
+    )
+    rows = (
+        usage.objects.filter(source="runtime")
+        .values("application__key", "environment__key", "prompt_version")
+        .annotate(
+            requests=Sum("requests"), errors=Sum("errors"), tokens_in=Sum("input_tokens"),
+            tokens_out=Sum("output_tokens"), cost=Sum("cost"),
+        )
+        .order_by()
+    )  # fmt: skip
+    for row in rows:
+        labels = [row["application__key"], row["environment__key"] or "", row["prompt_version"]]
+        requests.add_metric(labels, row["requests"] or 0)
+        errors.add_metric(labels, row["errors"] or 0)
+        tokens.add_metric([*labels, "input"], row["tokens_in"] or 0)
+        tokens.add_metric([*labels, "output"], row["tokens_out"] or 0)
+        cost.add_metric(labels, float(row["cost"] or 0))
+    yield from (requests, errors, tokens, cost)
+
+    sample = apps.get_model("samples", "Sample")
+    quality = GaugeMetricFamily(
+        "airlock_ai_quality",
+        "Mean judged score of production samples over the last 24 hours",
+        labels=[*AI_LABELS, "metric"],
+    )
+    judged = GaugeMetricFamily(
+        "airlock_ai_samples_judged", "Production samples judged in the last 24 hours",
+        labels=AI_LABELS,
+    )  # fmt: skip
+    since = timezone.now() - timedelta(hours=24)
+    rows = (
+        sample.objects.filter(at__gte=since, judge_state="done")
+        .values("application__key", "environment__key", "prompt_version")
+        .annotate(n=Count("id"), faithfulness=Avg("faithfulness"), relevance=Avg("relevance"))
+        .order_by()
+    )
+    for row in rows:
+        labels = [row["application__key"], row["environment__key"], row["prompt_version"]]
+        judged.add_metric(labels, row["n"])
+        for metric in ("faithfulness", "relevance"):
+            if row[metric] is not None:
+                quality.add_metric([*labels, metric], round(row[metric], 4))
+    yield from (quality, judged)
+
+    alert = apps.get_model("samples", "MonitorAlert")
+    alerts = GaugeMetricFamily(
+        "airlock_monitor_alerts_open",
+        "Monitor alerts not yet resolved",
+        labels=["application", "environment", "severity"],
+    )
+    rows = (
+        alert.objects.exclude(state="resolved")
+        .values("monitor__application__key", "monitor__environment__key", "severity")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for row in rows:
+        alerts.add_metric(
+            [row["monitor__application__key"], row["monitor__environment__key"], row["severity"]],
+            row["n"],
+        )
+    yield alerts
 
 
 def kill_switches_active() -> int:

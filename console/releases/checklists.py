@@ -32,6 +32,7 @@ from console.datasets import safety
 from console.datasets.models import DatasetVersion
 from console.datasets.selectors import item_checks
 from console.flags.models import Flag
+from console.samples.models import Monitor
 from console.usage.models import Budget
 
 MAX_ITEMS = 30
@@ -45,6 +46,7 @@ AUTO_CHECKS = {
     "agent_eval": "a golden set of expected tool calls is among the evidence, and passed",
     "kill_switch": "a flag serving this prompt or model config can be killed",
     "budget": "a budget covers this environment",
+    "monitor": "a monitor watches this environment's quality, errors or cost",
     "rollback_exercised": "a rollback of this prompt or model config was done in a lower "
     "environment in the last 30 days",
 }
@@ -61,17 +63,18 @@ _EVALS = "Eval gate passed on every golden set of the policy (auto: eval_gate)"
 _KILL = "A kill switch exists for the feature (auto: kill_switch)"
 _BUDGET = "A budget is set for this environment (auto: budget)"
 _ONCALL = "On-call knows the release time and how to roll back"
+_MONITOR = "A monitor watches quality, errors or cost after release (auto: monitor)"
 # Built-in templates: a starting point an admin loads into an environment's policy and edits.
 TEMPLATES: dict[str, tuple[str, list[str]]] = {
     "llm-api": (
         "LLM API release",
-        [_EVALS, _KILL, _ROLLBACK, _ONCALL,
+        [_EVALS, _KILL, _ROLLBACK, _MONITOR, _ONCALL,
          "[optional] Canary criteria are written down: error rate, p95 latency, thumbs-down rate",
          "[optional] Provider rate limits and timeouts checked for the expected traffic"],
     ),
     "rag": (
         "RAG release",
-        [_EVALS, _ROLLBACK,
+        [_EVALS, _ROLLBACK, _MONITOR,
          "Retrieval checked on the current index: recall@k and context precision",
          "The index version the release expects is live in this environment",
          "[optional] Sources cited in answers are reachable by customers", _ONCALL],
@@ -351,6 +354,20 @@ def _budget(request, evidence: dict) -> tuple[bool, str, str]:
     return True, f"budget “{budget.name}” ({budget.amount} USD {budget.period})", url
 
 
+def _monitor(request, evidence: dict) -> tuple[bool, str, str]:
+    monitor = (
+        Monitor.objects.filter(
+            application=request.application, environment=request.environment, enabled=True
+        )
+        .order_by("pk")
+        .first()
+    )
+    url = reverse("samples:monitors", args=[_app(request)])
+    if monitor is None:
+        return False, f"no monitor watches {request.environment.name}", url
+    return True, f"monitor: {monitor}", url
+
+
 def _rollback_exercised(request, evidence: dict) -> tuple[bool, str, str]:
     heads = Q()  # the rollback's event is filed under the prompt or model config head
     for _, version in _versions(request):
@@ -380,5 +397,6 @@ _CHECKS = {
     "agent_eval": _agent_eval,
     "kill_switch": _kill_switch,
     "budget": _budget,
+    "monitor": _monitor,
     "rollback_exercised": _rollback_exercised,
 }

@@ -71,6 +71,9 @@ from console.registry.models import Environment
 from console.releases import services as releases
 from console.releases import urls as releases_urls
 from console.releases.models import Approval, PromotionRequest, ShadowDeployment
+from console.samples import services as sample_services
+from console.samples import urls as samples_urls
+from console.samples.models import Monitor, MonitorAlert, Sample, SamplePolicy
 from console.usage import budgets as usage_budgets
 from console.usage import services as usage
 from console.usage import urls as usage_urls
@@ -111,6 +114,9 @@ class World:
     api_key: object = None  # a live runtime API key of A's dev environment
     webhook: object = None  # an active webhook of A
     disabled_webhook: object = None  # a disabled webhook of A
+    sample: object = None  # a thumbs-down production sample of A's prod
+    monitor: object = None  # a faithfulness monitor on A's prod
+    alert: object = None  # its open warning
     # Flags: "checkout" in A, on in dev (rules v2), killed in staging; B has its own "checkout"
     # and a "b-only-flag".
     flag: object = None
@@ -351,6 +357,28 @@ def build_usage(world: World) -> None:
     world.budget = usage_budgets.create_budget(
         actor=world.owner, application=world.app, name="Monthly", period="monthly", amount="100"
     )
+    sample_services.ingest(
+        application=world.app,
+        environment=world.app.environments.get(key="prod"),
+        samples=[
+            {
+                "sample_id": "matrix-1",
+                "time": (timezone.now() - timedelta(minutes=5)).isoformat(),
+                "inputs": {"question": "How long do I have to return an item?"},
+                "output": "Forever.",
+                "feedback": "down",
+            }
+        ],
+    )
+    world.sample = Sample.objects.get(application=world.app, sample_id="matrix-1")
+    world.monitor = sample_services.create_monitor(
+        actor=world.owner, application=world.app,
+        environment=world.app.environments.get(key="prod"), metric="faithfulness",
+    )  # fmt: skip
+    world.alert = MonitorAlert.objects.create(
+        monitor=world.monitor, severity="warning", value=0.7, baseline=0.8, change=12.5,
+        opened_at=timezone.now(), notified_at=timezone.now(),
+    )  # fmt: skip
 
 
 GOLDEN_ITEMS = [
@@ -1286,6 +1314,86 @@ def _usage_endpoints() -> list[Endpoint]:
     ]
 
 
+def curate_data(world: World) -> dict:
+    return {
+        "dataset": world.dataset.key, "question": "How long do I have to return an item?",
+        "expected_contains": "30 days", "expected_not_contains": "Forever",
+    }  # fmt: skip
+
+
+def monitor_data(world: World) -> dict:
+    return {
+        "environment": "staging", "metric": "refusal_rate", "version": "", "window_minutes": 60,
+        "baseline_minutes": 1440, "min_samples": 30, "cooldown_minutes": 15,
+    }  # fmt: skip
+
+
+def sample_policy_data(world: World) -> dict:
+    return {
+        "revision": "0", "redact_kinds": ["email", "card"], "redact_patterns": "",
+        "judge_rate": "0.5", "judge_daily_cap": "2.00",
+    }  # fmt: skip
+
+
+def _sample_endpoints() -> list[Endpoint]:
+    sample = {"params": lambda world: {"pk": world.sample.pk}}
+    return [
+        Endpoint("samples", "samples:list", perm=CURATE),
+        Endpoint("sample", "samples:detail", perm=CURATE, **sample),
+        Endpoint(
+            "sample curate POST",
+            "samples:curate",
+            "post",
+            perm=CURATE,
+            ok=302,
+            data=curate_data,
+            audit_action="dataset.item.create",
+            **sample,
+        ),
+        Endpoint("quality", "samples:quality"),
+        Endpoint("sample policy", "samples:policy", perm=ADMIN),
+        Endpoint("monitors", "samples:monitors"),
+        Endpoint(
+            "monitor POST",
+            "samples:monitors",
+            "post",
+            perm=ENGINEER,
+            ok=302,
+            data=monitor_data,
+            audit_action="monitor.create",
+        ),
+        Endpoint(
+            "monitor pause POST",
+            "samples:monitor_enabled",
+            "post",
+            perm=ENGINEER,
+            ok=302,
+            data=lambda world: {"enabled": "0"},
+            audit_action="monitor.disable",
+            params=lambda world: {"pk": world.monitor.pk},
+        ),
+        Endpoint(
+            "alert acknowledge POST",
+            "samples:alert",
+            "post",
+            perm=ENGINEER,
+            ok=302,
+            data=lambda world: {"action": "acknowledge", "note": "on it"},
+            audit_action="monitor.alert.acknowledge",
+            params=lambda world: {"pk": world.alert.pk},
+        ),
+        Endpoint(
+            "sample policy POST",
+            "samples:policy",
+            "post",
+            perm=ADMIN,
+            ok=302,
+            data=sample_policy_data,
+            audit_action="samples.policy.update",
+        ),
+    ]
+
+
 ENDPOINTS: list[Endpoint] = [
     Endpoint("home", "registry:home", scoped=False, perm=None, authenticated=200),
     Endpoint("dashboard", "registry:dashboard"),
@@ -1418,6 +1526,7 @@ ENDPOINTS: list[Endpoint] = [
     *_eval_endpoints(),
     *_release_endpoints(),
     *_usage_endpoints(),
+    *_sample_endpoints(),
 ]
 
 
@@ -1558,6 +1667,12 @@ def _release_fingerprint() -> dict:
         "prices": sorted(PricePoint.objects.values_list("application_id", "model", "pk")),
         "usage_cost": UsageEvent.objects.aggregate(total=Sum("cost"))["total"],
         "notifications": Notification.objects.count(),
+        "sample_policies": sorted(
+            SamplePolicy.objects.values_list("application_id", "revision", "judge_rate")
+        ),
+        "samples": sorted(Sample.objects.values_list("pk", "curated_into", "judge_state")),
+        "monitors": sorted(Monitor.objects.values_list("pk", "metric", "enabled")),
+        "alerts": sorted(MonitorAlert.objects.values_list("pk", "state", "note")),
     }
 
 
@@ -1623,7 +1738,7 @@ def _route_names(module) -> set[str]:
 
 URL_MODULES = (
     registry_urls, accounts_urls, audit_urls, datasets_urls, flags_urls, evals_urls, usage_urls,
-    releases_urls, notifications_urls,
+    releases_urls, notifications_urls, samples_urls,
 )  # fmt: skip
 
 
@@ -1632,7 +1747,7 @@ def test_matrix_covers_every_named_route():
     routes = set().union(*(_route_names(m) for m in URL_MODULES))
     assert {r.split(":")[0] for r in routes} == {
         "registry", "accounts", "audit", "datasets", "flags", "evals", "usage", "releases",
-        "notifications",
+        "notifications", "samples",
     }  # fmt: skip
     # The runtime API (console.api: config, OFREP, usage ingestion) authenticates API keys, not
     # sessions: tests/api and tests/usage/test_ingest_api.py walk it, not this matrix.
@@ -1896,6 +2011,7 @@ def test_same_golden_set_key_in_two_applications_resolves_to_the_callers_own(cli
         "", "environments/", "prompts/", "models/", "prompts/new/", "members/", "flags/",
         "flags/new/", "evals/", "evals/new/", "releases/", "releases/history/prod/", "usage/",
         "usage/export.csv", "usage/budgets/", "usage/prices/", "keys/", "webhooks/",
+        "samples/", "samples/quality/", "samples/policy/", "samples/monitors/",
     ],
 )  # fmt: skip
 def test_pages_of_another_application_are_not_found(client, world, path):

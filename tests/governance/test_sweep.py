@@ -293,6 +293,27 @@ def cell_data(world: World) -> dict:
     return {"value": "How many days do I have to return an item?", "base": canonical_json(current)}
 
 
+def curate_data(world: World) -> dict:
+    return {
+        "dataset": world.dataset.key, "question": "How long is the return window?",
+        "expected_contains": "30 days", "expected_not_contains": "Forever",
+    }  # fmt: skip
+
+
+def monitor_data(world: World) -> dict:
+    return {
+        "environment": "prod", "metric": "refusal_rate", "version": "", "window_minutes": 60,
+        "baseline_minutes": 1440, "min_samples": 30, "cooldown_minutes": 15,
+    }  # fmt: skip
+
+
+def sample_policy_data(world: World) -> dict:
+    return {
+        "revision": "0", "redact_kinds": ["email", "card"], "redact_patterns": "",
+        "judge_rate": "0.5", "judge_daily_cap": "2.00",
+    }  # fmt: skip
+
+
 def price_data(world: World) -> dict:
     return {
         "model": "gpt-4o-mini", "effective_from": (timezone.now() - timedelta(days=2)).date(),
@@ -349,6 +370,7 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
     "ofrep-bulk": RUNTIME_API,
     "ofrep-flag": RUNTIME_API,
     "api-usage": RUNTIME_API,
+    "api-samples": RUNTIME_API,
     # Accounts.
     "accounts:login": (
         Case(
@@ -799,6 +821,34 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
         ),
     ),
     "usage:prices": (Case("record-price", to("usage:prices"), price_data),),
+    # Production samples: curation writes golden-set drafts, the policy what is stored.
+    "samples:list": GET_ONLY,
+    "samples:quality": GET_ONLY,
+    "samples:detail": GET_ONLY,
+    "samples:curate": (
+        Case(
+            "sample-to-golden-set",
+            to("samples:curate", pk=lambda world, user: world.sample.pk),
+            curate_data,
+        ),
+    ),
+    "samples:policy": (Case("sample-policy", to("samples:policy"), sample_policy_data),),
+    # Monitors watch and alert; they change nothing any environment serves.
+    "samples:monitors": (Case("add-monitor", to("samples:monitors"), monitor_data),),
+    "samples:monitor_enabled": (
+        Case(
+            "pause-monitor",
+            to("samples:monitor_enabled", pk=lambda world, user: world.monitor.pk),
+            lambda world: {"enabled": "0"},
+        ),
+    ),
+    "samples:alert": (
+        Case(
+            "resolve-alert",
+            to("samples:alert", pk=lambda world, user: world.alert.pk),
+            lambda world: {"action": "resolve", "note": "sweep"},
+        ),
+    ),
 }
 
 
@@ -1158,6 +1208,10 @@ def _runtime_posts(world: World) -> list[tuple[str, str, bytes]]:
     context = {"context": {"targetingKey": "user-1", "email": "a@acme.com"}}
     return [
         ("api-usage", reverse("api-usage"), json.dumps(big).encode()),
+        ("api-samples", reverse("api-samples"), json.dumps(
+            {"samples": [{"sample_id": "runtime-1", "time": now.isoformat(),
+                          "inputs": {"question": "Ship to prod?"}, "output": "Yes."}]}
+        ).encode()),
         ("ofrep-bulk", reverse("ofrep-bulk"), json.dumps(context).encode()),
         ("ofrep-flag", reverse("ofrep-flag", kwargs={"key": "support-prompt"}),
          json.dumps(context).encode()),

@@ -36,6 +36,8 @@ from console.registry import services as registry
 from console.releases import policies
 from console.releases import services as releases
 from console.releases.models import PromotionRequest, Rollout, ShadowDeployment
+from console.samples import services as sample_services
+from console.samples.models import MonitorAlert, Sample
 from console.usage import budgets as usage_budgets
 from console.usage import services as usage
 from tests.evals.helpers import publish_items
@@ -89,6 +91,9 @@ class World:
     budget: object  # a budget whose breaker kills answers-enabled in dev
     webhook: object
     disabled_webhook: object
+    sample: object = None  # a thumbs-down production sample of prod
+    monitor: object = None  # a faithfulness monitor on prod
+    alert: object = None  # its open warning
     secrets: dict = field(default_factory=dict)  # name → runtime API key secret
     api_keys: dict = field(default_factory=dict)  # name → ApiKey
     once_live: dict = field(default_factory=dict)  # prompt key → version numbers live in prod
@@ -316,6 +321,20 @@ def build_world() -> World:
         disabled_webhook=disabled,
     )  # fmt: skip
     world.once_live = {"answer": [1, 2], "summary": [1]}
+    recently = (timezone.now() - timedelta(minutes=5)).isoformat()
+    sample_services.ingest(
+        application=app, environment=envs["prod"],
+        samples=[{"sample_id": "sweep-1", "time": recently, "output": "Forever.",
+                  "inputs": {"question": "How long is the return window?"}, "feedback": "down"}],
+    )  # fmt: skip
+    world.sample = Sample.objects.get(application=app, sample_id="sweep-1")
+    world.monitor = sample_services.create_monitor(
+        actor=requester, application=app, environment=envs["prod"], metric="faithfulness"
+    )
+    world.alert = MonitorAlert.objects.create(
+        monitor=world.monitor, severity="warning", value=0.7, baseline=0.8, change=12.5,
+        opened_at=timezone.now(), notified_at=timezone.now(),
+    )  # fmt: skip
     for name, env, scopes in (
         ("observer-prod", "prod", [ApiKeyScope.CONFIG_READ]),
         ("observer-staging", "staging", [ApiKeyScope.CONFIG_READ]),

@@ -276,6 +276,29 @@ def test_the_agent_check_wants_a_passed_run_of_a_golden_set_expecting_tool_calls
     assert not checklists.verify("agent_eval", request)[0]
 
 
+def test_the_monitor_check_wants_an_enabled_monitor_on_the_environment(world):
+    from console.samples import services as samples
+
+    set_checklist(world, "Watched (auto: monitor)")
+    request = approved(world)
+    (item,) = checklists.status(request)
+    assert not item.done and item.proof == f"no monitor watches {world.prod.name}"
+    samples.create_monitor(
+        actor=world.users["engineer"], application=world.application,
+        environment=world.envs["dev"], metric="faithfulness",
+    )  # fmt: skip
+    assert not checklists.verify("monitor", request)[0]  # dev's monitor does not watch prod
+    monitor = samples.create_monitor(
+        actor=world.users["engineer"], application=world.application, environment=world.prod,
+        metric="error_rate",
+    )  # fmt: skip
+    passed, said, url = checklists.verify("monitor", request)
+    assert passed and said == f"monitor: {monitor}"
+    assert url == f"/apps/{world.application.key}/samples/monitors/"
+    samples.set_monitor_enabled(actor=world.users["engineer"], monitor=monitor, enabled=False)
+    assert not checklists.verify("monitor", request)[0]
+
+
 # the request page ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,292 @@
+"""Monitor sweeps: each enabled monitor compares its metric over the last window with the
+baseline before it, and raises, escalates or holds back an alert (dedup: one unresolved alert
+per monitor; cooldown: no notification sooner than `cooldown_minutes` after the last).
+
+Where the readings come from: judged scores, refusals, thumbs down and input lengths from the
+samples; error rate, p95 latency, tokens and cost per request from the hourly usage rollups (so
+those monitors use whole hours). Input drift is the population stability index of the input
+length distribution, PSI = Σ (pᵢ − qᵢ)·ln(pᵢ/qᵢ) over INPUT_BINS, each share floored at
+PSI_FLOOR so an empty bin does not make it infinite."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Avg, Count, Q, Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from console.audit import services as audit
+from console.audit.services import SYSTEM
+from console.notifications.services import notify
+from console.samples.models import HALLUCINATION_BELOW, Monitor, MonitorAlert, Sample
+from console.usage.models import UsageEvent, UsageHourly
+from console.usage.selectors import percentile_from_buckets
+
+M = Monitor.Metric
+HIGHER_IS_WORSE = {
+    M.HALLUCINATION, M.REFUSAL, M.THUMBS_DOWN, M.ERROR, M.LATENCY, M.TOKENS, M.COST, M.DRIFT,
+}  # fmt: skip
+FROM_USAGE = {M.ERROR, M.LATENCY, M.TOKENS, M.COST}
+INPUT_BINS = (0, 40, 80, 160, 320, 640, 1280)  # input length (characters) bin starts
+PSI_FLOOR = 1e-4
+DEFAULTS = {"warn": 10.0, "critical": 15.0}
+DRIFT_DEFAULTS = {"warn": 0.1, "critical": 0.25}
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: float | None
+    n: int  # what the value rests on: judged samples, rated samples, requests, …
+    histogram: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Check:
+    value: float | None
+    baseline: float | None
+    change: float | None  # percent (PSI for drift), signed so that positive is worse
+    n: int
+    baseline_n: int
+    severity: str | None
+    why: str
+
+    def as_dict(self, at: datetime) -> dict:
+        return {
+            "at": at.isoformat(), "value": self.value, "baseline": self.baseline,
+            "change": self.change, "n": self.n, "baseline_n": self.baseline_n,
+            "severity": self.severity, "why": self.why,
+        }  # fmt: skip
+
+
+def _samples(monitor: Monitor, start: datetime, end: datetime):
+    rows = Sample.objects.filter(
+        application_id=monitor.application_id,
+        environment_id=monitor.environment_id,
+        at__gte=start,
+        at__lt=end,
+    )
+    return rows.filter(prompt_version=monitor.version) if monitor.version else rows
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def read(monitor: Monitor, start: datetime, end: datetime) -> Reading:
+    """The monitor's metric over [start, end)."""
+    metric = monitor.metric
+    if metric in FROM_USAGE:
+        return _read_usage(monitor, start, end)
+    samples = _samples(monitor, start, end)
+    if metric == M.DRIFT:
+        bins = {
+            f"b{n}": Count("id", filter=Q(input_chars__gte=low)) for n, low in enumerate(INPUT_BINS)
+        }
+        totals = samples.aggregate(**bins)
+        at_least = [totals[f"b{n}"] for n in range(len(INPUT_BINS))]
+        counts = [a - b for a, b in zip(at_least, [*at_least[1:], 0], strict=True)]
+        return Reading(None, at_least[0], tuple(counts))
+    if metric in (M.FAITHFULNESS, M.RELEVANCE):
+        row = samples.aggregate(value=Avg(metric), n=Count(metric))
+        return Reading(row["value"], row["n"])
+    if metric == M.HALLUCINATION:
+        row = samples.aggregate(
+            bad=Count("id", filter=Q(faithfulness__lt=HALLUCINATION_BELOW)), n=Count("faithfulness")
+        )
+        return Reading(_ratio(row["bad"], row["n"]), row["n"])
+    if metric == M.REFUSAL:
+        row = samples.aggregate(bad=Count("id", filter=Q(refused=True)), n=Count("id"))
+        return Reading(_ratio(row["bad"], row["n"]), row["n"])
+    row = samples.aggregate(  # thumbs down, of the samples rated
+        bad=Count("id", filter=Q(feedback=-1)), n=Count("id", filter=~Q(feedback=0))
+    )
+    return Reading(_ratio(row["bad"], row["n"]), row["n"])
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _read_usage(monitor: Monitor, start: datetime, end: datetime) -> Reading:
+    rows = UsageHourly.objects.filter(
+        application_id=monitor.application_id,
+        environment_id=monitor.environment_id,
+        source=UsageEvent.Source.RUNTIME,
+        hour__gte=_hour(start),
+        hour__lt=_hour(end),
+    )
+    if monitor.version:
+        rows = rows.filter(prompt_version=monitor.version)
+    sums = rows.aggregate(
+        requests=Sum("requests"), errors=Sum("errors"), cost=Sum("cost"),
+        tokens_in=Sum("input_tokens"), tokens_out=Sum("output_tokens"),
+    )  # fmt: skip
+    requests = sums["requests"] or 0
+    if monitor.metric == M.ERROR:
+        return Reading(_ratio(sums["errors"] or 0, requests), requests)
+    if monitor.metric == M.TOKENS:
+        tokens = (sums["tokens_in"] or 0) + (sums["tokens_out"] or 0)
+        return Reading(_ratio(tokens, requests), requests)
+    if monitor.metric == M.COST:
+        return Reading(float(sums["cost"]) / requests if requests else None, requests)
+    buckets: list[int] = []
+    for counts in rows.values_list("latency_buckets", flat=True):
+        for n, count in enumerate(counts or []):
+            if n < len(buckets):
+                buckets[n] += count
+            else:
+                buckets.append(count)
+    timed = sum(buckets)
+    return Reading(percentile_from_buckets(buckets, 95) if timed else None, timed)
+
+
+def psi(current: tuple[int, ...], baseline: tuple[int, ...]) -> float:
+    """Population stability index of two histograms over the same bins."""
+    total_now, total_then = sum(current) or 1, sum(baseline) or 1
+    value = 0.0
+    for now, then in zip(current, baseline, strict=True):
+        p = max(now / total_now, PSI_FLOOR)
+        q = max(then / total_then, PSI_FLOOR)
+        value += (p - q) * math.log(p / q)
+    return value
+
+
+def evaluate(monitor: Monitor, now: datetime) -> Check:
+    window = timedelta(minutes=monitor.window_minutes)
+    baseline_span = timedelta(minutes=monitor.baseline_minutes)
+    current = read(monitor, now - window, now)
+    before = read(monitor, now - window - baseline_span, now - window)
+    if current.n < monitor.min_samples or before.n < monitor.min_samples:
+        return Check(
+            current.value, before.value, None, current.n, before.n, None,
+            f"not enough data: {current.n} in the window and {before.n} in the baseline "
+            f"(at least {monitor.min_samples} each)",
+        )  # fmt: skip
+    if monitor.metric == M.DRIFT:
+        change = round(psi(current.histogram, before.histogram), 4)
+        value, baseline = change, 0.0
+    else:
+        value, baseline = current.value, before.value
+        if value is None or baseline is None:
+            return Check(value, baseline, None, current.n, before.n, None, "nothing to compare")
+        if baseline == 0:
+            change = 0.0 if value == 0 else math.copysign(1000.0, value)
+        else:
+            change = (value - baseline) / abs(baseline) * 100
+        if monitor.metric not in HIGHER_IS_WORSE:
+            change = -change
+        change = round(change, 2)
+    severity = (
+        MonitorAlert.Severity.CRITICAL
+        if change >= monitor.critical
+        else MonitorAlert.Severity.WARNING
+        if change >= monitor.warn
+        else None
+    )
+    unit = "" if monitor.metric == M.DRIFT else "%"
+    why = (
+        f"{'worse' if change > 0 else 'better'} by {abs(change)}{unit}"
+        if monitor.metric != M.DRIFT
+        else f"PSI {change}"
+    )
+    return Check(value, baseline, change, current.n, before.n, severity, why)
+
+
+def sweep(now: datetime | None = None, only: list[int] | None = None) -> dict:
+    """Evaluate every enabled monitor (or those whose ids are `only`) once; returns what
+    happened, by outcome."""
+    now = now or timezone.now()
+    outcome = {"checked": 0, "raised": 0, "escalated": 0, "held": 0, "updated": 0}
+    monitors = Monitor.objects.filter(enabled=True).select_related("application", "environment")
+    if only is not None:
+        monitors = monitors.filter(pk__in=only)
+    for monitor in monitors:
+        check = evaluate(monitor, now)
+        outcome["checked"] += 1
+        with transaction.atomic():  # the alert, its audit event and its notifications together
+            result = _alerting(monitor, check, now)
+            monitor.last_check = {**check.as_dict(now), "result": result or ""}
+            monitor.save(update_fields=["last_check"])
+        if result:
+            outcome[result] += 1
+    return outcome
+
+
+def _alerting(monitor: Monitor, check: Check, now: datetime) -> str | None:
+    if check.severity is None:
+        return None
+    cooldown = timedelta(minutes=monitor.cooldown_minutes)
+    current = monitor.alerts.exclude(state=MonitorAlert.State.RESOLVED).first()
+    if current is not None:
+        worse = (
+            check.severity == MonitorAlert.Severity.CRITICAL
+            and current.severity == MonitorAlert.Severity.WARNING
+        )
+        current.value, current.baseline, current.change = check.value, check.baseline, check.change
+        if worse:
+            current.severity = check.severity
+        if worse and now - current.notified_at >= cooldown:
+            current.notified_at = now
+            current.notifications += 1
+            current.save()
+            _announce(monitor, current, check, "escalated")
+            return "escalated"
+        current.save()
+        return "updated"
+    last = monitor.alerts.order_by("-notified_at").first()
+    if last is not None and now - last.notified_at < cooldown:
+        return "held"
+    alert = MonitorAlert.objects.create(
+        monitor=monitor, severity=check.severity, value=check.value, baseline=check.baseline,
+        change=check.change, opened_at=now, notified_at=now,
+    )  # fmt: skip
+    _announce(monitor, alert, check, "raised")
+    return "raised"
+
+
+def describe(monitor: Monitor, alert: MonitorAlert) -> str:
+    where = monitor.environment.name + (f", {monitor.version}" if monitor.version else "")
+    if monitor.metric == M.DRIFT:
+        return f"{monitor.get_metric_display()} in {where}: PSI {alert.change:g}"
+    return (
+        f"{monitor.get_metric_display()} in {where}: {_shown(monitor, alert.value)} against "
+        f"{_shown(monitor, alert.baseline)} before, {alert.change:+g}% worse"
+    )
+
+
+def _shown(monitor: Monitor, value: float | None) -> str:
+    if value is None:
+        return "—"
+    if monitor.metric in (M.FAITHFULNESS, M.RELEVANCE):
+        return f"{value:.2f}"
+    if monitor.metric == M.LATENCY:
+        return f"≤{value:.0f} ms"
+    if monitor.metric == M.COST:
+        return f"${value:.5f}"
+    if monitor.metric == M.TOKENS:
+        return f"{value:.0f} tokens"
+    return f"{value:.1%}"
+
+
+def _announce(monitor: Monitor, alert: MonitorAlert, check: Check, verb: str) -> None:
+    title = f"{alert.severity.title()}: {describe(monitor, alert)}"
+    audit.record(
+        actor=SYSTEM, action=f"monitor.alert.{verb}", obj=alert, object_label=title[:200],
+        application=monitor.application_id, environment=monitor.environment_id,
+        after={"severity": alert.severity, "value": check.value, "baseline": check.baseline,
+               "change": check.change, "n": check.n},
+    )  # fmt: skip
+    notify(
+        application=monitor.application,
+        kind=f"monitor.alert.{verb}",
+        title=title,
+        body=f"Window {monitor.window_minutes} min against the {monitor.baseline_minutes} min "
+        f"before; {check.n} in the window.",
+        url=reverse("samples:monitors", kwargs={"app": monitor.application.key}),
+        roles=("admin", "engineer"),
+        data={"monitor": monitor.pk, "severity": alert.severity, "metric": monitor.metric},
+    )
