@@ -148,7 +148,7 @@ def _finished_runs(
     # prod serves gpt-main@1: evidence for prod is about the model it runs on.
     model_version = application.model_configs.get(key="gpt-main").versions.get(number=1)
     dataset_version = dataset.versions.get(number=dataset.latest_number)
-    with _simulator(port, faults):
+    with simulator_running(port, faults):
         return [
             _finished_run(
                 application,
@@ -164,7 +164,7 @@ def _finished_runs(
 
 
 @contextmanager
-def _simulator(port: int, faults: Faults | None):
+def simulator_running(port: int, faults: Faults | None = None):
     """A simulator on `port` for the duration, unless something already listens there."""
     server = serve_in_thread(port, faults)[0] if _port_free(port) else None
     try:

@@ -212,6 +212,7 @@ class Command(BaseCommand):
         from console.evals.demo import seed_agents, seed_evals, seed_reviews, seed_safety
         from console.flags.demo import seed_flags
         from console.releases.demo import seed_releases
+        from console.samples.demo import seed_samples
         from console.usage.demo import seed_usage
 
         def warn(message: str) -> None:
@@ -238,6 +239,7 @@ class Command(BaseCommand):
         )
         seed_flags(application, users)
         seed_usage(application, admin)
+        seed_samples(application, admin, port, log=warn)
         seed_releases(application, users, log=warn)
 
         self.stdout.write(
