@@ -54,6 +54,9 @@ _ORDER = ("email", "iban", "card", "ssn", "phone")
 WITHHELD = "[REDACTED]"  # a whole value that could not be redacted (fail closed)
 RESERVED = frozenset(BUILTIN) | {"redacted"}
 
+# A phone number as machines write it (E.164 without spaces: +14155552671), which the
+# separator-minded PHONE pattern does not read.
+E164 = re.compile(r"(?<![\w+])\+\d{9,15}(?![\d])")
 SHORTEST = 9  # the fewest characters any built-in kind needs, apart from an email's "@"
 MAX_PATTERNS = 20
 MAX_PATTERN_LENGTH = 300
@@ -253,6 +256,7 @@ class Redactor:
                 ("card", pii.CARD, lambda m: pii.card_valid(m.group())),
                 ("ssn", pii.SSN, lambda m: pii.ssn_valid(*m.groups())),
                 ("phone", pii.PHONE, lambda m: pii.phone_valid(m.group())),
+                ("phone", E164, lambda m: True),
             )
             if kind in chosen
         ]
@@ -278,12 +282,21 @@ class Redactor:
 
     def redact(self, value: Any) -> tuple[Any, dict[str, int]]:
         """A JSON-like value with every string in it redacted (in dicts, lists and tuples,
-        however deeply; dict keys are kept, other values pass unchanged), and the replacements
+        however deeply; dict keys too; whole numbers of 9 digits or more are read as their digits,
+        other values pass unchanged), and the replacements
         counted as `redact_text` does."""
         counts: Counter[str] = Counter()
         return self._redact(value, counts), dict(counts)
 
     def _redact(self, value: Any, counts: Counter[str]) -> Any:
+        if type(value) is int and abs(value) >= 10 ** (SHORTEST - 1):
+            # A card number sent as a JSON number: redacted as its digits would be.
+            text = str(value)
+            redacted, found = self.redact_text(text)
+            if found:
+                counts.update(found)
+                return redacted
+            return value
         if isinstance(value, str):
             # No built-in kind fits in under 9 characters without an "@" (a phone number has 9
             # digits at least, an email an "@"): short labels and ids skip the passes.
@@ -293,8 +306,10 @@ class Redactor:
             if found:
                 counts.update(found)
             return redacted
-        if isinstance(value, dict):
-            return {key: self._redact(item, counts) for key, item in value.items()}
+        if isinstance(value, dict):  # keys too: an app may key a map by email address
+            return {
+                self._redact(key, counts): self._redact(item, counts) for key, item in value.items()
+            }
         if isinstance(value, list):
             return [self._redact(item, counts) for item in value]
         if isinstance(value, tuple):

@@ -205,3 +205,24 @@ class CeleryWorkers:
                     os.killpg(process.pid, signal.SIGKILL)
                 deadline = float("inf")
             time.sleep(0.05)
+
+
+def post_batch(url: str, secret: str, data: bytes, timeout: float = 60) -> tuple[dict | None, str]:
+    """POST a JSON batch with a runtime API key, as a production client does: (the answer, or
+    None when the request failed; what went wrong, or "")."""
+    import json
+    import urllib.error
+
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="POST",
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read()), ""
+    except urllib.error.HTTPError as exc:
+        return None, f"HTTP {exc.code}: {exc.read()[:300]!r}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return None, repr(exc)

@@ -10,11 +10,12 @@ PSI_FLOOR so an empty bin does not make it infinite."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Avg, Count, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
@@ -23,9 +24,10 @@ from console.audit import services as audit
 from console.audit.services import SYSTEM
 from console.notifications.services import notify
 from console.samples.models import HALLUCINATION_BELOW, Monitor, MonitorAlert, Sample
-from console.usage.models import UsageEvent, UsageHourly
+from console.usage.models import LATENCY_BUCKETS_MS, UsageEvent, UsageHourly
 from console.usage.selectors import percentile_from_buckets
 
+log = logging.getLogger(__name__)
 M = Monitor.Metric
 HIGHER_IS_WORSE = {
     M.HALLUCINATION, M.REFUSAL, M.THUMBS_DOWN, M.ERROR, M.LATENCY, M.TOKENS, M.COST, M.DRIFT,
@@ -141,7 +143,10 @@ def _read_usage(monitor: Monitor, start: datetime, end: datetime) -> Reading:
             else:
                 buckets.append(count)
     timed = sum(buckets)
-    return Reading(percentile_from_buckets(buckets, 95) if timed else None, timed)
+    p95 = percentile_from_buckets(buckets, 95) if timed else None
+    if p95 is not None and math.isinf(p95):  # in the open-ended bucket: at least its start
+        p95 = float(LATENCY_BUCKETS_MS[-1])
+    return Reading(p95, timed)
 
 
 def psi(current: tuple[int, ...], baseline: tuple[int, ...]) -> float:
@@ -198,44 +203,64 @@ def evaluate(monitor: Monitor, now: datetime) -> Check:
 
 def sweep(now: datetime | None = None, only: list[int] | None = None) -> dict:
     """Evaluate every enabled monitor (or those whose ids are `only`) once; returns what
-    happened, by outcome."""
+    happened, by outcome. One monitor that cannot be evaluated is logged and skipped, never
+    the rest."""
     now = now or timezone.now()
-    outcome = {"checked": 0, "raised": 0, "escalated": 0, "held": 0, "updated": 0}
+    outcome = {"checked": 0, "raised": 0, "escalated": 0, "held": 0, "updated": 0, "failed": 0}
     monitors = Monitor.objects.filter(enabled=True).select_related("application", "environment")
     if only is not None:
         monitors = monitors.filter(pk__in=only)
     for monitor in monitors:
-        check = evaluate(monitor, now)
+        try:
+            # The monitor row is locked for its turn: two overlapping sweeps take turns on it
+            # (one raise, then an update), and the alert, its audit event and its
+            # notifications land together.
+            with transaction.atomic():
+                Monitor.objects.select_for_update().filter(pk=monitor.pk).first()
+                check = evaluate(monitor, now)
+                result = _alerting(monitor, check, now)
+                monitor.last_check = {**check.as_dict(now), "result": result or ""}
+                monitor.save(update_fields=["last_check"])
+        except (DatabaseError, ArithmeticError, ValueError):
+            log.exception("monitor %s could not be checked", monitor.pk)
+            outcome["failed"] += 1
+            continue
         outcome["checked"] += 1
-        with transaction.atomic():  # the alert, its audit event and its notifications together
-            result = _alerting(monitor, check, now)
-            monitor.last_check = {**check.as_dict(now), "result": result or ""}
-            monitor.save(update_fields=["last_check"])
         if result:
             outcome[result] += 1
     return outcome
+
+
+RANK = {None: 0, MonitorAlert.Severity.WARNING: 1, MonitorAlert.Severity.CRITICAL: 2}
 
 
 def _alerting(monitor: Monitor, check: Check, now: datetime) -> str | None:
     if check.severity is None:
         return None
     cooldown = timedelta(minutes=monitor.cooldown_minutes)
-    current = monitor.alerts.exclude(state=MonitorAlert.State.RESOLVED).first()
+    # Locked, so a person acknowledging or resolving it at the same moment is not undone.
+    current = (
+        MonitorAlert.objects.select_for_update()
+        .filter(monitor=monitor)
+        .exclude(state=MonitorAlert.State.RESOLVED)
+        .first()
+    )
     if current is not None:
-        worse = (
-            check.severity == MonitorAlert.Severity.CRITICAL
-            and current.severity == MonitorAlert.Severity.WARNING
-        )
-        current.value, current.baseline, current.change = check.value, check.baseline, check.change
-        if worse:
+        fields = ["value", "baseline", "change"]
+        if check.change >= current.change:  # the alert keeps the worst reading of its episode
+            current.value, current.baseline, current.change = (
+                check.value, check.baseline, check.change,
+            )  # fmt: skip
+        # Escalation waits for the cooldown: until then the alert stays at the severity people
+        # were told of, so the next sweep after it still sees the escalation to announce.
+        if RANK[check.severity] > RANK[current.severity] and now - current.notified_at >= cooldown:
             current.severity = check.severity
-        if worse and now - current.notified_at >= cooldown:
             current.notified_at = now
             current.notifications += 1
-            current.save()
+            current.save(update_fields=[*fields, "severity", "notified_at", "notifications"])
             _announce(monitor, current, check, "escalated")
             return "escalated"
-        current.save()
+        current.save(update_fields=fields)
         return "updated"
     last = monitor.alerts.order_by("-notified_at").first()
     if last is not None and now - last.notified_at < cooldown:

@@ -8,6 +8,8 @@ import hashlib
 import json
 import logging
 import re
+import secrets
+import time as time_module
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -59,6 +61,8 @@ MAX_SOURCE_CHARS = 300
 JUDGED_METRICS = ("faithfulness", "relevance")
 JUDGE_BATCH = 200
 JUDGE_LOCK = "samples:judge-sweep"
+JUDGE_LOCK_S = 900
+JUDGE_DEADLINE_S = 480  # a sweep stops judging after 8 minutes; the next beat goes on
 
 
 # ---------------------------------------------------------------- policy
@@ -178,6 +182,20 @@ def _question(inputs: dict) -> str:
     return next((v for v in inputs.values() if isinstance(v, str)), "")
 
 
+def _inputs_problem(inputs: dict) -> str | None:
+    """What PostgreSQL's jsonb (or the size limit) would refuse in the inputs: NaN or infinite
+    numbers, NUL anywhere (keys included), more than MAX_INPUT_CHARS characters as JSON."""
+    try:
+        encoded = json.dumps(inputs, allow_nan=False, ensure_ascii=False)
+    except ValueError:
+        return "numbers must be finite (no NaN or Infinity)"
+    if len(encoded) > MAX_INPUT_CHARS:
+        return f"at most {MAX_INPUT_CHARS:,} characters as JSON"
+    if "\\u0000" in encoded:
+        return "must not contain NUL (\\u0000) characters"
+    return None
+
+
 def validate_batch(application: Application, environment, samples: Any) -> list[dict]:
     """Every problem in the batch, or the samples ready to store (redacted), as column values
     by attribute name."""
@@ -224,12 +242,8 @@ def validate_batch(application: Application, environment, samples: Any) -> list[
         inputs = sample.get("inputs", {})
         if not isinstance(inputs, dict):
             errors.bad(index, "inputs", "must be an object of the prompt's input variables")
-        # Encoded once for both checks: PostgreSQL's jsonb cannot hold \u0000 anywhere, keys
-        # included.
-        elif len(encoded := json.dumps(inputs)) > MAX_INPUT_CHARS or "\\u0000" in encoded:
-            errors.bad(
-                index, "inputs", f"at most {MAX_INPUT_CHARS:,} characters as JSON, without NUL"
-            )
+        elif problem := _inputs_problem(inputs):
+            errors.bad(index, "inputs", problem)
         texts = {}
         for name in ("output", "feedback_comment", *LABELS):
             value = sample.get(name)
@@ -262,22 +276,25 @@ def validate_batch(application: Application, environment, samples: Any) -> list[
             errors.bad(index, "feedback", "must be up, down or none")
         if len(errors) > start:
             continue
-        # The five values redacted in one walk, their replacements counted together.
-        (r_inputs, r_output, r_context, r_comment, r_sources), counts = redactor.redact(
-            (inputs, texts["output"], context, texts["feedback_comment"], sources)
-        )
+        # Every value redacted in one walk, the labels and id too (an app may use an email
+        # as an id), their replacements counted together.
+        redacted, counts = redactor.redact(
+            (inputs, texts["output"], context, texts["feedback_comment"], sources, sample_id,
+             texts["prompt_version"], texts["model_config"], texts["variant"])
+        )  # fmt: skip
+        r_inputs, r_output, r_context, r_comment, r_sources, r_id, *labels = redacted
         question = _question(r_inputs)
         pending = judged_share(application_id, sample_id) < judge_rate
         rows.append(
             {
                 "application_id": application_id,
                 "environment_id": environment_id,
-                "sample_id": sample_id,
+                "sample_id": r_id,
                 "at": at,
                 "received_at": now,
-                "prompt_version": texts["prompt_version"],
-                "model_config": texts["model_config"],
-                "variant": texts["variant"],
+                "prompt_version": labels[0],
+                "model_config": labels[1],
+                "variant": labels[2],
                 "question": question,
                 "inputs": r_inputs,
                 "output": r_output,
@@ -360,15 +377,20 @@ def judge_pending(*, limit: int = JUDGE_BATCH, now: datetime | None = None) -> S
     """Judge waiting samples, oldest first, for every application with a judge: at most
     `limit` per application and sweep, and never past the day's spend cap (samples still
     waiting when the cap is reached are marked capped: that day's judging is over). One sweep
-    at a time (a cache lock), so two beats cannot judge, and pay for, the same sample."""
-    if not cache.add(JUDGE_LOCK, 1, timeout=600):
+    at a time: a cache lock, held by a token and outliving the sweep's own deadline, so two
+    beats cannot judge, and pay for, the same sample."""
+    token = secrets.token_hex(8)
+    if not cache.add(JUDGE_LOCK, token, timeout=JUDGE_LOCK_S):
         return SweepResult()
+    deadline = time_module.monotonic() + JUDGE_DEADLINE_S
     try:
         total = SweepResult()
         for policy in SamplePolicy.objects.filter(judge_model__isnull=False).select_related(
             "judge_model", "application"
         ):
-            result = _judge_application(policy, limit, now or timezone.now())
+            if time_module.monotonic() >= deadline:
+                break
+            result = _judge_application(policy, limit, now or timezone.now(), deadline)
             total = SweepResult(
                 total.judged + result.judged,
                 total.failed + result.failed,
@@ -377,10 +399,13 @@ def judge_pending(*, limit: int = JUDGE_BATCH, now: datetime | None = None) -> S
             )
         return total
     finally:
-        cache.delete(JUDGE_LOCK)
+        if cache.get(JUDGE_LOCK) == token:  # never another sweep's lock
+            cache.delete(JUDGE_LOCK)
 
 
-def _judge_application(policy: SamplePolicy, limit: int, now: datetime) -> SweepResult:
+def _judge_application(
+    policy: SamplePolicy, limit: int, now: datetime, deadline: float
+) -> SweepResult:
     spec = _spec(policy)
     if spec is None:
         return SweepResult()
@@ -394,7 +419,7 @@ def _judge_application(policy: SamplePolicy, limit: int, now: datetime) -> Sweep
     judged = failed = 0
     cost = Decimal(0)
     for sample in pending[:limit]:
-        if spend.cost + cost >= policy.judge_daily_cap:
+        if spend.cost + cost >= policy.judge_daily_cap or time_module.monotonic() >= deadline:
             break
         sample_cost = Decimal(0)
         scores: dict[str, float] = {}

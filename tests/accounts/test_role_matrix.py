@@ -81,6 +81,7 @@ from console.usage.models import Budget, PricePoint, UsageEvent
 from tests.conftest import name_public_hosts, public_hosts, rolled_back_world
 from tests.evals.helpers import answered_result, model_content, reviewed_result
 from tests.factories import MODEL_CONTENT, PROMPT_CONTENT, make_application
+from tests.samples.helpers import curate_post, monitor_post, policy_post
 
 ANONYMOUS = "anonymous"
 OUTSIDER = "outsider"  # admin of another application, member of nothing else
@@ -1315,24 +1316,15 @@ def _usage_endpoints() -> list[Endpoint]:
 
 
 def curate_data(world: World) -> dict:
-    return {
-        "dataset": world.dataset.key, "question": "How long do I have to return an item?",
-        "expected_contains": "30 days", "expected_not_contains": "Forever",
-    }  # fmt: skip
+    return curate_post(world.dataset.key, "How long do I have to return an item?")
 
 
 def monitor_data(world: World) -> dict:
-    return {
-        "environment": "staging", "metric": "refusal_rate", "version": "", "window_minutes": 60,
-        "baseline_minutes": 1440, "min_samples": 30, "cooldown_minutes": 15,
-    }  # fmt: skip
+    return monitor_post("staging")
 
 
 def sample_policy_data(world: World) -> dict:
-    return {
-        "revision": "0", "redact_kinds": ["email", "card"], "redact_patterns": "",
-        "judge_rate": "0.5", "judge_daily_cap": "2.00",
-    }  # fmt: skip
+    return policy_post()
 
 
 def _sample_endpoints() -> list[Endpoint]:

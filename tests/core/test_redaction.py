@@ -133,7 +133,7 @@ def test_custom_patterns_never_match_inside_tokens():
     )
 
 
-def test_nested_values_are_walked_and_keys_kept():
+def test_nested_values_are_walked_keys_included():
     redactor = Redactor(patterns="employee_id: EMP-\\d{6}")
     value = {
         "input": "mail me at x@example.com",
@@ -146,11 +146,11 @@ def test_nested_values_are_walked_and_keys_kept():
     assert out == {
         "input": "mail me at [EMAIL]",
         "messages": [{"role": "user", "content": "I am [EMPLOYEE_ID]"}, ("SSN [SSN]", 7)],
-        "EMP-000001": None,
+        "[EMPLOYEE_ID]": None,
         "score": 0.5,
         "ok": True,
     }
-    assert counts == {"email": 1, "employee_id": 1, "ssn": 1}
+    assert counts == {"email": 1, "employee_id": 2, "ssn": 1}
     assert redactor.redact(42) == (42, {})
 
 
@@ -287,3 +287,13 @@ def test_short_values_take_the_shortcut_without_changing_the_result(text):
         redactor.redact_text(text)[1],
     )
     assert Redactor().redact(["a@b.co"])[1] == {"email": 1}
+
+
+def test_machine_written_phone_numbers_keys_and_numbers_are_redacted():
+    redactor = Redactor()
+    assert redactor.redact_text("call +447700900123 now") == ("call [PHONE] now", {"phone": 1})
+    assert redactor.redact_text("order 12345678901") == ("order 12345678901", {})
+    value, counts = redactor.redact({"card": 4111111111111111, "jo@example.com": "x", "n": 5})
+    assert value == {"card": "[CARD]", "[EMAIL]": "x", "n": 5}
+    assert counts == {"card": 1, "email": 1}
+    assert redactor.redact(123456789) == (123456789, {})  # not a card: left as it was

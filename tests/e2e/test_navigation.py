@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "pw-test-12345"  # tests.factories.make_user's
 
 ROW = ["Dashboard", "Prompts", "Model configs", "Golden sets", "Flags", "Evals", "Releases",
-       "Costs", "Audit"]  # fmt: skip
+       "Quality", "Costs", "Audit"]  # fmt: skip
 ADMIN_GROUP = ["Environments", "Budgets", "Prices", "Members", "API keys", "Webhooks"]
 # Elements of the top bar that clip their content or stick out of the window. A label shortened
 # with an ellipsis is fine only when its full text is in a title (a long application name).

@@ -61,6 +61,7 @@ from tests.governance.conftest import (
     served_diff,
 )
 from tests.governance.world import ROLES, World
+from tests.samples.helpers import curate_post, monitor_post, policy_post
 
 GET_ONLY = "get-only"  # a POST answers 405 (checked by test_get_only_routes_refuse_post)
 RUNTIME_API = "runtime-api"  # API keys, not sessions: test_runtime_keys_change_nothing
@@ -294,24 +295,15 @@ def cell_data(world: World) -> dict:
 
 
 def curate_data(world: World) -> dict:
-    return {
-        "dataset": world.dataset.key, "question": "How long is the return window?",
-        "expected_contains": "30 days", "expected_not_contains": "Forever",
-    }  # fmt: skip
+    return curate_post(world.dataset.key, "How long is the return window?")
 
 
 def monitor_data(world: World) -> dict:
-    return {
-        "environment": "prod", "metric": "refusal_rate", "version": "", "window_minutes": 60,
-        "baseline_minutes": 1440, "min_samples": 30, "cooldown_minutes": 15,
-    }  # fmt: skip
+    return monitor_post("prod")
 
 
 def sample_policy_data(world: World) -> dict:
-    return {
-        "revision": "0", "redact_kinds": ["email", "card"], "redact_patterns": "",
-        "judge_rate": "0.5", "judge_daily_cap": "2.00",
-    }  # fmt: skip
+    return policy_post()
 
 
 def price_data(world: World) -> dict:

@@ -88,6 +88,8 @@ def test_a_custom_pattern_redacts_and_a_disabled_kind_does_not(
         ({"feedback": "meh"}, "feedback", 400),
         ({"prompt_version": "p\x00"}, "prompt_version", 400),
         ({"inputs": {"question": "a\x00b"}}, "inputs", 400),
+        ({"inputs": {"score": float("nan")}}, "inputs", 400),
+        ({"inputs": {"score": float("inf")}}, "inputs", 400),
     ],
 )
 def test_a_bad_sample_refuses_the_whole_batch_naming_index_and_field(
@@ -99,6 +101,28 @@ def test_a_bad_sample_refuses_the_whole_batch_naming_index_and_field(
     errors = response.json()["errors"]
     assert [(e["index"], e["field"]) for e in errors] == [(1, field)]
     assert Sample.objects.count() == 0
+
+
+def test_inputs_are_measured_in_characters_not_escapes(client, application, issue):
+    japanese = "返品" * 3000  # 6,000 characters; 36,000 as ASCII escapes
+    response = post(
+        client, issue("prod"), {"samples": [sample("jp", inputs={"question": japanese})]}
+    )
+    assert response.status_code == 202, response.content
+    assert Sample.objects.get().question == japanese
+
+
+def test_ids_labels_keys_and_numbers_are_redacted_too(client, application, issue):
+    body = sample(
+        "ana@example.com",
+        variant="for +447700900123",
+        inputs={"question": "Refund?", "bo@example.com": "vip", "card": 4111111111111111},
+    )
+    assert post(client, issue("prod"), {"samples": [body]}).status_code == 202
+    stored = Sample.objects.get()
+    assert stored.sample_id == "[EMAIL]" and stored.variant == "for [PHONE]"
+    assert stored.inputs == {"question": "Refund?", "[EMAIL]": "vip", "card": "[CARD]"}
+    assert stored.redactions == {"email": 2, "phone": 1, "card": 1}
 
 
 def test_times_outside_the_retention_window_are_refused(client, application, issue, settings):

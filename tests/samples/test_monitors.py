@@ -94,22 +94,51 @@ def test_a_warning_escalates_to_critical_once_the_cooldown_allows(application, e
     judged("base", 0.9)
     send(application, 40, (5, 35), "now")
     judged("now", 0.8)  # 11% worse: a warning
-    monitor = services.create_monitor(
+    services.create_monitor(
         actor=engineer, application=application,
         environment=application.environments.get(key="prod"), metric="faithfulness",
     )  # fmt: skip
     now = timezone.now()
     assert monitors.sweep(now)["raised"] == 1
     assert MonitorAlert.objects.get().severity == "warning"
-    judged("now", 0.6)  # 33% worse
-    assert monitors.sweep(now + timedelta(minutes=5))["updated"] == 1  # worse, but in cooldown
+    judged("now", 0.6)  # 33% worse: critical, but within the cooldown of the warning
+    assert monitors.sweep(now + timedelta(minutes=5))["updated"] == 1
     alert = MonitorAlert.objects.get()
-    assert alert.severity == "critical" and alert.notifications == 1
-    judged("now", 0.5)
-    monitor.refresh_from_db()
-    # Already critical: a worse reading later updates it without another notification.
-    assert monitors.sweep(now + timedelta(minutes=20))["updated"] == 1
-    assert MonitorAlert.objects.get().notifications == 1
+    assert (alert.severity, alert.notifications) == ("warning", 1)
+    assert alert.change == pytest.approx(33.33, abs=0.01)  # the worst reading is kept
+    # Once the cooldown allows, the escalation is announced (not lost).
+    assert monitors.sweep(now + timedelta(minutes=20))["escalated"] == 1
+    alert = MonitorAlert.objects.get()
+    assert (alert.severity, alert.notifications) == ("critical", 2)
+    assert Notification.objects.filter(kind="monitor.alert.escalated").exists()
+    judged("now", 0.8)  # milder again: the alert keeps its worst reading and severity
+    assert monitors.sweep(now + timedelta(minutes=21))["updated"] == 1
+    alert = MonitorAlert.objects.get()
+    assert alert.severity == "critical" and alert.change == pytest.approx(33.33, abs=0.01)
+
+
+def test_a_saturated_latency_reading_is_checked_not_crashed(application, engineer):
+    prod = application.environments.get(key="prod")
+    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+
+    def events(prefix: str, hours_ago: int, latency: float) -> list[dict]:
+        at = now - timedelta(hours=hours_ago, minutes=10)
+        return [
+            {"event_id": f"{prefix}-{i}", "time": at.isoformat(), "model": "gpt-4o-mini",
+             "latency_ms": latency}
+            for i in range(50)
+        ]  # fmt: skip
+
+    usage.ingest(application=application, environment=prod, events=events("b", 3, 900))
+    usage.ingest(application=application, environment=prod, events=events("w", 0, 60_000))
+    usage.rollup(settle=timedelta(0))
+    services.create_monitor(
+        actor=engineer, application=application, environment=prod, metric="latency_p95"
+    )
+    outcome = monitors.sweep(now + timedelta(minutes=31))
+    assert outcome["raised"] == 1 and outcome["failed"] == 0
+    alert = MonitorAlert.objects.get()
+    assert alert.value == 12800.0 and alert.baseline == 1600.0  # at least the open bucket
 
 
 def test_a_warning_that_turns_critical_after_the_cooldown_notifies_again(application, engineer):

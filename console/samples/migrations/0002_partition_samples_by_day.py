@@ -9,7 +9,7 @@ from django.db import migrations
 TO_PARTITIONED = """
 ALTER TABLE samples_sample RENAME TO samples_sample_flat;
 CREATE TABLE samples_sample
-    (LIKE samples_sample_flat INCLUDING DEFAULTS INCLUDING IDENTITY)
+    (LIKE samples_sample_flat INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS)
     PARTITION BY RANGE ("at");
 DROP TABLE samples_sample_flat;
 ALTER TABLE samples_sample ADD CONSTRAINT samples_sample_pkey PRIMARY KEY (id, "at");

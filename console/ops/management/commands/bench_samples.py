@@ -29,8 +29,6 @@ import statistics
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import timedelta
 from pathlib import Path
 from uuid import uuid4
@@ -42,7 +40,7 @@ from django.utils import timezone
 from console.accounts import keys
 from console.accounts.models import ApiKeyScope
 from console.audit.services import SYSTEM
-from console.ops.processes import production_env, running_web
+from console.ops.processes import post_batch, production_env, running_web
 from console.registry import services as registry
 from console.registry.models import Application
 
@@ -284,28 +282,13 @@ class Command(BaseCommand):
                 if time.monotonic() >= stop:
                     return
                 data, kinds = body(thread, n)
-                request = urllib.request.Request(
-                    base + "/api/v1/samples",
-                    data=data,
-                    method="POST",
-                    headers={
-                        "Authorization": f"Bearer {secret}",
-                        "Content-Type": "application/json",
-                    },
-                )
                 t0 = time.perf_counter()
-                accepted = duplicates = 0
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as response:
-                        answer = json.loads(response.read())
-                    accepted, duplicates = answer["accepted"], answer["duplicates"]
-                    ok = 200 <= response.status < 300
-                except urllib.error.HTTPError as exc:
-                    log(f"thread {thread}: HTTP {exc.code}: {exc.read()[:300]!r}")
-                    ok = False
-                except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-                    log(f"thread {thread}: {exc!r}")
-                    ok = False
+                answer, problem = post_batch(base + "/api/v1/samples", secret, data)
+                ok = isinstance(answer, dict) and "accepted" in answer and "duplicates" in answer
+                accepted = answer["accepted"] if ok else 0
+                duplicates = answer["duplicates"] if ok else 0
+                if not ok:
+                    log(f"thread {thread}: {problem or answer}")
                 elapsed = time.perf_counter() - t0
                 with lock:
                     totals["latencies"].append(elapsed)

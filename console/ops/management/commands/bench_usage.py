@@ -27,9 +27,6 @@ import statistics
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from datetime import UTC, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -50,7 +47,7 @@ from console.accounts.roles import Role
 from console.accounts.services import grant_role
 from console.api import auth
 from console.audit.services import SYSTEM
-from console.ops.processes import production_env, running_web
+from console.ops.processes import post_batch, production_env, running_web
 from console.registry import services as registry
 from console.registry.models import Application
 from console.usage import selectors, services
@@ -207,23 +204,12 @@ class Command(BaseCommand):
                 if time.monotonic() >= stop:
                     return
                 data = body(thread, n)
-                request = urllib.request.Request(
-                    base + "/api/v1/usage",
-                    data=data,
-                    method="POST",
-                    headers={
-                        "Authorization": f"Bearer {secret}",
-                        "Content-Type": "application/json",
-                    },
-                )
                 t0 = time.perf_counter()
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as response:
-                        accepted = json.loads(response.read())["accepted"]
-                    ok = True
-                except (urllib.error.URLError, OSError, ValueError) as exc:
-                    log(f"thread {thread}: {exc}")
-                    accepted, ok = 0, False
+                answer, problem = post_batch(base + "/api/v1/usage", secret, data)
+                ok = isinstance(answer, dict) and "accepted" in answer
+                accepted = answer["accepted"] if ok else 0
+                if not ok:
+                    log(f"thread {thread}: {problem or answer}")
                 elapsed = time.perf_counter() - t0
                 with lock:
                     totals["requests"] += 1
