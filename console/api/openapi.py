@@ -201,6 +201,23 @@ MODEL_FIELDS = {
     },
     "temperature": {"type": "number"},
     "max_tokens": {"type": "integer"},
+    "fallbacks": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Present when set: the model config keys (of this snapshot's "
+        "model_configs) to call, in order, when this one fails or its breaker is open; report "
+        "such a call's usage with fallback_from",
+    },
+    "breaker": {
+        "type": "object",
+        "description": "Present when set: stop calling this model config for a while once at "
+        "least min_requests calls in the last window_s seconds failed at error_rate or more",
+        "properties": {
+            "error_rate": {"type": "number"},
+            "window_s": {"type": "integer"},
+            "min_requests": {"type": "integer"},
+        },
+    },
 }
 
 
@@ -447,6 +464,7 @@ USAGE_TEXT_LIMITS = {
     "feature": 120,
     "variant": 120,
     "user_id": 120,
+    "fallback_from": 200,
 }
 
 
@@ -487,6 +505,10 @@ def _usage_event() -> dict[str, Any]:
             "cache_hit": {"type": "boolean"},
             "feedback": {"type": "string", "enum": ["up", "down", "none"]},
             "user_id": text("user_id", "An anonymised user id (stored hashed)"),
+            "fallback_from": text(
+                "fallback_from",
+                "The model config (KEY@VERSION) or provider model this call fell back from",
+            ),
         },
     }
 

@@ -131,13 +131,39 @@ class ModelConfigContentForm(forms.Form):
     price_input_per_1m = forms.FloatField(initial=0, label="Input $/1M tokens")
     price_cached_input_per_1m = forms.FloatField(initial=0, label="Cached input $/1M tokens")
     price_output_per_1m = forms.FloatField(initial=0, label="Output $/1M tokens")
+    fallbacks = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Fallbacks",
+        help_text="Model config keys to try, in order, when this one fails or its breaker is "
+        "open (comma separated); served with the config",
+    )
+    breaker_error_rate = forms.FloatField(
+        required=False, label="Breaker: error rate", help_text="e.g. 0.5: trip at half failing"
+    )
+    breaker_window_s = forms.IntegerField(
+        required=False, label="Breaker: window (s)", help_text="e.g. 60"
+    )
+    breaker_min_requests = forms.IntegerField(
+        required=False, label="Breaker: at least (calls)", help_text="e.g. 20 in the window"
+    )
+
+    BREAKER = ("error_rate", "window_s", "min_requests")
 
     def content(self) -> dict:
-        return dict(self.cleaned_data)
+        content = dict(self.cleaned_data)
+        breaker = {name: content.pop(f"breaker_{name}") for name in self.BREAKER}
+        if any(value is not None for value in breaker.values()):
+            content["breaker"] = breaker
+        return content
 
     @staticmethod
     def initial_from(content: dict) -> dict:
-        return dict(content)
+        initial = dict(content)
+        initial["fallbacks"] = ", ".join(content.get("fallbacks") or [])
+        for name, value in (content.get("breaker") or {}).items():
+            initial[f"breaker_{name}"] = value
+        return initial
 
 
 CONTENT_FORMS = {"prompts": PromptContentForm, "models": ModelConfigContentForm}

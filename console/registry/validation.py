@@ -240,9 +240,64 @@ def clean_model_config_content(content: dict) -> dict:
             errors[name] = [f"must be between {low:g} and {high:g}"]
             continue
         cleaned[name] = value
+    _clean_fallbacks(content, cleaned, errors)
     if errors:
         raise ValidationError({k: [ValidationError(m) for m in v] for k, v in errors.items()})
     return cleaned
+
+
+MODEL_KEY = re.compile(r"^[-a-zA-Z0-9_]{1,80}$")  # a model config key (a slug)
+MAX_FALLBACKS = 5
+# The breaker a client applies to a model config: trip when at least `min_requests` calls in
+# the last `window_s` seconds were made and the share that failed reached `error_rate`.
+BREAKER_BOUNDS = {
+    "error_rate": (float, 0.01, 1.0),
+    "window_s": (int, 5, 3600),
+    "min_requests": (int, 1, 100_000),
+}
+
+
+def _clean_fallbacks(content: dict, cleaned: dict, errors: dict[str, list[str]]) -> None:
+    """`fallbacks`: the model configs (keys, in the order to try) a client calls when this one
+    fails or its breaker is open; `breaker`: when to stop calling this one for a while. Both
+    kept out of the content (and its hash) while unset."""
+    raw = content.get("fallbacks") or []
+    if isinstance(raw, str):
+        raw = [part.strip() for part in raw.replace("\n", ",").split(",") if part.strip()]
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        errors["fallbacks"] = ["a list of model config keys, in the order to try them"]
+    else:
+        bad = [k for k in raw if not MODEL_KEY.match(k)]
+        if bad:
+            errors["fallbacks"] = [f"not a model config key: {', '.join(map(repr, bad))}"]
+        elif len(set(raw)) != len(raw):
+            errors["fallbacks"] = ["each model config may appear once"]
+        elif len(raw) > MAX_FALLBACKS:
+            errors["fallbacks"] = [f"at most {MAX_FALLBACKS} fallbacks"]
+        elif raw:
+            cleaned["fallbacks"] = raw
+    breaker = content.get("breaker")
+    if breaker in (None, "", {}):
+        return
+    if not isinstance(breaker, dict) or set(breaker) - set(BREAKER_BOUNDS):
+        errors["breaker"] = [f"an object of {', '.join(BREAKER_BOUNDS)}"]
+        return
+    out = {}
+    for name, (kind, low, high) in BREAKER_BOUNDS.items():
+        value = breaker.get(name)
+        try:
+            number = kind(value)
+            if isinstance(value, bool) or (kind is int and float(value) != number):
+                raise ValueError
+        except (TypeError, ValueError):
+            errors[f"breaker_{name}"] = [f"{name}: a number from {low:g} to {high:g}"]
+            continue
+        if not low <= number <= high:
+            errors[f"breaker_{name}"] = [f"{name}: from {low:g} to {high:g}"]
+            continue
+        out[name] = number
+    if len(out) == len(BREAKER_BOUNDS):
+        cleaned["breaker"] = out
 
 
 def model_config_problems(content: dict) -> list[str]:

@@ -47,6 +47,9 @@ def seed_usage(application, admin, days: int = 60, per_weekday: int = 700) -> in
     envs = {e.key: e for e in application.environments.all()}
     today = timezone.now().date()
     spike_day = today - timedelta(days=12)
+    # An hour three days ago when gpt-main's provider failed: answers fell back to the judge's
+    # bigger model (gpt-main's breaker tripped), and were reported with fallback_from.
+    outage_day = today - timedelta(days=3)
     users = [f"customer-{n:04d}" for n in range(300)]
     total = 0
     for offset in range(days, -1, -1):
@@ -63,6 +66,9 @@ def seed_usage(application, admin, days: int = 60, per_weekday: int = 700) -> in
             at = datetime.combine(day, time.min, UTC) + timedelta(seconds=rng.randint(0, 86399))
             if at > timezone.now():
                 continue
+            fell_back = day == outage_day and at.hour == 14 and model == "gpt-main@2"
+            if fell_back:
+                model = "judge@1"
             input_tokens = rng.randint(600, 2400) * (3 if day == spike_day else 1)
             cached = int(input_tokens * rng.choice([0, 0, 0.5, 0.8]))
             status = rng.choices(["ok", "error", "timeout"], [0.975, 0.018, 0.007])[0]
@@ -84,6 +90,7 @@ def seed_usage(application, admin, days: int = 60, per_weekday: int = 700) -> in
                     "cache_hit": cached > 0,
                     "feedback": rng.choices(["none", "up", "down"], [0.8, 0.15, 0.05])[0],
                     "user_id": rng.choice(users),
+                    "fallback_from": "gpt-main@2" if fell_back else "",
                 }
             )
         # Nine in ten requests are production traffic; the rest is staging.

@@ -39,6 +39,9 @@ class UsageEvent(models.Model):
     prompt_version = models.CharField(max_length=120, blank=True)  # "key@version"
     feature = models.CharField(max_length=120, blank=True)
     variant = models.CharField(max_length=120, blank=True)
+    # The model config this call fell back from (it failed, or its breaker was open): "key@N"
+    # or a provider model name.
+    fallback_from = models.CharField(max_length=200, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
@@ -70,6 +73,12 @@ class UsageEvent(models.Model):
         indexes = [
             models.Index(fields=["application", "at"], name="usage_app_at"),
             models.Index(fields=["application", "model", "at"], name="usage_app_model_at"),
+            # Only fallbacks are indexed (few rows): the costs page lists when they fired.
+            models.Index(
+                fields=["application", "at"],
+                name="usage_fallback_at",
+                condition=~models.Q(fallback_from=""),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -11,7 +11,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
 
 from console.usage.models import LATENCY_BUCKETS_MS, Budget, UsageDaily, UsageEvent
 
@@ -372,6 +373,40 @@ def top_spenders(application, f: UsageFilters, limit: int = 10) -> list[dict]:
         .order_by("-cost")[:limit]
     )
     return [{"user": r["user_hash"][:12], "cost": r["cost"]} for r in rows]
+
+
+def fallbacks(application, f: UsageFilters, limit: int = 20) -> dict:
+    """When and how often fallbacks fired (production calls that report `fallback_from`), over
+    at most the last 7 days of the range: per day, and per from → to pair with the last time.
+    Reads the raw events through the partial index of fallbacks only."""
+    start = max(f.start, f.end - timedelta(days=7))
+    events = UsageEvent.objects.filter(
+        application=application, at__gte=start, at__lt=f.end
+    ).exclude(fallback_from="")
+    if f.environment:
+        events = events.filter(environment__key=f.environment)
+    # One query: per day and pair (at most 7 days × a few pairs), summed both ways here.
+    rows = (
+        events.annotate(day=TruncDate("at", tzinfo=UTC))
+        .values("day", "fallback_from", "model_config", "model", "environment__key")
+        .annotate(n=Count("id"), last=Max("at"), errors=Count("id", filter=~Q(status="ok")))
+        .order_by()
+    )
+    pairs: dict[tuple, dict] = {}
+    days: dict[date, int] = {}
+    for row in rows:
+        days[row["day"]] = days.get(row["day"], 0) + row["n"]
+        key = (row["fallback_from"], row["model_config"], row["model"], row["environment__key"])
+        pair = pairs.setdefault(key, {**row, "n": 0, "errors": 0})
+        pair["n"] += row["n"]
+        pair["errors"] += row["errors"]
+        pair["last"] = max(pair["last"], row["last"])
+    top = sorted(pairs.values(), key=lambda p: -p["n"])[:limit]
+    return {
+        "since": start,
+        "pairs": top,
+        "days": [{"day": day, "n": n} for day, n in sorted(days.items())],
+    }
 
 
 def filter_options(application, since: datetime | None = None) -> dict[str, list[str]]:

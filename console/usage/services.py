@@ -34,7 +34,7 @@ MAX_BATCH = 1000
 FUTURE_SKEW = timedelta(minutes=5)
 STATUSES = {"ok", "error", "timeout"}
 FEEDBACK = {"up": 1, "down": -1, "none": 0, 1: 1, -1: -1, 0: 0, None: 0}
-LABELS = ("prompt_version", "feature", "variant", "user_id")
+LABELS = ("prompt_version", "feature", "variant", "user_id", "fallback_from")
 # Events committed less than this long ago are left for the next rollup pass, so a slow
 # ingestion transaction with a lower id is never skipped by the watermark.
 SETTLE = timedelta(seconds=10)
@@ -49,7 +49,7 @@ MAX_TOKENS = 1_000_000_000
 MAX_LATENCY_MS = 86_400_000
 TEXT_LIMITS = {
     name: UsageEvent._meta.get_field(name).max_length
-    for name in ("event_id", "model", "prompt_version", "feature", "variant")
+    for name in ("event_id", "model", "prompt_version", "feature", "variant", "fallback_from")
 }
 TEXT_LIMITS["user_id"] = 120  # stored hashed; bounded like the other labels
 LABEL_LIMITS = tuple((name, TEXT_LIMITS[name]) for name in LABELS)
@@ -268,6 +268,7 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
                 "prompt_version": labels[0],
                 "feature": labels[1],
                 "variant": labels[2],
+                "fallback_from": labels[4],
                 "latency_ms": None if latency is None else float(latency),
                 "status": status,
                 "cache_hit": cache_hit,

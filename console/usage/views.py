@@ -43,6 +43,7 @@ def dashboard(request: HttpRequest, app: str) -> HttpResponse:
         "board": board,
         "figures": charts.figures(board),
         "spenders": selectors.top_spenders(application, filters),
+        "fallbacks": selectors.fallbacks(application, filters),
         "options": selectors.filter_options(application),
         "rate_tables": [(name, board.breakdowns[name]) for name in RATE_GROUPS],
         "budgets": list(

@@ -20,6 +20,7 @@ from console.usage import selectors, services
 from console.usage.models import UsageEvent
 from tests.evals.helpers import build_demo
 from tests.usage.helpers import event, hour_ago, ingest, price, rollup
+from tests.usage.test_dashboard import MAX_DASHBOARD_QUERIES
 
 pytestmark = pytest.mark.django_db
 M = 1_000_000
@@ -167,6 +168,6 @@ def test_eval_spend_includes_the_judge_calls_as_the_run_page_shows(
 
 def test_dashboard_with_rates_stays_bounded(signals, viewer_client, django_assert_max_num_queries):
     filters, _ = selectors.UsageFilters.from_query({}, timezone.now().date())
-    with django_assert_max_num_queries(17):
+    with django_assert_max_num_queries(MAX_DASHBOARD_QUERIES):
         viewer_client.get(url(signals))
     assert selectors.dashboard(signals, filters, timezone.now().date()).totals["requests"] == 7
