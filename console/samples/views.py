@@ -226,7 +226,7 @@ def monitors(request: HttpRequest, app: str) -> HttpResponse:
     application = access_application(request, app, ENGINEER if request.method == "POST" else None)
     environments = list(application.environments.order_by("order", "pk"))
     form = MonitorForm(
-        request.POST or None,
+        request.POST if request.method == "POST" else None,
         environments=[(e.key, e.name) for e in environments],
         metrics=Monitor.Metric.choices,
     )
