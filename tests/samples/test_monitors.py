@@ -119,7 +119,8 @@ def test_a_warning_escalates_to_critical_once_the_cooldown_allows(application, e
 
 def test_a_saturated_latency_reading_is_checked_not_crashed(application, engineer):
     prod = application.environments.get(key="prod")
-    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    # Half past the previous hour: every event is in the past whatever the clock says now.
+    now = (timezone.now() - timedelta(hours=1)).replace(minute=30, second=0, microsecond=0)
 
     def events(prefix: str, hours_ago: int, latency: float) -> list[dict]:
         at = now - timedelta(hours=hours_ago, minutes=10)
@@ -190,7 +191,8 @@ def test_psi_is_zero_for_the_same_distribution_and_grows_with_the_shift():
 
 def test_error_rate_comes_from_the_usage_rollups(application, engineer):
     prod = application.environments.get(key="prod")
-    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    # Half past the previous hour: every event is in the past whatever the clock says now.
+    now = (timezone.now() - timedelta(hours=1)).replace(minute=30, second=0, microsecond=0)
 
     def events(prefix: str, hours_ago: int, errors: int, n: int = 100) -> list[dict]:
         at = now - timedelta(hours=hours_ago, minutes=10)
