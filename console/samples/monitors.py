@@ -25,7 +25,7 @@ from console.audit.services import SYSTEM
 from console.notifications.services import notify
 from console.samples.models import HALLUCINATION_BELOW, Monitor, MonitorAlert, Sample
 from console.usage.models import LATENCY_BUCKETS_MS, UsageEvent, UsageHourly
-from console.usage.selectors import percentile_from_buckets
+from console.usage.selectors import latency_buckets, percentile_from_buckets
 
 log = logging.getLogger(__name__)
 M = Monitor.Metric
@@ -135,13 +135,7 @@ def _read_usage(monitor: Monitor, start: datetime, end: datetime) -> Reading:
         return Reading(_ratio(tokens, requests), requests)
     if monitor.metric == M.COST:
         return Reading(float(sums["cost"]) / requests if requests else None, requests)
-    buckets: list[int] = []
-    for counts in rows.values_list("latency_buckets", flat=True):
-        for n, count in enumerate(counts or []):
-            if n < len(buckets):
-                buckets[n] += count
-            else:
-                buckets.append(count)
+    buckets = latency_buckets(rows)
     timed = sum(buckets)
     p95 = percentile_from_buckets(buckets, 95) if timed else None
     if p95 is not None and math.isinf(p95):  # in the open-ended bucket: at least its start

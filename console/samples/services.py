@@ -122,7 +122,7 @@ def update_policy(
             policy = SamplePolicy(application=application, revision=0)
         if policy.pk and policy.revision != revision:
             raise ValidationError(
-                {"__all__": "someone changed this policy while you were editing; reload to see it"}
+                "someone changed this policy while you were editing; reload to see it"
             )
         before = _policy_state(policy) if policy.pk else None
         policy.redact_kinds = [k for k in BUILTIN if k in redact_kinds]

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from console.core.forms import apply_errors
 from console.core.permissions import ADMIN, CURATE, ENGINEER, access_application
 from console.datasets.models import Dataset
 from console.evals.selectors import launch_choices
@@ -95,11 +96,8 @@ def curate(request: HttpRequest, app: str, pk: int) -> HttpResponse:
                 actor=request.user, sample=sample, dataset=dataset, values=form.item_values()
             )
         except ValidationError as exc:
-            problems = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
-            for name, messages_ in problems.items():
-                field = name if name in form.fields else None
-                for problem in messages_:
-                    form.add_error(field, f"{name}: {problem}" if name and not field else problem)
+            for problem in apply_errors([form], exc):
+                form.add_error(None, problem)
         else:
             messages.success(
                 request,
@@ -182,9 +180,8 @@ def policy(request: HttpRequest, app: str) -> HttpResponse:
                     judge_prompts=judge_prompts,
                 )
             except ValidationError as exc:
-                for name, problems in exc.message_dict.items():
-                    for problem in problems:
-                        form.add_error(name if name in form.fields else None, problem)
+                for problem in apply_errors([form], exc):
+                    form.add_error(None, problem)
             else:
                 messages.success(request, "Sample policy saved; it applies to the next batch.")
                 return redirect("samples:policy", app=app)
@@ -249,9 +246,8 @@ def monitors(request: HttpRequest, app: str) -> HttpResponse:
                     cooldown_minutes=data["cooldown_minutes"],
                 )
             except ValidationError as exc:
-                for name, problems in exc.message_dict.items():
-                    for problem in problems:
-                        form.add_error(name if name in form.fields else None, problem)
+                for problem in apply_errors([form], exc):
+                    form.add_error(None, problem)
             else:
                 messages.success(request, f"Monitor added: {monitor}. It is checked every minute.")
                 return redirect("samples:monitors", app=app)
