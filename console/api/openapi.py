@@ -465,6 +465,8 @@ USAGE_TEXT_LIMITS = {
     "variant": 120,
     "user_id": 120,
     "fallback_from": 200,
+    "flag": 80,
+    "shadow_of": 100,
 }
 
 
@@ -496,7 +498,12 @@ def _usage_event() -> dict[str, Any]:
             "model": text("model", "model config KEY@VERSION or provider model name", True),
             "prompt_version": text("prompt_version", "KEY@VERSION"),
             "feature": text("feature"),
-            "variant": text("variant"),
+            "flag": text("flag", "The flag whose evaluation chose `variant` (experiments)"),
+            "variant": text("variant", "The variant the flag served"),
+            "shadow_of": text(
+                "shadow_of",
+                "A shadow call: the event_id of the live request it ran alongside",
+            ),
             "input_tokens": tokens,
             "cached_tokens": {**tokens, "description": "At most input_tokens"},
             "output_tokens": tokens,
@@ -555,6 +562,7 @@ def _sample() -> dict[str, Any]:
             "prompt_version": text("prompt_version", "KEY@VERSION"),
             "model_config": text("model_config", "KEY@VERSION"),
             "variant": text("variant", "The flag variant that served the request"),
+            "flag": text("flag", "The flag whose evaluation chose `variant` (experiments)"),
             "feedback": {"type": "string", "enum": ["up", "down", "none"]},
             "feedback_comment": text("feedback_comment"),
         },

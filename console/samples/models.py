@@ -74,6 +74,7 @@ class Sample(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
     prompt_version = models.CharField(max_length=120, blank=True)  # "key@version"
     model_config = models.CharField(max_length=120, blank=True)  # "key@version"
+    flag = models.CharField(max_length=80, blank=True)  # the flag that chose `variant`
     variant = models.CharField(max_length=120, blank=True)
     question = models.TextField(blank=True)  # inputs["question"], or the first text input
     inputs = models.JSONField(default=dict, blank=True)

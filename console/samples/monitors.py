@@ -118,6 +118,7 @@ def _read_usage(monitor: Monitor, start: datetime, end: datetime) -> Reading:
         application_id=monitor.application_id,
         environment_id=monitor.environment_id,
         source=UsageEvent.Source.RUNTIME,
+        shadow=False,  # shadow calls are never served: they say nothing of what users get
         hour__gte=_hour(start),
         hour__lt=_hour(end),
     )

@@ -50,11 +50,12 @@ TEXT_LIMITS = {
     "prompt_version": 120,
     "model_config": 120,
     "variant": 120,
+    "flag": 80,
     "output": 32_000,
     "context": 64_000,
     "feedback_comment": 2_000,
 }
-LABELS = ("prompt_version", "model_config", "variant")
+LABELS = ("prompt_version", "model_config", "variant", "flag")
 MAX_INPUT_CHARS = 32_000  # the inputs object, as JSON
 MAX_SOURCES = 50
 MAX_SOURCE_CHARS = 300
@@ -280,7 +281,7 @@ def validate_batch(application: Application, environment, samples: Any) -> list[
         # as an id), their replacements counted together.
         redacted, counts = redactor.redact(
             (inputs, texts["output"], context, texts["feedback_comment"], sources, sample_id,
-             texts["prompt_version"], texts["model_config"], texts["variant"])
+             texts["prompt_version"], texts["model_config"], texts["variant"], texts["flag"])
         )  # fmt: skip
         r_inputs, r_output, r_context, r_comment, r_sources, r_id, *labels = redacted
         question = _question(r_inputs)
@@ -295,6 +296,7 @@ def validate_batch(application: Application, environment, samples: Any) -> list[
                 "prompt_version": labels[0],
                 "model_config": labels[1],
                 "variant": labels[2],
+                "flag": labels[3],
                 "question": question,
                 "inputs": r_inputs,
                 "output": r_output,

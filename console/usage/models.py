@@ -38,7 +38,13 @@ class UsageEvent(models.Model):
     model_config = models.CharField(max_length=120, blank=True)  # "key@version" when known
     prompt_version = models.CharField(max_length=120, blank=True)  # "key@version"
     feature = models.CharField(max_length=120, blank=True)
+    # The flag whose evaluation chose `variant` (experiments and staged rollouts report per
+    # flag and variant).
+    flag = models.CharField(max_length=80, blank=True)
     variant = models.CharField(max_length=120, blank=True)
+    # A shadow call: the event id of the live request it ran alongside (the shadow's answer is
+    # never served).
+    shadow_of = models.CharField(max_length=100, blank=True)
     # The model config this call fell back from (it failed, or its breaker was open): "key@N"
     # or a provider model name.
     fallback_from = models.CharField(max_length=200, blank=True)
@@ -78,6 +84,12 @@ class UsageEvent(models.Model):
                 fields=["application", "at"],
                 name="usage_fallback_at",
                 condition=~models.Q(fallback_from=""),
+            ),
+            # Likewise only shadow calls: the shadow comparison pairs them with their live call.
+            models.Index(
+                fields=["application", "environment", "at"],
+                name="usage_shadow_at",
+                condition=~models.Q(shadow_of=""),
             ),
         ]
 
@@ -127,7 +139,8 @@ class PricePoint(models.Model):
 
 class UsageRollup(models.Model):
     """What an hourly or daily rollup row holds: the dimensions (application × environment ×
-    model × prompt version × feature × source) and the sums over that period."""
+    model × prompt version × feature × flag × variant × shadow × source) and the sums over that
+    period."""
 
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="+")
     environment = models.ForeignKey(
@@ -136,6 +149,9 @@ class UsageRollup(models.Model):
     model = models.CharField(max_length=200)
     prompt_version = models.CharField(max_length=120, blank=True)
     feature = models.CharField(max_length=120, blank=True)
+    flag = models.CharField(max_length=80, blank=True)
+    variant = models.CharField(max_length=120, blank=True)
+    shadow = models.BooleanField(default=False)  # shadow calls: paid for, never served
     source = models.CharField(max_length=8, default=UsageEvent.Source.RUNTIME)
     requests = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
@@ -143,6 +159,8 @@ class UsageRollup(models.Model):
     cached_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cost = models.DecimalField(max_digits=16, decimal_places=8, default=0)
+    # Σ cost², for the variance of cost per request (experiment confidence intervals).
+    cost_squares = models.FloatField(default=0)
     cache_savings = models.DecimalField(max_digits=16, decimal_places=8, default=0)
     cache_hits = models.PositiveIntegerField(default=0)
     thumbs_up = models.PositiveIntegerField(default=0)
@@ -162,6 +180,9 @@ def _unique_per(period: str, name: str) -> models.UniqueConstraint:
             "model",
             "prompt_version",
             "feature",
+            "flag",
+            "variant",
+            "shadow",
             "source",
         ],
         name=name,

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, Max, Q, Sum
-from django.db.models.functions import TruncHour
+from django.db.models import Case, Count, F, FloatField, Max, Q, Sum, When
+from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -34,7 +34,7 @@ MAX_BATCH = 1000
 FUTURE_SKEW = timedelta(minutes=5)
 STATUSES = {"ok", "error", "timeout"}
 FEEDBACK = {"up": 1, "down": -1, "none": 0, 1: 1, -1: -1, 0: 0, None: 0}
-LABELS = ("prompt_version", "feature", "variant", "user_id", "fallback_from")
+LABELS = ("prompt_version", "feature", "variant", "user_id", "fallback_from", "flag", "shadow_of")
 # Events committed less than this long ago are left for the next rollup pass, so a slow
 # ingestion transaction with a lower id is never skipped by the watermark.
 SETTLE = timedelta(seconds=10)
@@ -49,7 +49,16 @@ MAX_TOKENS = 1_000_000_000
 MAX_LATENCY_MS = 86_400_000
 TEXT_LIMITS = {
     name: UsageEvent._meta.get_field(name).max_length
-    for name in ("event_id", "model", "prompt_version", "feature", "variant", "fallback_from")
+    for name in (
+        "event_id",
+        "model",
+        "prompt_version",
+        "feature",
+        "variant",
+        "fallback_from",
+        "flag",
+        "shadow_of",
+    )
 }
 TEXT_LIMITS["user_id"] = 120  # stored hashed; bounded like the other labels
 LABEL_LIMITS = tuple((name, TEXT_LIMITS[name]) for name in LABELS)
@@ -269,6 +278,8 @@ def validate_batch(application, environment, events: Any) -> list[dict]:
                 "feature": labels[1],
                 "variant": labels[2],
                 "fallback_from": labels[4],
+                "flag": labels[5],
+                "shadow_of": labels[6],
                 "latency_ms": None if latency is None else float(latency),
                 "status": status,
                 "cache_hit": cache_hit,
@@ -496,7 +507,10 @@ def _recompute(application_id: int, hours: set) -> int:
                 at__gte=chunk[0],
                 at__lt=chunk[-1] + timedelta(hours=1),
             )
-            .annotate(h=TruncHour("at"))
+            .annotate(
+                h=TruncHour("at"),
+                shadow=Case(When(shadow_of="", then=False), default=True),
+            )
             .filter(h__in=chunk)
             .values("h", *DIMENSIONS)
             .annotate(
@@ -506,6 +520,7 @@ def _recompute(application_id: int, hours: set) -> int:
                 cached_tokens_sum=Sum("cached_tokens"),
                 output_tokens_sum=Sum("output_tokens"),
                 cost_sum=Sum("cost"),
+                cost_squares=Sum(Cast(F("cost") * F("cost"), FloatField())),
                 savings_sum=Sum("savings"),
                 cache_hits=Count("id", filter=Q(cache_hit=True)),
                 thumbs_up=Count("id", filter=Q(feedback=1)),
@@ -523,6 +538,9 @@ def _recompute(application_id: int, hours: set) -> int:
                     model=a["model"],
                     prompt_version=a["prompt_version"],
                     feature=a["feature"],
+                    flag=a["flag"],
+                    variant=a["variant"],
+                    shadow=a["shadow"],
                     source=a["source"],
                     requests=a["requests"],
                     errors=a["errors"],
@@ -530,6 +548,7 @@ def _recompute(application_id: int, hours: set) -> int:
                     cached_tokens=a["cached_tokens_sum"] or 0,
                     output_tokens=a["output_tokens_sum"] or 0,
                     cost=a["cost_sum"] or 0,
+                    cost_squares=a["cost_squares"] or 0.0,
                     cache_savings=a["savings_sum"] or 0,
                     cache_hits=a["cache_hits"],
                     thumbs_up=a["thumbs_up"],
