@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "console.samples",
     "console.notifications",
     "console.releases",
+    "console.experiments",
     "console.api",
     "console.ops",
 ]

@@ -15,6 +15,7 @@ urlpatterns = [
     path("", include("console.samples.urls")),
     path("", include("console.notifications.urls")),
     path("", include("console.releases.urls")),
+    path("", include("console.experiments.urls")),
     path("", include("console.registry.urls")),
     path("django-admin/", admin.site.urls),
 ]

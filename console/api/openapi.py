@@ -487,6 +487,8 @@ def _usage_event() -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["event_id", "time", "model"],
+        # Only a shadow call carries its answer.
+        "dependentRequired": {"output": ["shadow_of"]},
         "properties": {
             "event_id": text("event_id", "Unique per application and environment", True),
             "time": {
@@ -504,6 +506,13 @@ def _usage_event() -> dict[str, Any]:
                 "shadow_of",
                 "A shadow call: the event_id of the live request it ran alongside",
             ),
+            "output": {
+                "type": "string",
+                "maxLength": sample_services.SHADOW_OUTPUT_LIMIT,
+                "description": "A shadow call's answer (only with shadow_of; never served). "
+                "Stored redacted by the sample policy; for the judged share, compared with the "
+                "live answer sent as a sample whose sample_id is shadow_of",
+            },
             "input_tokens": tokens,
             "cached_tokens": {**tokens, "description": "At most input_tokens"},
             "output_tokens": tokens,

@@ -10,6 +10,7 @@ from console.api.auth import Caller
 from console.api.runtime import _json, runtime_endpoint
 from console.core.jsoninput import JSONInputError, parse
 from console.registry.models import Environment
+from console.samples import services as samples
 from console.usage import services
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -18,7 +19,8 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 @runtime_endpoint("POST", ApiKeyScope.USAGE_WRITE)
 def ingest(request: HttpRequest, caller: Caller) -> HttpResponse:
     """A batch of up to 1,000 events, accepted or rejected whole. Idempotent by event_id:
-    a retried batch is answered 200 with the duplicates counted, never double-counted."""
+    a retried batch is answered 200 with the duplicates counted, never double-counted. Shadow
+    calls' answers (`output`) are stored, redacted, in the same transaction."""
     if len(request.body) > MAX_BODY_BYTES:
         return _json(
             {"errors": [{"index": None, "field": None, "message": "body over 2 MB"}]}, status=413
@@ -35,10 +37,24 @@ def ingest(request: HttpRequest, caller: Caller) -> HttpResponse:
         )
     events = body.get("events") if isinstance(body, dict) else None
     environment = Environment.objects.select_related("application").get(pk=caller.environment_id)
+    application = environment.application
+    # A shadow call may carry its answer (`output`, kept by the samples app for the shadow
+    # comparison): checked before anything is stored, with the rest of the batch, so a bad
+    # output refuses the whole batch and the refusal lists every problem.
+    answers_allowed = ApiKeyScope.SAMPLES_WRITE in caller.scopes
+    if problems := samples.shadow_output_problems(events, answers_allowed):
+        try:
+            services.validate_batch(application, environment, events)
+        except services.BatchRejected as exc:
+            problems = sorted([*problems, *exc.errors], key=lambda p: p["index"] or 0)
+        return _json({"errors": problems}, status=400)
     try:
         with transaction.atomic():
             result = services.ingest(
-                application=environment.application, environment=environment, events=events
+                application=application, environment=environment, events=events
+            )
+            samples.store_shadow_answers(
+                application=application, environment=environment, events=events
             )
     except services.BatchRejected as exc:
         return _json({"errors": exc.errors}, status=exc.status)

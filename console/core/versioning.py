@@ -8,7 +8,10 @@ nothing when the content equals the latest version, and numbers 1..n without gap
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
@@ -203,3 +206,20 @@ def save_version(
         instance.latest_number = version.number
         instance.updated_at = now
     return SaveResult(version, created=True)
+
+
+@contextmanager
+def dated(model: type[models.Model], moment: datetime) -> Iterator[None]:
+    """Versions of `model` created inside this block are dated `moment`: for demo seeding and
+    tests that need history (an experiment running since yesterday). Single-threaded use only;
+    the database still refuses any later edit of the version."""
+    field = model._meta.get_field("created_at")
+    cached = field.__dict__.get("_get_default")
+    field._get_default = lambda: moment  # Field caches its default callable here
+    try:
+        yield
+    finally:
+        if cached is None:
+            del field.__dict__["_get_default"]
+        else:
+            field._get_default = cached

@@ -6,8 +6,15 @@ through the same services as the console, so every change is versioned and audit
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.utils import timezone
+
+from console.core.versioning import dated
 from console.flags import services, validation
-from console.flags.models import Flag, FlagKind, FlagRules, FlagType
+from console.flags.models import Flag, FlagKind, FlagRules, FlagRulesVersion, FlagType
+
+EXPERIMENT_AGE = timedelta(days=3)
 
 
 def _switch_on(flag: Flag, actor, environments, content: dict, message: str) -> None:
@@ -85,54 +92,57 @@ def seed_flags(application, users: dict) -> None:
                 "ref": {"kind": "prompt", "key": "answer-question", "version": 3},
             },
         ]
-        flag = services.create_flag(
-            actor=engineer,
-            application=application,
-            key="support-prompt",
-            name="Support prompt canary",
-            description="Which answer-question prompt version a customer gets.",
-            flag_type=FlagType.STRING,
-            kind=FlagKind.EXPERIMENT,
-            owner=engineer,
-            variants=variants,
-            off_variant="stable",
-        )
-        _switch_on(
-            flag,
-            engineer,
-            [by_key[k] for k in ("dev", "staging") if k in by_key],
-            {"enabled": True, "rules": [], "default": {"variant": "canary"}},
-            "Canary everywhere before prod",
-        )
-        if "prod" in by_key:
+        # The prod split has run for three days: the demo experiment's report covers them
+        # (console.experiments.demo sends their traffic).
+        with dated(FlagRulesVersion, timezone.now() - EXPERIMENT_AGE):
+            flag = services.create_flag(
+                actor=engineer,
+                application=application,
+                key="support-prompt",
+                name="Support prompt canary",
+                description="Which answer-question prompt version a customer gets.",
+                flag_type=FlagType.STRING,
+                kind=FlagKind.EXPERIMENT,
+                owner=engineer,
+                variants=variants,
+                off_variant="stable",
+            )
             _switch_on(
                 flag,
                 engineer,
-                [by_key["prod"]],
-                {
-                    "enabled": True,
-                    "rules": [
-                        {
-                            "name": "Internal staff",
-                            "conditions": [
-                                {
-                                    "attribute": "email",
-                                    "operator": "ends_with",
-                                    "value": "@acme.com",
-                                }
-                            ],
-                            "serve": {"variant": "canary"},
-                        }
-                    ],
-                    "default": {
-                        "rollout": [
-                            {"variant": "stable", "weight": 75},
-                            {"variant": "canary", "weight": 25},
-                        ]
-                    },
-                },
-                "25% canary in prod, staff always on the canary",
+                [by_key[k] for k in ("dev", "staging") if k in by_key],
+                {"enabled": True, "rules": [], "default": {"variant": "canary"}},
+                "Canary everywhere before prod",
             )
+            if "prod" in by_key:
+                _switch_on(
+                    flag,
+                    engineer,
+                    [by_key["prod"]],
+                    {
+                        "enabled": True,
+                        "rules": [
+                            {
+                                "name": "Internal staff",
+                                "conditions": [
+                                    {
+                                        "attribute": "email",
+                                        "operator": "ends_with",
+                                        "value": "@acme.com",
+                                    }
+                                ],
+                                "serve": {"variant": "canary"},
+                            }
+                        ],
+                        "default": {
+                            "rollout": [
+                                {"variant": "stable", "weight": 75},
+                                {"variant": "canary", "weight": 25},
+                            ]
+                        },
+                    },
+                    "25% canary in prod, staff always on the canary",
+                )
 
     if "tier-routing" not in existing:
         flag = services.create_flag(

@@ -172,6 +172,7 @@ def stats(rollout: Rollout, ref: str, since: datetime) -> VersionStats:
         application_id=rollout.request.application_id,
         environment_id=rollout.request.environment_id,
         at__gte=since,
+        shadow_of="",  # a shadow call of the version is not what its users got
         **{field: ref},
     )
     agg = qs.aggregate(

@@ -211,12 +211,14 @@ def open_request(
     staged: bool = False,
     shadow: bool = False,
     paired=None,
+    online: dict | None = None,
 ) -> PromotionRequest:
     """Ask to make `version` live (or run it as a shadow) in a protected environment. Prompts
     and model configs travel as a bundle with the other half they will run with; with the eval
     gate required, submission is refused until evidence meeting the policy exists
     (EvidenceMissing names what is missing). A missing baseline is launched here and the
-    request waits for it."""
+    request waits for it. `online` is evidence from production (an experiment report or a
+    shadow comparison, {"kind": ..., ...}): kept with the request for approvers to read."""
     kind = kind_of(version)
     head = version.head
     application = environment.application
@@ -266,7 +268,11 @@ def open_request(
                 "justification": justification.strip(),
                 "required_approvals": max(environment.required_approvals, 1),
                 "eval_gate_required": environment.eval_gate_required,
-                "evidence": {**evidence.as_dict(), "base_live": _live_numbers(environment, bundle)},
+                "evidence": {
+                    **evidence.as_dict(),
+                    "base_live": _live_numbers(environment, bundle),
+                    **({"online": online} if online else {}),
+                },
                 "checklist": {
                     "items": policies.current(environment)[0].get("checklist", []),
                     "ticks": {},
@@ -296,6 +302,62 @@ def open_request(
         )
         _notify_requested(request)
         _launch_baselines(evidence, environment)
+    return request
+
+
+def open_request_for(environment, version) -> PromotionRequest | None:
+    """The open request (pending or approved) that would make `version` live there, if any."""
+    existing = _open_one(environment, subject_of(kind_of(version), version))
+    if existing is not None and existing.version == version and not existing.shadow:
+        return existing
+    return None
+
+
+def _reading(online: dict | None) -> dict | None:
+    """What an audit event keeps of a production reading: its kind, time and verdict."""
+    if not online:
+        return None
+    report = online.get("report") or online
+    return {
+        "kind": online.get("kind"),
+        "as_of": report.get("as_of"),
+        "summary": (report.get("conclusion") or {}).get("summary") or report.get("summary"),
+    }
+
+
+def add_online_evidence(*, actor, request: PromotionRequest, online: dict) -> PromotionRequest:
+    """Attach production evidence (an experiment report, a shadow comparison) to an open
+    request for the same version. Earlier readings are kept (`online_history`). Approvers
+    approved what they read: if anyone has approved, the request goes back to pending under a
+    new revision (approvals name theirs) and the approvers are told, as after an edit."""
+    with transaction.atomic():
+        request = _locked(request)
+        if not request.is_open:
+            raise ValidationError(f"#{request.pk} is {request.status}: open a new request")
+        evidence = dict(request.evidence or {})
+        previous = evidence.get("online")
+        if previous:
+            evidence["online_history"] = [*evidence.get("online_history", []), previous][-10:]
+        evidence["online"] = online
+        reset = request.status == PromotionRequest.Status.APPROVED or approvals_count(request) > 0
+        request.evidence = evidence
+        request.updated_at = timezone.now()
+        fields = ["evidence", "updated_at"]
+        if reset:
+            request.revision += 1
+            request.status = PromotionRequest.Status.PENDING
+            fields += ["revision", "status"]
+        request.save(update_fields=fields)
+        _record(
+            actor=actor,
+            action="promotion.evidence",
+            request=request,
+            before={"online": _reading(previous)},
+            after={"online": _reading(online), "approvals_reset": reset},
+            reason=f"{online.get('kind', 'production')} evidence added",
+        )
+        if reset:
+            _notify_requested(request)
     return request
 
 
@@ -649,9 +711,11 @@ def reconfirm(*, actor, request: PromotionRequest) -> PromotionRequest:
         before = {"base_live_version": request.base_live_version, "revision": request.revision}
         request.base_live_version = live.number if live else None
         request.policy_version = evidence.policy_version
+        online = (request.evidence or {}).get("online")
         request.evidence = {
             **evidence.as_dict(),
             "base_live": _live_numbers(environment, request_bundle(request)),
+            **({"online": online} if online else {}),
         }
         request.revision += 1
         request.status = PromotionRequest.Status.PENDING

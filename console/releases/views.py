@@ -225,6 +225,9 @@ def detail(request: HttpRequest, app: str, pk: int) -> HttpResponse:
             "rules": rules,
             "policy_change": policy_change,
             "evidence": evidence,
+            # From production (an experiment report or a shadow comparison), kept as it read
+            # when the request was opened.
+            "online": promotion.evidence.get("online"),
             "stale": stale,
             "approvals": approvals,
             "approval_count": services.approvals_count(promotion),

@@ -1,8 +1,9 @@
 """A week of production samples for support-bot's prod: answer-question v2 for the first four
-days, v3 since; mostly grounded answers, a few made-up ones users rated down, declined
-questions, and some personal data for the redaction to remove. Half of them judged by the demo
-judge on the bundled simulator. Monitors on prod, and one drift episode two days ago that
-alerted once and was acknowledged."""
+days; since then the `support-prompt` experiment has given a quarter of customers v3 (the
+samples say so: flag and variant, as console.experiments.demo's usage does). Mostly grounded
+answers, a few made-up ones users rated down, declined questions, and some personal data for
+the redaction to remove. Half of them judged by the demo judge on the bundled simulator.
+Monitors on prod, and one drift episode two days ago that alerted once and was acknowledged."""
 
 from __future__ import annotations
 
@@ -82,8 +83,14 @@ def seed_samples(application, admin, port: int, log=None) -> int:
     now = timezone.now()
     samples = []
     for day in range(DAYS, 0, -1):
-        version = "answer-question@2" if day > 3 else "answer-question@3"
         for n in range(PER_DAY):
+            canary = day <= 3 and rng.random() < 0.25
+            version = "answer-question@3" if canary else "answer-question@2"
+            experiment = (
+                {"flag": "support-prompt", "variant": "canary" if canary else "stable"}
+                if day <= 3
+                else {}
+            )
             item = rng.choice(pool)
             output, context, sources, feedback, comment = _answer(item, rng)
             question = item["question"]
@@ -102,6 +109,7 @@ def seed_samples(application, admin, port: int, log=None) -> int:
                     "model_config": "gpt-main@1",
                     "feedback": feedback,
                     "feedback_comment": comment,
+                    **experiment,
                 }
             )
     samples += _drift_episode(rng, now - timedelta(days=2, hours=3))

@@ -120,6 +120,138 @@ class Sample(models.Model):
 
 
 HALLUCINATION_BELOW = 0.5
+# Input length (characters) bin starts of the input drift histogram. SampleHourly keeps a count
+# per bin: changing them means rebuilding the rollups (delete them and reset the watermark).
+INPUT_BINS = (0, 40, 80, 160, 320, 640, 1280)
+
+
+class SampleHourly(models.Model):
+    """One hour of one environment's samples of one prompt version, as the monitors read it:
+    counts and sums of each sample metric and the input length histogram. Folded from the raw
+    samples by console.samples.rollups (which see), up to its watermark."""
+
+    application = models.ForeignKey(
+        Application, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    hour = models.DateTimeField()
+    prompt_version = models.CharField(max_length=120, blank=True)
+    samples = models.PositiveIntegerField(default=0)
+    faithfulness_n = models.PositiveIntegerField(default=0)  # samples with a faithfulness score
+    faithfulness_sum = models.FloatField(default=0)
+    relevance_n = models.PositiveIntegerField(default=0)
+    relevance_sum = models.FloatField(default=0)
+    hallucinated = models.PositiveIntegerField(default=0)  # faithfulness under HALLUCINATION_BELOW
+    refused = models.PositiveIntegerField(default=0)
+    rated = models.PositiveIntegerField(default=0)  # with feedback, up or down
+    thumbs_down = models.PositiveIntegerField(default=0)
+    input_bins = models.JSONField(default=list)  # samples per INPUT_BINS bin
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["application", "environment", "hour", "prompt_version"],
+                name="samplehourly_once",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00 {self.prompt_version}"
+
+
+class SampleRollupState(models.Model):
+    """The sample rollups' watermark (one row): SampleHourly holds exactly the samples with an
+    id up to `last_sample_id`. `revision` rises with every pass that changed the rollups, so a
+    reading can tell that a pass committed while it read."""
+
+    last_sample_id = models.BigIntegerField(default=0)
+    revision = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"samples@{self.last_sample_id} (revision {self.revision})"
+
+
+class StaleSampleHour(models.Model):
+    """An hour whose samples changed after they may have been folded (the judge scored them):
+    the next rollup pass recomputes it, and readings take it from the raw samples until then.
+    Not unique: a mark made while a pass runs must survive the pass deleting the ones it read."""
+
+    application = models.ForeignKey(
+        Application, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    hour = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["application", "environment", "hour"], name="stalesamplehour_app_env"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00"
+
+
+class ShadowAnswer(models.Model):
+    """What a shadow version answered (a usage event's optional `output`), redacted like a
+    sample, and how far it agrees with the answer production served for the same request (the
+    live call's sample: `sample_id` == `shadow_of`), as judged for the judged share."""
+
+    class Judge(models.TextChoices):
+        PENDING = "pending", "waiting for the judge"
+        SKIPPED = "skipped", "not in the judged share"
+        DONE = "done", "judged"
+        FAILED = "failed", "the judge failed"
+        CAPPED = "capped", "not judged: the day's judge spend was reached"
+        UNMATCHED = "unmatched", "not judged: the live answer was not sampled"
+
+    application = models.ForeignKey(
+        Application, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    event_id = models.CharField(max_length=100)  # the shadow call's usage event
+    shadow_of = models.CharField(max_length=100)  # the live call's event id (redacted)
+    at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    prompt_version = models.CharField(max_length=120, blank=True)  # "key@version"
+    model_config = models.CharField(max_length=200, blank=True)  # "key@version" when it is one
+    output = models.TextField(blank=True)
+    redactions = models.JSONField(default=dict, blank=True)  # kind or pattern → count
+    judge_state = models.CharField(max_length=9, choices=Judge.choices, default=Judge.SKIPPED)
+    agreement = models.FloatField(null=True, blank=True)  # 0..1: agrees in substance with live
+    judge_reason = models.CharField(max_length=500, blank=True)
+    judge_cost = models.DecimalField(max_digits=12, decimal_places=8, default=0)
+    judged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["application", "environment", "event_id"], name="shadowanswer_unique_id"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["application", "environment", "at"], name="shadowanswer_app_at"),
+            models.Index(
+                fields=["at"],
+                name="shadowanswer_pending_at",
+                condition=models.Q(judge_state="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.event_id
+
+
+AGREES_FROM = 0.5  # an agreement score from which the shadow's answer counts as agreeing
 
 
 class JudgeSpend(models.Model):

@@ -3,10 +3,13 @@ baseline before it, and raises, escalates or holds back an alert (dedup: one unr
 per monitor; cooldown: no notification sooner than `cooldown_minutes` after the last).
 
 Where the readings come from: judged scores, refusals, thumbs down and input lengths from the
-samples; error rate, p95 latency, tokens and cost per request from the hourly usage rollups (so
-those monitors use whole hours). Input drift is the population stability index of the input
-length distribution, PSI = Σ (pᵢ − qᵢ)·ln(pᵢ/qᵢ) over INPUT_BINS, each share floored at
-PSI_FLOOR so an empty bin does not make it infinite."""
+samples, read as console.samples.rollups assembles them (whole hours from the hourly sample
+rollups, the open hour and whatever is not folded yet from the raw samples: the same figures,
+a day of baseline in a few dozen rows); error rate, p95 latency, tokens and cost per request
+from the hourly usage rollups (so those monitors use whole hours). Monitors of the same
+environment, version and window share one reading per sweep. Input drift is the population
+stability index of the input length distribution, PSI = Σ (pᵢ − qᵢ)·ln(pᵢ/qᵢ) over
+models.INPUT_BINS, each share floored at PSI_FLOOR so an empty bin does not make it infinite."""
 
 from __future__ import annotations
 
@@ -16,14 +19,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import DatabaseError, transaction
-from django.db.models import Avg, Count, Q, Sum
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
 
 from console.audit import services as audit
 from console.audit.services import SYSTEM
 from console.notifications.services import notify
-from console.samples.models import HALLUCINATION_BELOW, Monitor, MonitorAlert, Sample
+from console.samples import rollups
+from console.samples.models import Monitor, MonitorAlert
 from console.usage.models import LATENCY_BUCKETS_MS, UsageEvent, UsageHourly
 from console.usage.selectors import latency_buckets, percentile_from_buckets
 
@@ -33,7 +37,6 @@ HIGHER_IS_WORSE = {
     M.HALLUCINATION, M.REFUSAL, M.THUMBS_DOWN, M.ERROR, M.LATENCY, M.TOKENS, M.COST, M.DRIFT,
 }  # fmt: skip
 FROM_USAGE = {M.ERROR, M.LATENCY, M.TOKENS, M.COST}
-INPUT_BINS = (0, 40, 80, 160, 320, 640, 1280)  # input length (characters) bin starts
 PSI_FLOOR = 1e-4
 DEFAULTS = {"warn": 10.0, "critical": 15.0}
 DRIFT_DEFAULTS = {"warn": 0.1, "critical": 0.25}
@@ -64,49 +67,56 @@ class Check:
         }  # fmt: skip
 
 
-def _samples(monitor: Monitor, start: datetime, end: datetime):
-    rows = Sample.objects.filter(
-        application_id=monitor.application_id,
-        environment_id=monitor.environment_id,
-        at__gte=start,
-        at__lt=end,
-    )
-    return rows.filter(prompt_version=monitor.version) if monitor.version else rows
-
-
 def _ratio(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def read(monitor: Monitor, start: datetime, end: datetime) -> Reading:
-    """The monitor's metric over [start, end)."""
+def read(
+    monitor: Monitor,
+    start: datetime,
+    end: datetime,
+    *,
+    memo: dict | None = None,
+    raw: bool = False,
+) -> Reading:
+    """The monitor's metric over [start, end). `memo` shares the samples' tallies between
+    monitors of one sweep; `raw` reads every sample from the raw table (the reference the
+    rollups must agree with)."""
     metric = monitor.metric
     if metric in FROM_USAGE:
         return _read_usage(monitor, start, end)
-    samples = _samples(monitor, start, end)
-    if metric == M.DRIFT:
-        bins = {
-            f"b{n}": Count("id", filter=Q(input_chars__gte=low)) for n, low in enumerate(INPUT_BINS)
-        }
-        totals = samples.aggregate(**bins)
-        at_least = [totals[f"b{n}"] for n in range(len(INPUT_BINS))]
-        counts = [a - b for a, b in zip(at_least, [*at_least[1:], 0], strict=True)]
-        return Reading(None, at_least[0], tuple(counts))
-    if metric in (M.FAITHFULNESS, M.RELEVANCE):
-        row = samples.aggregate(value=Avg(metric), n=Count(metric))
-        return Reading(row["value"], row["n"])
-    if metric == M.HALLUCINATION:
-        row = samples.aggregate(
-            bad=Count("id", filter=Q(faithfulness__lt=HALLUCINATION_BELOW)), n=Count("faithfulness")
+    key = (monitor.application_id, monitor.environment_id, monitor.version, start, end, raw)
+    tally = memo.get(key) if memo is not None else None
+    if tally is None:
+        tally = rollups.tally(
+            application_id=monitor.application_id,
+            environment_id=monitor.environment_id,
+            version=monitor.version,
+            start=start,
+            end=end,
+            raw=raw,
         )
-        return Reading(_ratio(row["bad"], row["n"]), row["n"])
+        if memo is not None:
+            memo[key] = tally
+    return reading(metric, tally)
+
+
+def reading(metric: str, tally: rollups.Tally) -> Reading:
+    """A sample metric from the counts and sums of its samples."""
+    if metric == M.DRIFT:
+        return Reading(None, tally.samples, tally.input_bins)
+    if metric == M.FAITHFULNESS:
+        n = tally.faithfulness_n
+        return Reading(tally.faithfulness_sum / n if n else None, n)
+    if metric == M.RELEVANCE:
+        n = tally.relevance_n
+        return Reading(tally.relevance_sum / n if n else None, n)
+    if metric == M.HALLUCINATION:
+        return Reading(_ratio(tally.hallucinated, tally.faithfulness_n), tally.faithfulness_n)
     if metric == M.REFUSAL:
-        row = samples.aggregate(bad=Count("id", filter=Q(refused=True)), n=Count("id"))
-        return Reading(_ratio(row["bad"], row["n"]), row["n"])
-    row = samples.aggregate(  # thumbs down, of the samples rated
-        bad=Count("id", filter=Q(feedback=-1)), n=Count("id", filter=~Q(feedback=0))
-    )
-    return Reading(_ratio(row["bad"], row["n"]), row["n"])
+        return Reading(_ratio(tally.refused, tally.samples), tally.samples)
+    # thumbs down, of the samples rated
+    return Reading(_ratio(tally.thumbs_down, tally.rated), tally.rated)
 
 
 def _hour(moment: datetime) -> datetime:
@@ -155,11 +165,13 @@ def psi(current: tuple[int, ...], baseline: tuple[int, ...]) -> float:
     return value
 
 
-def evaluate(monitor: Monitor, now: datetime) -> Check:
+def evaluate(
+    monitor: Monitor, now: datetime, *, memo: dict | None = None, raw: bool = False
+) -> Check:
     window = timedelta(minutes=monitor.window_minutes)
     baseline_span = timedelta(minutes=monitor.baseline_minutes)
-    current = read(monitor, now - window, now)
-    before = read(monitor, now - window - baseline_span, now - window)
+    current = read(monitor, now - window, now, memo=memo, raw=raw)
+    before = read(monitor, now - window - baseline_span, now - window, memo=memo, raw=raw)
     if current.n < monitor.min_samples or before.n < monitor.min_samples:
         return Check(
             current.value, before.value, None, current.n, before.n, None,
@@ -205,6 +217,7 @@ def sweep(now: datetime | None = None, only: list[int] | None = None) -> dict:
     monitors = Monitor.objects.filter(enabled=True).select_related("application", "environment")
     if only is not None:
         monitors = monitors.filter(pk__in=only)
+    memo: dict = {}  # samples' tallies by environment, version and span, shared by monitors
     for monitor in monitors:
         try:
             # The monitor row is locked for its turn: two overlapping sweeps take turns on it
@@ -212,7 +225,7 @@ def sweep(now: datetime | None = None, only: list[int] | None = None) -> dict:
             # notifications land together.
             with transaction.atomic():
                 Monitor.objects.select_for_update().filter(pk=monitor.pk).first()
-                check = evaluate(monitor, now)
+                check = evaluate(monitor, now, memo=memo)
                 result = _alerting(monitor, check, now)
                 monitor.last_check = {**check.as_dict(now), "result": result or ""}
                 monitor.save(update_fields=["last_check"])

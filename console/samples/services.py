@@ -1,6 +1,7 @@
 """Sample writes: ingestion (redacted before anything is stored, idempotent, all-or-nothing),
-the judge sweep within each application's share and daily spend, the sample policy, retention,
-and turning a sample into a golden-set item."""
+shadow calls' answers (sent with their usage events), the judge sweep within each application's
+share and daily spend (samples' quality, shadow answers' agreement with the live ones), the
+sample policy, retention, and turning a sample into a golden-set item."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from console.audit import services as audit
@@ -28,10 +29,17 @@ from console.core.redaction import BUILTIN, PatternError, Redactor, clean_patter
 from console.datasets import services as dataset_services
 from console.datasets.models import Dataset, DatasetItem
 from console.evals.runner import RunSpec, judge
-from console.evals.scorers import refused
+from console.evals.scorers import CITATION, refused
 from console.registry.models import Application, ModelConfigVersion, PromptVersion
-from console.samples import partitions
-from console.samples.models import JudgeSpend, Monitor, MonitorAlert, Sample, SamplePolicy
+from console.samples import partitions, rollups
+from console.samples.models import (
+    JudgeSpend,
+    Monitor,
+    MonitorAlert,
+    Sample,
+    SamplePolicy,
+    ShadowAnswer,
+)
 from console.usage.services import (
     FEEDBACK,
     FUTURE_SKEW,
@@ -55,6 +63,8 @@ TEXT_LIMITS = {
     "context": 64_000,
     "feedback_comment": 2_000,
 }
+# A shadow call's answer, sent with its usage event (POST /api/v1/usage, `output`).
+SHADOW_OUTPUT_LIMIT = 32_000
 LABELS = ("prompt_version", "model_config", "variant", "flag")
 MAX_INPUT_CHARS = 32_000  # the inputs object, as JSON
 MAX_SOURCES = 50
@@ -348,6 +358,78 @@ def ingest(*, application: Application, environment, samples: Any) -> IngestResu
     return IngestResult(accepted=accepted, duplicates=len(rows) - accepted)
 
 
+# ---------------------------------------------------------------- shadow answers
+
+
+def shadow_output_problems(events: Any, may_store_answers: bool = True) -> list[dict]:
+    """What is wrong with the `output` of the usage events in a batch (POST /api/v1/usage):
+    only a shadow call (one with `shadow_of`) may carry its answer, as text of at most
+    SHADOW_OUTPUT_LIMIT characters. Each problem names the event's index and the field. Checked
+    before anything of the batch is stored, so a refused output refuses the whole batch. A key
+    without samples:write (`may_store_answers=False`) may send no output at all."""
+    if not isinstance(events, list):
+        return []
+    problems: list[dict] = []
+    for index, event in enumerate(events):
+        if not isinstance(event, dict) or event.get("output") is None:
+            continue
+        problem = _text(event["output"], SHADOW_OUTPUT_LIMIT)
+        if problem is None and not may_store_answers:
+            # Answers are production text, like samples: a usage-only key stores none.
+            problem = "storing answers needs a key with the samples:write scope"
+        elif problem is None and not _shadow_of(event):
+            problem = (
+                "only a shadow call carries its output: give shadow_of, the event_id of the "
+                "live call it ran beside"
+            )
+        if problem:
+            problems.append({"index": index, "field": "output", "message": problem})
+    return problems
+
+
+def _shadow_of(event: dict) -> str:
+    value = event.get("shadow_of")
+    return value if isinstance(value, str) and value.strip() else ""
+
+
+def store_shadow_answers(*, application: Application, environment, events: list) -> int:
+    """Keep the answers of the shadow calls in a batch the usage ingestion has just accepted
+    (so every event here is valid), redacted by the application's sample policy. Those in the
+    judged share (by the live call's id, like its sample) wait for the agreement judge. A
+    retried batch stores nothing twice. Returns how many answers the batch carried."""
+    answered = [
+        e for e in events if isinstance(e, dict) and e.get("output") is not None and _shadow_of(e)
+    ]
+    if not answered:
+        return 0
+    policy = policy_of(application)
+    redactor = redactor_of(policy)
+    judge_rate = policy.judge_rate if policy.judge_model_id is not None else 0.0
+    now = timezone.now()
+    rows = []
+    for event in answered:
+        (output, shadow_of), counts = redactor.redact((event["output"], event["shadow_of"]))
+        model = event.get("model") or ""
+        pending = judged_share(application.pk, event["shadow_of"]) < judge_rate
+        rows.append(
+            ShadowAnswer(
+                application=application,
+                environment=environment,
+                event_id=event["event_id"],
+                shadow_of=shadow_of[: ShadowAnswer._meta.get_field("shadow_of").max_length],
+                at=parse_time(event["time"]),
+                received_at=now,
+                prompt_version=event.get("prompt_version") or "",
+                model_config=model if VERSION_REF.fullmatch(model) else "",
+                output=output,
+                redactions=counts,
+                judge_state=ShadowAnswer.Judge.PENDING if pending else ShadowAnswer.Judge.SKIPPED,
+            )
+        )
+    ShadowAnswer.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
 # ---------------------------------------------------------------- judging
 
 
@@ -408,6 +490,18 @@ def judge_pending(*, limit: int = JUDGE_BATCH, now: datetime | None = None) -> S
 def _judge_application(
     policy: SamplePolicy, limit: int, now: datetime, deadline: float
 ) -> SweepResult:
+    """The application's waiting samples, then its waiting shadow answers, within one cap."""
+    samples = _judge_samples(policy, limit, now, deadline)
+    shadows = _judge_shadow_answers(policy, limit, now, deadline)
+    return SweepResult(
+        samples.judged + shadows.judged,
+        samples.failed + shadows.failed,
+        samples.capped + shadows.capped,
+        samples.cost + shadows.cost,
+    )
+
+
+def _judge_samples(policy: SamplePolicy, limit: int, now: datetime, deadline: float) -> SweepResult:
     spec = _spec(policy)
     if spec is None:
         return SweepResult()
@@ -439,14 +533,17 @@ def _judge_application(
             if reason:
                 reasons[metric] = reason[:500]
         ok = bool(scores) or all(r.startswith("not judged") for r in reasons.values())
-        Sample.objects.filter(pk=sample.pk, at=sample.at).update(
-            judge_state=Sample.Judge.DONE if ok else Sample.Judge.FAILED,
-            faithfulness=scores.get("faithfulness"),
-            relevance=scores.get("relevance"),
-            judge_reasons=reasons,
-            judge_cost=sample_cost,
-            judged_at=now,
-        )
+        with transaction.atomic():
+            Sample.objects.filter(pk=sample.pk, at=sample.at).update(
+                judge_state=Sample.Judge.DONE if ok else Sample.Judge.FAILED,
+                faithfulness=scores.get("faithfulness"),
+                relevance=scores.get("relevance"),
+                judge_reasons=reasons,
+                judge_cost=sample_cost,
+                judged_at=now,
+            )
+            if scores:  # its hour may be in the rollups already, counted unjudged
+                rollups.mark_stale(application.pk, sample.environment_id, sample.at)
         JudgeSpend.objects.filter(pk=spend.pk).update(
             cost=F("cost") + sample_cost, judged=F("judged") + 1
         )
@@ -464,6 +561,151 @@ def _judge_application(
     return SweepResult(judged, failed, capped, cost)
 
 
+# The agreement judge: does the shadow's answer say what the live one said? Written for a real
+# judge model, and in the shape the bundled simulator grades (a system prompt about
+# faithfulness, QUESTION/CONTEXT/ANSWER sections): it scores the share of the shadow answer's
+# statements the live answer supports.
+AGREEMENT_PROMPT = {
+    "system": (
+        "You are an evaluator grading whether two answers to the same question agree in\n"
+        "substance. The CONTEXT is the answer production served (the reference); the ANSWER is\n"
+        "a candidate's. Grade how faithful the ANSWER is to the CONTEXT: 1 when it says the\n"
+        "same things (wording, order and length do not matter), lower for each statement the\n"
+        "CONTEXT does not support, 0 when it contradicts it or answers something else.\n"
+        'Respond with JSON only: {"score": <0..1>, "reason": "<one sentence>"}.'
+    ),
+    "user": "QUESTION: {{ question }}\nCONTEXT: {{ context }}\nANSWER: {{ answer }}",
+    "variables": ["question", "context", "answer"],
+    "params": {},
+}
+# A shadow answer waits this long for its live call's sample before it is marked unmatched.
+LIVE_SAMPLE_WAIT = timedelta(hours=1)
+# How far apart in time a live sample and its shadow's answer may be.
+LIVE_SAMPLE_SLACK = timedelta(days=1)
+
+
+def agreement(
+    spec: RunSpec, question: str, live: str, shadow: str
+) -> tuple[float | None, str, float]:
+    """(score 0..1 or None, reason, cost) of the shadow's answer against the live one, on what
+    they say: the sources they cite ("[kb-12]") are left out. Identical answers agree, and an
+    answer that declines where the other answers does not, without asking the judge; anything
+    else is the judge's call (AGREEMENT_PROMPT)."""
+    live, shadow = _uncited(live), _uncited(shadow)
+    if live.casefold() == shadow.casefold():
+        return 1.0, "The two answers are the same.", 0.0
+    if not live.strip() or not shadow.strip():
+        return 0.0, "One of the two answers is empty.", 0.0
+    declined = refused(live), refused(shadow)
+    if declined == (True, True):
+        return 1.0, "Both answers decline.", 0.0
+    if declined[0] != declined[1]:
+        which = "live" if declined[0] else "shadow"
+        return 0.0, f"Only the {which} answer declines.", 0.0
+    return judge(spec, "agreement", question, live, shadow)
+
+
+def _uncited(text: str) -> str:
+    return " ".join(CITATION.sub(" ", text).split()).replace(" .", ".")
+
+
+def _judge_shadow_answers(
+    policy: SamplePolicy, limit: int, now: datetime, deadline: float
+) -> SweepResult:
+    """Judge waiting shadow answers whose live answer is known (the live call's sample), oldest
+    first, with the policy's judge model, within the day's cap the samples share. Answers whose
+    live call was not sampled within LIVE_SAMPLE_WAIT are marked unmatched; once the cap is
+    reached, those still waiting are marked capped, like samples."""
+    if policy.judge_model_id is None:
+        return SweepResult()
+    application = policy.application
+    waiting = ShadowAnswer.objects.filter(
+        application=application,
+        judge_state=ShadowAnswer.Judge.PENDING,
+        at__gte=now - timedelta(days=settings.SAMPLE_RETENTION_DAYS),
+        at__lt=now + FUTURE_SKEW,
+    )
+    if not waiting.exists():
+        return SweepResult()
+    live = Sample.objects.filter(
+        application=application,
+        environment=OuterRef("environment"),
+        sample_id=OuterRef("shadow_of"),
+        at__gte=OuterRef("at") - LIVE_SAMPLE_SLACK,
+        at__lte=OuterRef("at") + LIVE_SAMPLE_SLACK,
+    )
+    # Measured from arrival, not the call's time: a client flushing hourly is not too late.
+    waiting.filter(received_at__lt=now - LIVE_SAMPLE_WAIT).exclude(Exists(live)).update(
+        judge_state=ShadowAnswer.Judge.UNMATCHED,
+        judge_reason="The live call's answer was not sent as a sample.",
+    )
+    spend, _ = JudgeSpend.objects.get_or_create(
+        application=application, day=now.astimezone(UTC).date()
+    )
+    answers = []
+    if spend.cost < policy.judge_daily_cap:
+        answers = list(waiting.filter(Exists(live)).order_by("at")[:limit])
+    lives = _live_answers(application, answers)
+    spec = RunSpec(
+        target_type="prompt",
+        judge_model=policy.judge_model.content,
+        judge_prompts={"agreement": AGREEMENT_PROMPT},
+        scorers=("agreement",),
+    )
+    judged = failed = 0
+    cost = Decimal(0)
+    for answer in answers:
+        if spend.cost + cost >= policy.judge_daily_cap or time_module.monotonic() >= deadline:
+            break
+        if answer.pk not in lives:
+            continue
+        question, live_output = lives[answer.pk]
+        score, reason, spent = agreement(spec, question, live_output, answer.output)
+        answer_cost = Decimal(str(spent))
+        ShadowAnswer.objects.filter(pk=answer.pk).update(
+            judge_state=ShadowAnswer.Judge.FAILED if score is None else ShadowAnswer.Judge.DONE,
+            agreement=None if score is None else round(score, 4),
+            judge_reason=(reason or "")[:500],
+            judge_cost=answer_cost,
+            judged_at=now,
+        )
+        JudgeSpend.objects.filter(pk=spend.pk).update(
+            cost=F("cost") + answer_cost, judged=F("judged") + 1
+        )
+        cost += answer_cost
+        judged += score is not None
+        failed += score is None
+    capped = 0
+    if spend.cost + cost >= policy.judge_daily_cap:
+        capped = waiting.filter(at__lt=now).update(judge_state=ShadowAnswer.Judge.CAPPED)
+    return SweepResult(judged, failed, capped, cost)
+
+
+def _live_answers(application: Application, answers: list[ShadowAnswer]) -> dict[int, tuple]:
+    """answer pk → (question, output) of its live call's sample, in one query: the sample of
+    the same environment whose sample_id is the answer's shadow_of, the nearest in time should
+    an id have been reused."""
+    if not answers:
+        return {}
+    found = Sample.objects.filter(
+        application=application,
+        environment_id__in={a.environment_id for a in answers},
+        sample_id__in={a.shadow_of for a in answers},
+        at__gte=min(a.at for a in answers) - LIVE_SAMPLE_SLACK,
+        at__lte=max(a.at for a in answers) + LIVE_SAMPLE_SLACK,
+    ).values_list("environment_id", "sample_id", "at", "question", "output")
+    samples: dict[tuple[int, str], list[tuple]] = {}
+    for environment_id, sample_id, at, question, output in found:
+        samples.setdefault((environment_id, sample_id), []).append((at, question, output))
+    lives = {}
+    for answer in answers:
+        candidates = samples.get((answer.environment_id, answer.shadow_of))
+        if candidates:
+            _at, question, output = min(candidates, key=lambda c: abs(c[0] - answer.at))
+            lives[answer.pk] = (question, output)
+    return lives
+
+
 # ---------------------------------------------------------------- retention
 
 
@@ -473,6 +715,10 @@ def purge(*, older_than_days: int, today: date | None = None) -> int:
     Returns how many days (partitions) or rows went."""
     today = today or timezone.now().astimezone(UTC).date()
     first_kept = today - timedelta(days=older_than_days)
+    # Shadow answers follow the samples' retention (a plain table: rows go).
+    ShadowAnswer.objects.filter(at__lt=datetime.combine(first_kept, time.min, UTC)).delete()
+    # So do the sample rollups, so monitors never count samples that are gone.
+    rollups.purge_before(datetime.combine(first_kept, time.min, UTC))
     if partitions.partitioned():
         partitions.ensure([today, today + timedelta(days=1), today + timedelta(days=2)])
         return len(partitions.drop_before(first_kept))

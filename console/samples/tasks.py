@@ -1,6 +1,11 @@
+import logging
+
 from celery import shared_task
+from django.db import DatabaseError
 
 from console.samples import services
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True)
@@ -18,7 +23,13 @@ def maintain_partitions(older_than_days: int) -> int:
 
 @shared_task(acks_late=True)
 def check_monitors() -> dict:
-    """Every minute from beat: evaluate the monitors; raise, escalate or hold back alerts."""
-    from console.samples import monitors
+    """Every minute from beat: fold the samples stored since the last minute into the hourly
+    rollups, then evaluate the monitors; raise, escalate or hold back alerts. A fold that fails
+    is logged and the sweep goes on: readings take what is not folded from the raw samples."""
+    from console.samples import monitors, rollups
 
+    try:
+        rollups.rollup()
+    except DatabaseError:
+        log.exception("sample rollup failed; monitors read the raw samples meanwhile")
     return monitors.sweep()

@@ -58,6 +58,7 @@ from console.evals import services as evals
 from console.evals import urls as evals_urls
 from console.evals.models import EvalRun, ResultReview
 from console.evals.simulator import serve_in_thread
+from console.experiments import urls as experiments_urls
 from console.flags import services as flags
 from console.flags import urls as flags_urls
 from console.flags.models import Flag, FlagKind, FlagRules, FlagType
@@ -1327,6 +1328,46 @@ def sample_policy_data(world: World) -> dict:
     return policy_post()
 
 
+def _experiment_endpoints() -> list[Endpoint]:
+    """The matrix's flag splits no traffic: the report says so, and concluding is refused
+    (422) for those who may conclude, with nothing written."""
+    subject = {"params": lambda world: {"env": "prod", "flag": "checkout"}}
+    return [
+        Endpoint("experiments", "experiments:list"),
+        Endpoint("experiment report", "experiments:report", **subject),
+        Endpoint(
+            "experiment conclude POST",
+            "experiments:conclude",
+            "post",
+            perm=ENGINEER,
+            ok=422,
+            data=lambda world: {"variant": "on"},
+            **subject,
+        ),
+    ]
+
+
+def _shadow_endpoints() -> list[Endpoint]:
+    """Shadow comparisons: every member reads them; requesting the promotion of the world's
+    shadow (answer v1 in staging, not protected) is refused by the service with a message,
+    nothing written (tests/experiments/test_shadows.py opens one in prod)."""
+    shadow = {"params": lambda world: {"pk": world.shadow.pk}}
+    return [
+        Endpoint("shadows", "experiments:shadows"),
+        Endpoint("shadow", "experiments:shadow", **shadow),
+        Endpoint(
+            "shadow promote POST",
+            "experiments:shadow_promote",
+            "post",
+            perm=ENGINEER,
+            ok=302,
+            data=lambda world: {"justification": "from the matrix"},
+            service_refuses=True,
+            **shadow,
+        ),
+    ]
+
+
 def _sample_endpoints() -> list[Endpoint]:
     sample = {"params": lambda world: {"pk": world.sample.pk}}
     return [
@@ -1519,6 +1560,8 @@ ENDPOINTS: list[Endpoint] = [
     *_release_endpoints(),
     *_usage_endpoints(),
     *_sample_endpoints(),
+    *_experiment_endpoints(),
+    *_shadow_endpoints(),
 ]
 
 
@@ -1730,7 +1773,7 @@ def _route_names(module) -> set[str]:
 
 URL_MODULES = (
     registry_urls, accounts_urls, audit_urls, datasets_urls, flags_urls, evals_urls, usage_urls,
-    releases_urls, notifications_urls, samples_urls,
+    releases_urls, notifications_urls, samples_urls, experiments_urls,
 )  # fmt: skip
 
 
@@ -1739,7 +1782,7 @@ def test_matrix_covers_every_named_route():
     routes = set().union(*(_route_names(m) for m in URL_MODULES))
     assert {r.split(":")[0] for r in routes} == {
         "registry", "accounts", "audit", "datasets", "flags", "evals", "usage", "releases",
-        "notifications", "samples",
+        "notifications", "samples", "experiments",
     }  # fmt: skip
     # The runtime API (console.api: config, OFREP, usage ingestion) authenticates API keys, not
     # sessions: tests/api and tests/usage/test_ingest_api.py walk it, not this matrix.

@@ -113,6 +113,7 @@ def default_kwargs(name: str, world: World) -> dict:
         "job": world.job.pk,
         "key_id": world.api_keys["prod-app"].pk,
         "hook_id": world.webhook.pk,
+        "flag": "support-prompt",
     }
     return {k: v for k, v in values.items() if k in params}
 
@@ -256,6 +257,16 @@ def own_request(approved: bool = False) -> Callable[[World, object], int]:
         return request.pk
 
     return make
+
+
+def shadow_freed(world: World) -> int:
+    """The world's shadow (answer v3 in prod), its version's open request withdrawn, so a
+    request for it can be opened."""
+    for other in PromotionRequest.objects.filter(
+        environment=world.prod, subject=world.pending.subject, status__in=PromotionRequest.OPEN
+    ):
+        releases.withdraw(actor=other.requested_by, request=other)
+    return world.shadow.pk
 
 
 def own_request_with_checklist(world: World, user) -> int:
@@ -839,6 +850,33 @@ ROUTES: dict[str, str | tuple[Case, ...]] = {
             "resolve-alert",
             to("samples:alert", pk=lambda world, user: world.alert.pk),
             lambda world: {"action": "resolve", "note": "sweep"},
+        ),
+    ),
+    # Shadow comparisons: requesting the shadow's promotion opens a request (the one door).
+    "experiments:shadows": GET_ONLY,
+    "experiments:shadow": GET_ONLY,
+    "experiments:shadow_promote": (
+        Case(
+            # The world's answer v3 → prod request is open: the comparison joins its evidence.
+            "promote-shadow-with-its-request-open",
+            to("experiments:shadow_promote", pk=lambda world, user: world.shadow.pk),
+            lambda world: {"justification": "sweep"},
+        ),
+        Case(
+            "promote-shadow",
+            to("experiments:shadow_promote", pk=lambda world, user: shadow_freed(world)),
+            lambda world: {"justification": "sweep"},
+        ),
+    ),
+    # Experiments: concluding opens a promotion request (the one door); it serves nothing.
+    "experiments:list": GET_ONLY,
+    "experiments:report": GET_ONLY,
+    "experiments:conclude": (
+        Case(
+            "conclude-experiment",
+            to("experiments:conclude"),
+            lambda world: {"variant": "canary"},
+            proof=REFUSED,  # canary's version has no eval evidence under prod's policy (422)
         ),
     ),
 }

@@ -1,4 +1,7 @@
-"""`manage.py bench_samples [--seconds 20] [--threads 8] [--batch 200]`: sample ingestion.
+"""`manage.py bench_samples [--seconds 20] [--threads 8] [--batch 200]
+[--monitor-samples 10000000 [--monitor-days 30]] [--experiment-events 1000000] [--skip ingest]`:
+sample ingestion, the monitor sweep over a month of samples, and the experiment report over a
+week of usage events (console.experiments.bench).
 
 Starts the production web server (gunicorn with `console.gunicorn_conf`, DEBUG=0) on a free
 loopback port against this database, creates a fresh application (`bench-samples-<id>`) with a
@@ -15,6 +18,19 @@ accepted, as many emails and phone numbers counted as redacted as were planted, 
 planted ones left in any stored text (CommandError otherwise). Then it deletes the bench's
 samples (unless `--keep`).
 
+With `--monitor-samples N` it also builds N samples of another fresh application
+(`bench-monitors-<id>`) spread over the last `--monitor-days` days, straight into the day
+partitions with one INSERT … SELECT per day: 95% prod, prompt versions 3 (three quarters) and 4,
+a judged tenth with faithfulness and relevance (the last five minutes' still waiting), 5% thumbs
+down and 10% up, 3% refusals, input lengths from 20 to 1,420 characters; in the last 40 minutes
+version 4 grows less faithful. It folds them into the hourly sample rollups (as the monitors'
+beat task does, timed as a catch-up), creates 12 monitors on prod (every metric; faithfulness and
+input drift of version 4 too; default 60-minute window against the 24 hours before) and times
+`monitors.sweep()` over them (`--monitor-runs` times; the first is the figure). Then it checks
+the sweep against the same readings taken from the raw samples alone (CommandError if any
+differ) and deletes that application's samples, rollups and monitors (unless `--keep`).
+`--skip ingest` leaves out the ingestion part.
+
 Prints ONE JSON line; progress goes to stderr. Meant for a benchmark database (PostgreSQL).
 """
 
@@ -29,10 +45,11 @@ import statistics
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.utils import timezone
@@ -40,9 +57,12 @@ from django.utils import timezone
 from console.accounts import keys
 from console.accounts.models import ApiKeyScope
 from console.audit.services import SYSTEM
+from console.experiments.bench import bench_report
 from console.ops.processes import post_batch, production_env, running_web
 from console.registry import services as registry
 from console.registry.models import Application
+from console.samples import monitors, partitions, rollups, services
+from console.samples.models import Monitor, SampleHourly, StaleSampleHour
 
 ROOT = Path(__file__).resolve().parents[4]
 POOL = 2_000  # distinct samples the clients draw from
@@ -158,12 +178,48 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=200)
         parser.add_argument("--workers", type=int, default=None, help="gunicorn workers")
         parser.add_argument("--keep", action="store_true", help="keep the stored samples")
+        parser.add_argument(
+            "--monitor-samples", type=int, default=0, help="time the monitor sweep over N samples"
+        )
+        parser.add_argument("--monitor-days", type=int, default=30)
+        parser.add_argument("--monitor-runs", type=int, default=3)
+        parser.add_argument(
+            "--experiment-events",
+            type=int,
+            default=0,
+            help="time the experiment report over N usage events (console.experiments.bench)",
+        )
+        parser.add_argument("--skip", action="append", default=[], help="ingest")
 
     def handle(self, *args, **opts):
         if connection.vendor != "postgresql":
             raise CommandError("bench_samples runs on PostgreSQL (set DATABASE_URL=postgres://…)")
         if not 1 <= opts["batch"] <= 500:
             raise CommandError("--batch: from 1 to 500 (the API's limit)")
+        if not 1 <= opts["monitor_days"] <= settings.SAMPLE_RETENTION_DAYS:
+            raise CommandError(
+                f"--monitor-days: from 1 to {settings.SAMPLE_RETENTION_DAYS} (the retention)"
+            )
+        if opts["monitor_samples"] < 0 or opts["monitor_runs"] < 1 or opts["experiment_events"] < 0:
+            raise CommandError(
+                "--monitor-samples and --experiment-events: at least 0; --monitor-runs: at least 1"
+            )
+        unknown = set(opts["skip"]) - {"ingest"}
+        if unknown:
+            raise CommandError(f"--skip: only ingest (not {', '.join(sorted(unknown))})")
+        result = (
+            {"bench": "samples", "cpus": os.cpu_count()}
+            if "ingest" in opts["skip"]
+            else self.ingestion(opts)
+        )
+        if opts["monitor_samples"]:
+            result["monitor_sweep"] = self.monitor_sweep(opts)
+        if opts["experiment_events"]:
+            log(f"experiment report over {opts['experiment_events']:,} usage events")
+            result["experiment_report"] = bench_report(events=opts["experiment_events"])
+        self.stdout.write(json.dumps(result))
+
+    def ingestion(self, opts) -> dict:
         tag = uuid4().hex[:10]
         app = registry.create_application(
             actor=SYSTEM,
@@ -203,7 +259,8 @@ class Command(BaseCommand):
             log("deleting the bench's samples")
             with connection.cursor() as cursor:
                 cursor.execute("DELETE FROM samples_sample WHERE application_id = %s", [app.pk])
-        self.stdout.write(json.dumps(result))
+            SampleHourly.objects.filter(application=app).delete()  # a beat may have folded some
+        return result
 
     # ------------------------------------------------------------------ the samples
 
@@ -389,3 +446,181 @@ class Command(BaseCommand):
         if problems:
             self.stdout.write(json.dumps(result))
             raise CommandError("; ".join(problems))
+
+    # ------------------------------------------------------------------ the monitor sweep
+
+    def monitor_sweep(self, opts) -> dict:
+        """N samples over the last D days, folded, 12 monitors, the sweep timed and checked."""
+        count, days, runs = opts["monitor_samples"], opts["monitor_days"], opts["monitor_runs"]
+        tag = uuid4().hex[:10]
+        app = registry.create_application(
+            actor=SYSTEM,
+            key=f"bench-monitors-{tag}",
+            name=f"bench monitors {tag}",
+            environments=[
+                {"key": "staging", "name": "staging"},
+                {"key": "prod", "name": "prod", "protected": True, "required_approvals": 1},
+            ],
+        )
+        prod = app.environments.get(key="prod")
+        end = timezone.now()
+        log(f"writing {count:,} samples over {days} days")
+        t0 = time.perf_counter()
+        self.monitor_samples(app, count, days, end)
+        generate_s = time.perf_counter() - t0
+        log(f"{count:,} samples written in {generate_s:.1f} s; folding them")
+        t0 = time.perf_counter()
+        while True:
+            fold = rollups.rollup(settle=timedelta(0))
+            if fold["skipped"]:  # a beat's pass holds the watermark: wait for it
+                time.sleep(1)
+                continue
+            if not fold["samples"] and not fold["stale"]:
+                break
+            log(f"folded {fold['samples']:,} samples ({fold['hours']} hours)")
+        rollup_s = time.perf_counter() - t0
+        watched = [(metric, "") for metric in Monitor.Metric.values]
+        watched += [(Monitor.Metric.FAITHFULNESS, "answer-question@4")]
+        watched += [(Monitor.Metric.DRIFT, "answer-question@4")]
+        ids = [
+            services.create_monitor(
+                actor=SYSTEM, application=app, environment=prod, metric=metric, version=version
+            ).pk
+            for metric, version in watched
+        ]
+        log(f"sweeping {len(ids)} monitors {runs} time(s)")
+        timings, outcomes = [], []
+        for run in range(runs):
+            t0 = time.perf_counter()
+            outcomes.append(monitors.sweep(end + timedelta(seconds=run), only=ids))
+            timings.append(time.perf_counter() - t0)
+        log("reading the same from the raw samples")
+        t0 = time.perf_counter()
+        memo: dict = {}
+        at = end + timedelta(seconds=runs - 1)
+        differ = []
+        for monitor in Monitor.objects.filter(pk__in=ids).select_related("environment"):
+            check, seen = monitors.evaluate(monitor, at, memo=memo, raw=True), monitor.last_check
+            if not self.same(check.as_dict(at), seen):
+                differ.append(f"{monitor}: {seen} from the rollups, {check.as_dict(at)} raw")
+        raw_s = time.perf_counter() - t0
+        result = {
+            "samples": count,
+            "days": days,
+            "monitors": len(ids),
+            "seconds": round(timings[0], 3),
+            "runs_s": [round(t, 3) for t in timings],
+            "outcome": outcomes[0],
+            "generate_s": round(generate_s, 1),
+            "rollup_s": round(rollup_s, 1),
+            "rollup_rows": SampleHourly.objects.filter(application=app).count(),
+            "raw_read_s": round(raw_s, 3),
+            "agrees_with_raw": not differ,
+            "aim_seconds<5": timings[0] < 5,
+        }
+        if not opts["keep"]:
+            log(f"deleting the monitor bench's {count:,} samples")
+            Monitor.objects.filter(application=app).delete()
+            SampleHourly.objects.filter(application=app).delete()
+            StaleSampleHour.objects.filter(application=app).delete()
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM samples_sample WHERE application_id = %s", [app.pk])
+        if differ:
+            self.stdout.write(json.dumps({"bench": "samples", "monitor_sweep": result}))
+            raise CommandError("the sweep disagrees with the raw samples: " + "; ".join(differ))
+        return result
+
+    @staticmethod
+    def same(raw: dict, swept: dict) -> bool:
+        """The sweep's reading is the raw one (sums added in another order: within 1e-9)."""
+        for key in ("n", "baseline_n", "severity"):
+            if raw[key] != swept.get(key):
+                return False
+        for key in ("value", "baseline", "change"):
+            a, b = raw[key], swept.get(key)
+            if (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-9 * max(1, abs(a))):
+                return False
+        return True
+
+    def monitor_samples(self, app: Application, count: int, days: int, end: datetime) -> None:
+        """`count` samples of `app` over the `days` days before `end`, one INSERT … SELECT per
+        day straight into its partition (made first)."""
+        prod, staging = app.environments.get(key="prod"), app.environments.get(key="staging")
+        start = end - timedelta(days=days)
+        first_day, last_day = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+        partitions.ensure(
+            first_day + timedelta(days=d) for d in range((last_day - first_day).days + 1)
+        )
+        span = (end - start).total_seconds() / days
+        per_day = count // days
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT setseed(0.42)")
+            first = 0
+            for day in range(days):
+                last = count if day == days - 1 else first + per_day
+                if last > first:
+                    cursor.execute(
+                        MONITOR_SAMPLES,
+                        {
+                            "app": app.pk, "prod": prod.pk, "staging": staging.pk,
+                            "first": first, "last": last - 1, "end": end,
+                            "from": start + timedelta(seconds=span * day), "span": span,
+                            "question": MONITOR_QUESTION, "answer": MONITOR_ANSWER,
+                            "refusal": REFUSAL, "context": MONITOR_CONTEXT,
+                            "pending_after": end - timedelta(minutes=5),
+                            "worse_after": end - timedelta(minutes=40),
+                        },
+                    )  # fmt: skip
+                first = last
+                if days > 1 and (day + 1) % 5 == 0:
+                    log(f"{first:,} samples written ({day + 1} of {days} days)")
+            # What autovacuum will have done for the days the sweep reads.
+            for day in {(end - timedelta(days=1)).astimezone(UTC).date(), last_day}:
+                cursor.execute(f'ANALYZE "{partitions.TABLE}_p{day:%Y%m%d}"')
+
+
+MONITOR_QUESTION = (
+    "How do I export my invoices as CSV for the last quarter, and can I schedule it weekly? " * 20
+)
+MONITOR_ANSWER = (
+    "To export your invoices, open Billing, choose Invoices, select the quarter and press Export "
+    "as CSV. You can schedule a weekly export from the same page under Scheduled reports "
+    "[kb-120]."
+)
+MONITOR_CONTEXT = (
+    "Invoice export. Administrators export invoices from Billing > Invoices as CSV or PDF; "
+    "scheduled exports are sent by email every week or month [kb-120]. "
+) * 3
+# One day of monitor samples: the rows first..last, at random times of [from, from + span).
+MONITOR_SAMPLES = """
+INSERT INTO samples_sample (application_id, environment_id, sample_id, at, received_at,
+    prompt_version, model_config, flag, variant, question, inputs, output, context, sources,
+    feedback, feedback_comment, redactions, refused, input_chars, judge_state, faithfulness,
+    relevance, judge_reasons, judge_cost, judged_at, curated_into)
+SELECT %(app)s, CASE WHEN r.env < 0.05 THEN %(staging)s ELSE %(prod)s END, 'm-' || r.i, r.at,
+    least(r.at + make_interval(secs => 1 + 4 * r.env), %(end)s),
+    CASE WHEN r.v4 THEN 'answer-question@4' ELSE 'answer-question@3' END, 'gpt-main@1',
+    'support-prompt', CASE WHEN r.v4 THEN 'v4' ELSE 'v3' END,
+    left(%(question)s, r.chars),
+    jsonb_build_object('question', left(%(question)s, r.chars), 'locale', 'en-GB'),
+    CASE WHEN r.refused THEN %(refusal)s ELSE %(answer)s END, %(context)s,
+    '["kb-120", "kb-431"]'::jsonb,
+    CASE WHEN r.fb < 0.05 THEN -1 WHEN r.fb < 0.15 THEN 1 ELSE 0 END,
+    CASE WHEN r.fb < 0.05 THEN 'not what I asked' ELSE '' END, '{}'::jsonb, r.refused, r.chars,
+    CASE WHEN NOT r.judged THEN 'skipped' WHEN r.at > %(pending_after)s THEN 'pending'
+         ELSE 'done' END,
+    CASE WHEN r.scored THEN round(((1 - 0.6 * r.f * r.f)
+        * CASE WHEN r.v4 AND r.at > %(worse_after)s THEN 0.75 ELSE 1 END)::numeric, 4) END,
+    CASE WHEN r.scored THEN round((1 - 0.5 * r.g * r.g)::numeric, 4) END,
+    '{}'::jsonb, CASE WHEN r.scored THEN 0.0004 ELSE 0 END,
+    CASE WHEN r.scored THEN r.at + interval '2 minutes' END, ''
+FROM (
+    SELECT *, judged AND at <= %(pending_after)s AS scored FROM (
+        SELECT i, %(from)s::timestamptz + make_interval(secs => random() * %(span)s) AS at,
+            random() AS env, random() >= 0.75 AS v4, random() AS fb, random() < 0.03 AS refused,
+            random() < 0.1 AS judged, random() AS f, random() AS g,
+            (20 + floor(1400 * power(random(), 3)))::int AS chars
+        FROM generate_series(%(first)s, %(last)s) AS i
+    ) drawn
+) r
+"""

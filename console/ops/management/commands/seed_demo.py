@@ -210,6 +210,8 @@ class Command(BaseCommand):
             follow_simulator(application, simulator_port)
         self._golden_set(application, users["curator"])
         from console.evals.demo import seed_agents, seed_evals, seed_reviews, seed_safety
+        from console.experiments.demo import seed_experiment
+        from console.experiments.shadow_demo import seed_shadow
         from console.flags.demo import seed_flags
         from console.releases.demo import seed_releases
         from console.samples.demo import seed_samples
@@ -240,6 +242,8 @@ class Command(BaseCommand):
         seed_flags(application, users)
         seed_usage(application, admin)
         seed_samples(application, admin, port, log=warn)
+        seed_experiment(application)
+        seed_shadow(application, users, log=warn, port=port)
         seed_releases(application, users, log=warn)
 
         self.stdout.write(
