@@ -71,6 +71,18 @@ def allow_loopback(settings, monkeypatch):
     return allow
 
 
+@pytest.fixture
+def simulator_url(allow_loopback):
+    """The bundled OpenAI-compatible simulator on a free loopback port, for this test."""
+    from console.evals.simulator import serve_in_thread
+
+    server, base_url = serve_in_thread(0)
+    allow_loopback(server.server_address[1])
+    yield base_url
+    server.shutdown()
+    server.server_close()
+
+
 @contextlib.contextmanager
 def public_hosts(names: dict[str, str], also: tuple[str, ...] = ()):
     """For worlds built once per module (before the per-test fixtures apply): let the egress

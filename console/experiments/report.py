@@ -232,6 +232,12 @@ def _figure(
         if cell["n"] < minimum or cells[control]["n"] < minimum:
             cell["verdict"] = "not enough data"
             continue
+        if key == "cost_per_request" and not all(
+            (usage.get(v) or {}).get("cost") for v in (variant, control)
+        ):
+            # A model without a recorded price costs 0 here: no verdict on a missing price.
+            cell["verdict"] = "no price recorded"
+            continue
         if key in QUANTILES:
             mine, theirs = cell["interval"], cells[control]["interval"]
             if None in mine or None in theirs:

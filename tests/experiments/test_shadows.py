@@ -61,17 +61,6 @@ def world(releases_world):  # noqa: F811 (the fixture imported above)
 
 
 @pytest.fixture
-def simulator_url(allow_loopback):
-    from console.evals.simulator import serve_in_thread
-
-    server, base_url = serve_in_thread(0)
-    allow_loopback(server.server_address[1])
-    yield base_url
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
 def shadow(world):
     """answer@2 shadowing in prod since a day ago, as an applied shadow request leaves it."""
     return ShadowDeployment.objects.create(

@@ -177,3 +177,20 @@ def test_sample_ratio_mismatch_is_flagged_and_a_fair_split_is_not():
     assert alarms <= 2  # ≤ 1/1000 in theory
     assert stats.srm_bayes_factor([5_300, 4_700], [50, 50]) >= report.SRM_THRESHOLD
     assert stats.srm_bayes_factor([5_030, 4_970], [50, 50]) < report.SRM_THRESHOLD
+
+
+def test_no_cost_verdict_while_a_variant_has_no_price():
+    """A model without a recorded price costs 0: "cheaper" would be a missing price, not a
+    saving."""
+    rng = np.random.default_rng(5)
+    arms = {"a": _empty_arm(), "b": _empty_arm()}
+    for arm in arms.values():
+        _traffic(rng, *arm, 2_000, BASE)
+    arms["b"][0]["cost"] = arms["b"][0]["squares"] = 0.0
+    usage = {k: v[0] for k, v in arms.items()}
+    samples = {k: v[1] for k, v in arms.items()}
+    figure = report._figure(
+        "cost_per_request", "Cost per request ($)", report.LOWER, report.MIN_REQUESTS,
+        ["a", "b"], "a", usage, samples, 0.05,
+    )  # fmt: skip
+    assert figure["cells"]["b"]["verdict"] == "no price recorded"

@@ -159,14 +159,3 @@ def world(application, member) -> World:
     )
     world.passing_run(1)  # the baseline: what prod serves now, on the policy's golden set
     return world
-
-
-@pytest.fixture
-def simulator_url(allow_loopback):
-    from console.evals.simulator import serve_in_thread
-
-    server, base_url = serve_in_thread(0)
-    allow_loopback(server.server_address[1])
-    yield base_url
-    server.shutdown()
-    server.server_close()

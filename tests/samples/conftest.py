@@ -103,14 +103,3 @@ def judge_policy(application, engineer, simulator_url):
         judge_model=judge_version,
         judge_prompts=prompts,
     )
-
-
-@pytest.fixture
-def simulator_url(allow_loopback):
-    from console.evals.simulator import serve_in_thread
-
-    server, base_url = serve_in_thread(0)
-    allow_loopback(server.server_address[1])
-    yield base_url
-    server.shutdown()
-    server.server_close()

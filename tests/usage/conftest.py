@@ -44,15 +44,3 @@ def issue(application):
         return issued.secret
 
     return make
-
-
-@pytest.fixture
-def simulator_url(allow_loopback):
-    """The bundled OpenAI-compatible simulator on a free loopback port (stopped afterwards)."""
-    from console.evals.simulator import serve_in_thread
-
-    server, base_url = serve_in_thread(0)
-    allow_loopback(server.server_address[1])
-    yield base_url
-    server.shutdown()
-    server.server_close()
