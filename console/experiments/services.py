@@ -53,11 +53,11 @@ def conclude(
     environment: Environment,
     variant: str,
     justification: str = "",
-) -> PromotionRequest:
+) -> tuple[PromotionRequest, bool]:
     """Open the promotion of `variant`'s version into `environment` with the report, as it
     reads now, as evidence (or add the report to the request already open for it). Refused
     (ValidationError) when the flag splits no traffic there, the variant names no version, or
-    the environment's policy refuses the request."""
+    the environment's policy refuses the request. Returns the request and whether it is new."""
     try:
         report = report_mod.build(flag, environment)
     except report_mod.NotAnExperiment as exc:
@@ -80,7 +80,8 @@ def conclude(
     if existing is not None:
         # Someone already asked for this version: the report joins that request's evidence
         # instead of being refused as a second request.
-        return releases.add_online_evidence(actor=actor, request=existing, online=online)
-    return releases.open_request(
+        return releases.add_online_evidence(actor=actor, request=existing, online=online), False
+    request = releases.open_request(
         actor=actor, environment=environment, version=version, justification=text, online=online
     )
+    return request, True

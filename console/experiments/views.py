@@ -92,7 +92,7 @@ def conclude(request: HttpRequest, app: str, env: str, flag: str) -> HttpRespons
     found, environment = _subject(application, env, flag)
     variant = request.POST.get("variant", "")
     try:
-        promotion = services.conclude(
+        promotion, created = services.conclude(
             actor=request.user,
             flag=found,
             environment=environment,
@@ -107,9 +107,16 @@ def conclude(request: HttpRequest, app: str, env: str, flag: str) -> HttpRespons
     except ValidationError as exc:
         errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
         return _page(request, application, found, environment, errors=errors, status=422)
-    messages.success(
-        request,
-        f"Requested #{promotion.pk}: {promotion.label}, with the experiment report as "
-        "evidence; approvers have been notified.",
-    )
+    if created:
+        messages.success(
+            request,
+            f"Requested #{promotion.pk}: {promotion.label}, with the experiment report as "
+            "evidence; approvers have been notified.",
+        )
+    else:
+        messages.success(
+            request,
+            f"#{promotion.pk} already asks for {promotion.label}: the experiment report is now "
+            "part of its evidence.",
+        )
     return redirect("releases:detail", app=app, pk=promotion.pk)

@@ -215,8 +215,11 @@ def test_conclude_adds_the_report_to_a_request_already_open_for_the_winner(
     )
     client.force_login(world.users["engineer"])
     url = reverse("experiments:conclude", args=[world.application.key, "prod", FLAG])
-    response = client.post(url, {"variant": "v2"})
-    assert response.url == reverse("releases:detail", args=[world.application.key, open_one.pk])
+    response = client.post(url, {"variant": "v2"}, follow=True)
+    assert response.redirect_chain[-1][0] == reverse(
+        "releases:detail", args=[world.application.key, open_one.pk]
+    )
+    assert f"#{open_one.pk} already asks for" in response.content.decode()
     assert PromotionRequest.objects.count() == 1
     open_one.refresh_from_db()
     assert open_one.evidence["online"]["report"]["conclusion"]["winner"] == "v2"
