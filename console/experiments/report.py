@@ -62,6 +62,16 @@ def _ceil_hour(moment: datetime) -> datetime:
     return hour if hour == moment else hour + timedelta(hours=1)
 
 
+def serving_split(content: dict | None) -> list[dict]:
+    """The default split [{variant, weight}] a rules version serves, when it is switched on
+    and splits over two or more variants; [] otherwise."""
+    content = content or {}
+    split = [
+        s for s in ((content.get("default") or {}).get("rollout") or []) if s.get("weight", 0) > 0
+    ]
+    return split if content.get("enabled") and len(split) >= 2 else []
+
+
 def live_split(flag: Flag, environment: Environment) -> tuple[FlagRulesVersion, list[dict]]:
     """The rules version live in the environment and its default split [{variant, weight}]
     (the version's content also has the targeting rules)."""
@@ -71,11 +81,8 @@ def live_split(flag: Flag, environment: Environment) -> tuple[FlagRulesVersion, 
         if head and head.latest_number
         else None
     )
-    content = version.content if version else {}
-    split = [
-        s for s in ((content.get("default") or {}).get("rollout") or []) if s.get("weight", 0) > 0
-    ]
-    if version is None or not content.get("enabled") or head.killed or len(split) < 2:
+    split = serving_split(version.content) if version else []
+    if not split or head.killed:
         raise NotAnExperiment(
             f"{flag.key} does not split traffic in {environment.name}: its rules there serve "
             "one variant (an experiment needs a default rollout over two or more variants)"
@@ -448,13 +455,7 @@ def experiments(application) -> list[tuple[Flag, Environment, list[dict], dateti
     ).values_list("head_id", "content", "created_at")
     found = []
     for head_id, content, created_at in live:
-        content = content or {}
-        split = [
-            s
-            for s in ((content.get("default") or {}).get("rollout") or [])
-            if s.get("weight", 0) > 0
-        ]
-        if content.get("enabled") and len(split) >= 2:
+        if split := serving_split(content):
             head = heads[head_id]
             found.append((flags[head.flag_id], head.environment, split, created_at))
     found.sort(key=lambda f: (f[0].kind != FlagKind.EXPERIMENT, f[0].key, f[1].order))
