@@ -9,12 +9,20 @@ import json
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from console.usage.models import UsageEvent, UsageHourly
 
 
 @pytest.mark.usefixtures("postgres")
 def test_bench_samples_times_the_experiment_report_over_events_it_stored():
+    # Ids that rolled-back transactions took leave a gap after the rollup watermark: the
+    # bench still folds every event it stored.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence('usage_usageevent', 'id'),"
+            " nextval(pg_get_serial_sequence('usage_usageevent', 'id')) + 5000)"
+        )
     out = io.StringIO()
     call_command(
         "bench_samples", stdout=out, stderr=io.StringIO(), skip=["ingest"],
