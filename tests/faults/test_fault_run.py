@@ -163,7 +163,7 @@ def test_restarting_postgres_and_redis_under_load(live):
             lambda: d.postgres.query("SELECT max(id) FROM evals_evalrun WHERE status='running'")[0][
                 0
             ],
-            30,
+            60,  # the eval command starts Django and the worker picks the run up under load
             "the eval to start running",
         )
         # The faults land mid-run: once some items are stored (on a busy machine, e.g. beside
