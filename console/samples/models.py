@@ -139,6 +139,7 @@ class SampleHourly(models.Model):
     hour = models.DateTimeField()
     prompt_version = models.CharField(max_length=120, blank=True)
     samples = models.PositiveIntegerField(default=0)
+    judged = models.PositiveIntegerField(default=0)  # the judge is done with (Sample.Judge.DONE)
     faithfulness_n = models.PositiveIntegerField(default=0)  # samples with a faithfulness score
     faithfulness_sum = models.FloatField(default=0)
     relevance_n = models.PositiveIntegerField(default=0)

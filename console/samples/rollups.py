@@ -49,6 +49,7 @@ class Tally:
     """Counts and sums over some samples: every sample metric is a ratio of two of them."""
 
     samples: int = 0
+    judged: int = 0  # the judge is done with them (scored, or nothing it could score)
     faithfulness_n: int = 0
     faithfulness_sum: float = 0.0
     relevance_n: int = 0
@@ -81,22 +82,26 @@ class Tally:
         )
 
     @classmethod
-    def of_rollup(cls, row: SampleHourly) -> Tally:
+    def of_rollup(cls, row: dict) -> Tally:
+        """From a SampleHourly row read as values()."""
         return cls(
-            **{f: getattr(row, f) for f in (*COUNTS, "faithfulness_sum", "relevance_sum")},
-            input_bins=tuple(row.input_bins),
+            **{f: row[f] for f in (*COUNTS, "faithfulness_sum", "relevance_sum")},
+            input_bins=tuple(row["input_bins"]),
         )
 
 
 COUNTS = (
-    "samples", "faithfulness_n", "relevance_n", "hallucinated", "refused", "rated", "thumbs_down",
+    "samples", "judged", "faithfulness_n", "relevance_n", "hallucinated", "refused", "rated",
+    "thumbs_down",
 )  # fmt: skip
+ROLLED = (*COUNTS, "faithfulness_sum", "relevance_sum", "input_bins")  # SampleHourly's sums
 
 
 def aggregates() -> dict:
     """The aggregates of a Tally over sample rows (one query, any grouping)."""
     return {
         "samples": Count("id"),
+        "judged": Count("id", filter=Q(judge_state=Sample.Judge.DONE)),
         "faithfulness_n": Count("faithfulness"),
         "faithfulness_sum": Sum("faithfulness"),
         "relevance_n": Count("relevance"),
@@ -117,8 +122,23 @@ def hour_of(moment: datetime) -> datetime:
 # ---------------------------------------------------------------- reading
 
 
-def _raw(rows: QuerySet) -> Tally:
-    return Tally.of(rows.aggregate(**aggregates()))
+Key = tuple[datetime, str]  # (UTC hour, prompt version)
+
+
+def _raw(rows: QuerySet) -> dict[Key, Tally]:
+    grouped = (
+        rows.annotate(h=TruncHour("at", tzinfo=UTC))
+        .values("h", "prompt_version")
+        .annotate(**aggregates())
+        .order_by()
+    )
+    return {(row["h"], row["prompt_version"]): Tally.of(row) for row in grouped}
+
+
+def _merge(into: dict[Key, Tally], more: dict[Key, Tally]) -> dict[Key, Tally]:
+    for key, counted in more.items():
+        into[key] = into[key] + counted if key in into else counted
+    return into
 
 
 def _spans(spans: Iterable[tuple[datetime, datetime]]) -> Q:
@@ -151,6 +171,23 @@ def tally(
     """The samples of one environment (one prompt version, or all when blank) whose time is in
     [start, end), counted as the raw samples count them. `raw` reads them all from the raw
     samples (the reference the rollups must agree with)."""
+    hours = hourly(
+        application_id=application_id, environment_id=environment_id, version=version,
+        start=start, end=end, raw=raw,
+    )  # fmt: skip
+    return sum(hours.values(), Tally())
+
+
+def hourly(
+    *,
+    application_id: int,
+    environment_id: int,
+    version: str,
+    start: datetime,
+    end: datetime,
+    raw: bool = False,
+) -> dict[Key, Tally]:
+    """As `tally`, per UTC hour and prompt version."""
     samples = Sample.objects.filter(application_id=application_id, environment_id=environment_id)
     if version:
         samples = samples.filter(prompt_version=version)
@@ -171,20 +208,22 @@ def tally(
         ).exclude(hour__in=stale)
         if version:
             rollups = rollups.filter(prompt_version=version)
-        total = Tally()
-        for row in rollups:
-            total += Tally.of_rollup(row)
+        found = {
+            (row["hour"], row["prompt_version"]): Tally.of_rollup(row)
+            for row in rollups.values("hour", "prompt_version", *ROLLED)
+        }
         # From the raw samples: the partial hours at either end, the stale hours whole, and
         # in the other whole hours the samples not folded yet.
         stale_spans = [(hour, hour + HOUR) for hour in stale]
-        total += _raw(samples.filter(_spans([(start, whole_from), (whole_to, end), *stale_spans])))
+        ends = [(start, whole_from), (whole_to, end)]
+        _merge(found, _raw(samples.filter(_spans([*ends, *stale_spans]))))
         unfolded = samples.filter(
             pk__gt=state["last_sample_id"], at__gte=whole_from, at__lt=whole_to
         )
-        total += _raw(unfolded.exclude(_spans(stale_spans)) if stale else unfolded)
+        _merge(found, _raw(unfolded.exclude(_spans(stale_spans)) if stale else unfolded))
         # A pass that committed while we read would make the parts disagree: read again.
         if SampleRollupState.objects.filter(pk=1, revision=state["revision"]).exists():
-            return total
+            return found
     return _raw(samples.filter(at__gte=start, at__lt=end))
 
 

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Avg, Count, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Q, QuerySet, Sum
 
 from console.registry.models import Application, Environment
-from console.samples.models import HALLUCINATION_BELOW, JudgeSpend, Sample
+from console.samples import rollups
+from console.samples.models import JudgeSpend, Sample
+from console.usage.services import FUTURE_SKEW
 
 PAGE = 50
 FEEDBACK = {"down": -1, "up": 1, "none": 0}
@@ -146,47 +147,47 @@ class QualityRow:
     thumbs_down_rate: float | None
 
 
-def quality(application: Application, environment: Environment | None, days: int, now: datetime):
-    """Per UTC day and prompt version: how many samples came, how many were judged, the mean
-    judged scores, and the refusal, hallucination (faithfulness under 0.5) and thumbs-down
-    rates (of the samples rated). Oldest day first."""
+def quality(
+    application: Application, environment: Environment | None, days: int, now: datetime
+) -> list[QualityRow]:
+    """Per UTC day, environment and prompt version: how many samples came, how many were
+    judged, the mean judged scores, and the refusal, hallucination (faithfulness under 0.5)
+    and thumbs-down rates (of the samples rated). Oldest day first. Read from the hourly
+    rollups (and the raw samples they do not hold yet), so a month of millions of samples is
+    a few thousand rows."""
     start = datetime.combine(now.astimezone(UTC).date() - timedelta(days=days - 1), time.min, UTC)
-    samples = Sample.objects.filter(application=application, at__gte=start)
-    if environment is not None:
-        samples = samples.filter(environment=environment)
-    rows = (
-        samples.annotate(day=TruncDate("at", tzinfo=UTC))
-        .values("day", "environment__name", "prompt_version")
-        .annotate(
-            n=Count("id"),
-            judged=Count("id", filter=Q(judge_state=Sample.Judge.DONE)),
-            faithful=Avg("faithfulness"),
-            relevant=Avg("relevance"),
-            refusals=Count("id", filter=Q(refused=True)),
-            hallucinated=Count("id", filter=Q(faithfulness__lt=HALLUCINATION_BELOW)),
-            with_faithfulness=Count("faithfulness"),
-            rated=Count("id", filter=~Q(feedback=0)),
-            down=Count("id", filter=Q(feedback=-1)),
-        )
-        .order_by("day", "environment__name", "prompt_version")
+    environments = (
+        [environment] if environment is not None else list(application.environments.all())
     )
+    days_of: dict[tuple[date, str, str], rollups.Tally] = {}
+    for env in environments:
+        hours = rollups.hourly(
+            application_id=application.pk, environment_id=env.pk, version="",
+            start=start, end=now + FUTURE_SKEW,
+        )  # fmt: skip
+        for (hour, version), counted in hours.items():
+            key = (hour.astimezone(UTC).date(), env.name, version)
+            days_of[key] = days_of[key] + counted if key in days_of else counted
     return [
         QualityRow(
-            day=row["day"],
-            environment=row["environment__name"],
-            version=row["prompt_version"] or "—",
-            samples=row["n"],
-            judged=row["judged"],
-            faithfulness=row["faithful"],
-            relevance=row["relevant"],
-            refusal_rate=row["refusals"] / row["n"] if row["n"] else None,
-            hallucination_rate=(
-                row["hallucinated"] / row["with_faithfulness"] if row["with_faithfulness"] else None
-            ),
-            thumbs_down_rate=row["down"] / row["rated"] if row["rated"] else None,
+            day=day,
+            environment=env_name,
+            version=version or "—",
+            samples=t.samples,
+            judged=t.judged,
+            faithfulness=_ratio(t.faithfulness_sum, t.faithfulness_n),
+            relevance=_ratio(t.relevance_sum, t.relevance_n),
+            refusal_rate=_ratio(t.refused, t.samples),
+            hallucination_rate=_ratio(t.hallucinated, t.faithfulness_n),
+            thumbs_down_rate=_ratio(t.thumbs_down, t.rated),
         )
-        for row in rows
+        for (day, env_name, version), t in sorted(days_of.items())
+        if t.samples
     ]
+
+
+def _ratio(part: float, whole: int) -> float | None:
+    return part / whole if whole else None
 
 
 def judge_spend(application: Application, day: date) -> tuple[Decimal, int]:

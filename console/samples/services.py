@@ -542,7 +542,7 @@ def _judge_samples(policy: SamplePolicy, limit: int, now: datetime, deadline: fl
                 judge_cost=sample_cost,
                 judged_at=now,
             )
-            if scores:  # its hour may be in the rollups already, counted unjudged
+            if ok:  # its hour may be in the rollups already, counted unjudged
                 rollups.mark_stale(application.pk, sample.environment_id, sample.at)
         JudgeSpend.objects.filter(pk=spend.pk).update(
             cost=F("cost") + sample_cost, judged=F("judged") + 1

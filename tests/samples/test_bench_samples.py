@@ -46,6 +46,8 @@ def test_bench_samples_times_the_monitor_sweep_over_folded_samples(postgres_tx):
     assert sweep["outcome"]["checked"] == 12 and sweep["outcome"]["failed"] == 0
     assert len(sweep["runs_s"]) == 2 and sweep["seconds"] == sweep["runs_s"][0] > 0
     assert sweep["agrees_with_raw"] is True
+    assert sweep["quality_counts_every_sample"] is True and sweep["quality_ms"] > 0
+    assert sweep["quality_rows"] >= 2  # two days at least, of one prompt version or more
     stored = Sample.objects.filter(application__key__startswith="bench-monitors-")
     assert stored.count() == 6_000
     folded = SampleHourly.objects.filter(application__key__startswith="bench-monitors-")

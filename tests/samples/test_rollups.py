@@ -7,12 +7,13 @@ task folds, then sweeps, and sweeps even when the fold fails."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from django.db import DatabaseError
 from django.utils import timezone
 
+from console.registry.models import PromptVersion
 from console.samples import monitors, rollups, services
 from console.samples.models import (
     Monitor,
@@ -305,3 +306,102 @@ def test_the_beat_task_sweeps_even_when_the_fold_fails(application, engineer, mo
     )  # fmt: skip
     assert check_monitors()["checked"] == 1
     assert "sample rollup failed" in caplog.text
+
+
+def test_a_sample_the_judge_finds_nothing_to_score_in_is_counted_judged_after_the_refold(
+    application, engineer, judge_policy
+):
+    """Faithfulness only, and a sample without retrieved context: done, with no score."""
+    services.update_policy(
+        actor=engineer, application=application, revision=judge_policy.revision,
+        redact_kinds=judge_policy.redact_kinds, redact_patterns="", judge_rate=1.0,
+        judge_daily_cap=judge_policy.judge_daily_cap, judge_model=judge_policy.judge_model,
+        judge_prompts={"faithfulness": PromptVersion.objects.get(
+            pk=judge_policy.judge_prompts["faithfulness"])},
+    )  # fmt: skip
+    hour = this_hour() - timedelta(hours=2)
+    store(application, [sample("bare", time=(hour + timedelta(minutes=5)).isoformat(), context=[])])
+    rollups.rollup(settle=NOW)
+    assert SampleHourly.objects.get(hour=hour).judged == 0
+    assert services.judge_pending().judged == 1
+    assert Sample.objects.get().faithfulness is None
+    folded, raw = both(application, hour - timedelta(hours=1), hour + timedelta(hours=2))
+    assert (folded.judged, raw.judged) == (1, 1)
+    rollups.rollup(settle=NOW)
+    assert SampleHourly.objects.get(hour=hour).judged == 1
+
+
+def quality_from_the_samples(application, start: datetime) -> dict:
+    """The quality series straight from the raw samples: the reference the page must match."""
+    from django.db.models import Avg, Count, Q
+    from django.db.models.functions import TruncDate
+
+    rows = (
+        Sample.objects.filter(application=application, at__gte=start)
+        .annotate(day=TruncDate("at", tzinfo=UTC))
+        .values("day", "environment__name", "prompt_version")
+        .annotate(
+            n=Count("id"),
+            judged=Count("id", filter=Q(judge_state="done")),
+            faithful=Avg("faithfulness"),
+            relevant=Avg("relevance"),
+            refused=Count("id", filter=Q(refused=True)),
+            hallucinated=Count("id", filter=Q(faithfulness__lt=0.5)),
+            scored=Count("faithfulness"),
+            rated=Count("id", filter=~Q(feedback=0)),
+            down=Count("id", filter=Q(feedback=-1)),
+        )
+    )
+    return {
+        (r["day"], r["environment__name"], r["prompt_version"] or "—"): (
+            r["n"], r["judged"], r["faithful"], r["relevant"], r["refused"] / r["n"],
+            r["hallucinated"] / r["scored"] if r["scored"] else None,
+            r["down"] / r["rated"] if r["rated"] else None,
+        )
+        for r in rows
+    }  # fmt: skip
+
+
+def test_the_quality_series_from_the_rollups_is_the_series_of_the_raw_samples(
+    application, django_assert_max_num_queries
+):
+    from console.samples import selectors
+
+    rng = random.Random(11)
+    top = this_hour()
+    store(application, varied(rng, "old", 500, top - timedelta(days=4), timezone.now()))
+    store(application, varied(rng, "stg", 80, top - timedelta(days=2), top), env="staging")
+    score(rng)
+    assert rollups.rollup(settle=NOW)["samples"] == 580
+    # Late samples in folded hours, the open hour, and a folded hour judged since (stale).
+    store(application, varied(rng, "late", 40, top - timedelta(days=3), top - timedelta(hours=2)))
+    store(application, varied(rng, "new", 20, top, timezone.now()))
+    stale_hour = top - timedelta(hours=7)
+    for s in Sample.objects.filter(at__gte=stale_hour, at__lt=stale_hour + timedelta(hours=1)):
+        Sample.objects.filter(pk=s.pk, at=s.at).update(faithfulness=0.05, judge_state="done")
+        rollups.mark_stale(s.application_id, s.environment_id, s.at)
+
+    now = timezone.now()
+    with django_assert_max_num_queries(20):
+        rows = selectors.quality(application, None, 7, now)
+    start = datetime.combine(now.astimezone(UTC).date() - timedelta(days=6), time.min, UTC)
+    reference = quality_from_the_samples(application, start)
+    assert len(rows) == len(reference) > 10
+    for row in rows:
+        n, judged, faithful, relevant, refusal, hallucination, down = reference[
+            (row.day, row.environment, row.version)
+        ]
+        assert (row.samples, row.judged) == (n, judged)
+        for got, want in [
+            (row.faithfulness, faithful), (row.relevance, relevant), (row.refusal_rate, refusal),
+            (row.hallucination_rate, hallucination), (row.thumbs_down_rate, down),
+        ]:  # fmt: skip
+            assert got == (None if want is None else pytest.approx(want, abs=1e-9))
+    # One environment: only its rows.
+    prod = application.environments.get(key="prod")
+    assert {r.environment for r in selectors.quality(application, prod, 7, now)} == {prod.name}
+    # The rollups were read, not the samples: a tampered folded hour shows.
+    folded = SampleHourly.objects.filter(hour__lt=top - timedelta(hours=30)).first()
+    SampleHourly.objects.filter(pk=folded.pk).update(samples=folded.samples + 1000)
+    total = sum(r.samples for r in selectors.quality(application, None, 7, now))
+    assert total == sum(r.samples for r in rows) + 1000

@@ -31,6 +31,7 @@ class Migration(migrations.Migration):
                 ('hour', models.DateTimeField()),
                 ('prompt_version', models.CharField(blank=True, max_length=120)),
                 ('samples', models.PositiveIntegerField(default=0)),
+                ('judged', models.PositiveIntegerField(default=0)),
                 ('faithfulness_n', models.PositiveIntegerField(default=0)),
                 ('faithfulness_sum', models.FloatField(default=0)),
                 ('relevance_n', models.PositiveIntegerField(default=0)),

@@ -28,7 +28,8 @@ beat task does, timed as a catch-up), creates 12 monitors on prod (every metric;
 input drift of version 4 too; default 60-minute window against the 24 hours before) and times
 `monitors.sweep()` over them (`--monitor-runs` times; the first is the figure). Then it checks
 the sweep against the same readings taken from the raw samples alone (CommandError if any
-differ) and deletes that application's samples, rollups and monitors (unless `--keep`).
+differ), times the quality page's series over its longest span (30 days, every environment;
+`quality_ms`) and deletes that application's samples, rollups and monitors (unless `--keep`).
 `--skip ingest` leaves out the ingestion part.
 
 Prints ONE JSON line; progress goes to stderr. Meant for a benchmark database (PostgreSQL).
@@ -46,6 +47,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from uuid import uuid4
 
@@ -62,7 +64,9 @@ from console.ops.processes import post_batch, production_env, running_web
 from console.registry import services as registry
 from console.registry.models import Application
 from console.samples import monitors, partitions, rollups, services
-from console.samples.models import Monitor, SampleHourly, StaleSampleHour
+from console.samples import selectors as sample_selectors
+from console.samples.models import Monitor, Sample, SampleHourly, StaleSampleHour
+from console.samples.selectors import MAX_DAYS
 
 ROOT = Path(__file__).resolve().parents[4]
 POOL = 2_000  # distinct samples the clients draw from
@@ -504,6 +508,7 @@ class Command(BaseCommand):
             if not self.same(check.as_dict(at), seen):
                 differ.append(f"{monitor}: {seen} from the rollups, {check.as_dict(at)} raw")
         raw_s = time.perf_counter() - t0
+        quality = self.quality_page(app, end)
         result = {
             "samples": count,
             "days": days,
@@ -517,6 +522,7 @@ class Command(BaseCommand):
             "raw_read_s": round(raw_s, 3),
             "agrees_with_raw": not differ,
             "aim_seconds<5": timings[0] < 5,
+            **quality,
         }
         if not opts["keep"]:
             log(f"deleting the monitor bench's {count:,} samples")
@@ -529,6 +535,26 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps({"bench": "samples", "monitor_sweep": result}))
             raise CommandError("the sweep disagrees with the raw samples: " + "; ".join(differ))
         return result
+
+    @staticmethod
+    def quality_page(app: Application, end: datetime) -> dict:
+        """The quality page's series over its longest span (every environment), timed; and
+        whether it counts every sample of those days."""
+        log(f"reading the quality series over {MAX_DAYS} days")
+        timings, rows = [], []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            rows = sample_selectors.quality(app, None, MAX_DAYS, end)
+            timings.append((time.perf_counter() - t0) * 1000)
+        first_day = end.astimezone(UTC).date() - timedelta(days=MAX_DAYS - 1)
+        stored = Sample.objects.filter(
+            application=app, at__gte=datetime.combine(first_day, dt_time.min, UTC)
+        ).count()
+        return {
+            "quality_rows": len(rows),
+            "quality_ms": round(statistics.median(timings), 1),
+            "quality_counts_every_sample": sum(r.samples for r in rows) == stored,
+        }
 
     @staticmethod
     def same(raw: dict, swept: dict) -> bool:
