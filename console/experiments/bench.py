@@ -109,3 +109,99 @@ def bench_report(events: int = 1_000_000, days: int = 7, repeat: int = 9) -> dic
         with connection.cursor() as cursor:
             for table in ("usage_usageevent", "usage_usagehourly", "usage_usagedaily"):
                 cursor.execute(f"DELETE FROM {table} WHERE application_id = %s", [application.pk])
+
+
+# Live calls of answer@1, then every `share`-th one again on answer@2 as its shadow (errs less,
+# costs a little more, a touch slower), reported with shadow_of.
+SHADOW_INSERT = """
+INSERT INTO usage_usageevent (
+    application_id, environment_id, event_id, at, received_at, model, model_config,
+    prompt_version, feature, flag, variant, shadow_of, fallback_from, input_tokens,
+    cached_tokens, output_tokens, latency_ms, status, cache_hit, feedback, user_hash, source,
+    cost, savings)
+SELECT %(app)s, %(env)s, %(prefix)s || g, %(now)s - random() * %(span)s, %(now)s, 'gpt-4o-mini',
+    'main@1', %(prompt)s, 'answer', '', '', %(shadow_of)s, '', 1000, 0,
+    150 + (random() * 100)::int,
+    %(slower)s * exp(ln(600) + 0.5 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random())),
+    CASE WHEN random() < %(errors)s THEN 'error' ELSE 'ok' END, false, 0, '', 'runtime',
+    %(cost)s + 0.0006 * random(), 0
+FROM generate_series(1, %(events)s) AS g
+WHERE g %% %(every)s = 0
+"""
+
+
+def bench_shadow(events: int = 1_000_000, share: float = 0.2, days: int = 7, repeat: int = 9):
+    """`events` live calls over `days` days and a `share` of them shadowed, stored straight
+    into PostgreSQL; the shadow comparison (shadows.comparison: the pairing join and the
+    answers' aggregate) built repeatedly. The events go afterwards; the application stays."""
+    from django.contrib.auth import get_user_model
+
+    from console.experiments import shadows
+    from console.registry.kinds import PROMPT
+    from console.releases import services as releases
+    from console.releases.models import ShadowDeployment
+
+    if connection.vendor != "postgresql":
+        raise RuntimeError("the shadow bench runs on PostgreSQL")
+    key = f"bench-shadow-{uuid4().hex[:8]}"
+    application = registry.create_application(
+        actor=SYSTEM, key=key, name=key, environments=[{"key": "prod", "name": "prod"}]
+    )
+    try:
+        prod = application.environments.get()
+        now = timezone.now()
+        content = {
+            "system": "You answer questions.",
+            "user": "{{ question }}",
+            "variables": ["question"],
+        }
+        head = registry.create_head(
+            actor=SYSTEM, kind=PROMPT, application=application, key="answer", name="Answer",
+            content=content,
+        ).version.head  # fmt: skip
+        second = registry.save_head_version(
+            actor=SYSTEM, head=head, content={**content, "system": "Answer briefly."},
+            base_number=1,
+        ).version  # fmt: skip
+        user, _ = get_user_model().objects.get_or_create(username="bench-shadow")
+        with dated(ShadowDeployment, now - timedelta(days=days, hours=1)):
+            shadow = releases.start_shadow(actor=user, environment=prod, version=second)
+        every = max(1, round(1 / share))
+        arms = [
+            {"prefix": "l", "prompt": "answer@1", "shadow_of": "", "every": 1,
+             "slower": 1.0, "errors": 0.04, "cost": 0.00015},
+            {"prefix": "s", "prompt": "answer@2", "shadow_of": "", "every": every,
+             "slower": 1.05, "errors": 0.03, "cost": 0.00018},
+        ]  # fmt: skip
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            for arm in arms:
+                sql = SHADOW_INSERT
+                if arm["prefix"] == "s":
+                    sql = sql.replace("%(shadow_of)s", "'l' || g")
+                cursor.execute(
+                    sql,
+                    {**arm, "app": application.pk, "env": prod.pk, "events": events,
+                     "now": now - timedelta(minutes=1), "span": timedelta(days=days)},
+                )  # fmt: skip
+            cursor.execute("ANALYZE usage_usageevent")
+        stored = time.perf_counter() - started
+        timings = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            found = shadows.comparison(shadow, now=now)
+            timings.append((time.perf_counter() - started) * 1000)
+        return {
+            "shadow_live_events": events,
+            "shadow_calls": events // every,
+            "shadow_store_s": round(stored, 2),
+            "shadow_pairs": found["pairs"],
+            "shadow_comparison_ms": round(statistics.median(timings), 1),
+            "shadow_comparison_max_ms": round(max(timings), 1),
+            "shadow_status": found["status"],
+        }
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM usage_usageevent WHERE application_id = %s", [application.pk]
+            )

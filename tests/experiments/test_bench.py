@@ -37,3 +37,17 @@ def test_bench_samples_times_the_experiment_report_over_events_it_stored():
     assert 0 < figures["experiment_report_ms"] <= figures["experiment_report_max_ms"]
     assert figures["experiment_verdict"] in {"collecting", "inconclusive", "winner", "mixed"}
     assert not UsageEvent.objects.exists() and not UsageHourly.objects.exists()
+
+
+@pytest.mark.usefixtures("postgres")
+def test_bench_samples_times_the_shadow_comparison_over_pairs_it_stored():
+    out = io.StringIO()
+    call_command(
+        "bench_samples", stdout=out, stderr=io.StringIO(), skip=["ingest"], shadow_events=5_000
+    )
+    figures = json.loads(out.getvalue().strip())["shadow_comparison"]
+    assert figures["shadow_calls"] == 1_000
+    assert figures["shadow_pairs"] == 1_000  # every shadow call found its live call
+    assert 0 < figures["shadow_comparison_ms"] <= figures["shadow_comparison_max_ms"]
+    assert figures["shadow_status"] in {"collecting", "worse", "no worse"}
+    assert not UsageEvent.objects.exists()

@@ -1,7 +1,8 @@
 """`manage.py bench_samples [--seconds 20] [--threads 8] [--batch 200]
-[--monitor-samples 10000000 [--monitor-days 30]] [--experiment-events 1000000] [--skip ingest]`:
-sample ingestion, the monitor sweep over a month of samples, and the experiment report over a
-week of usage events (console.experiments.bench).
+[--monitor-samples 10000000 [--monitor-days 30]] [--experiment-events 1000000]
+[--shadow-events 1000000] [--skip ingest]`: sample ingestion, the monitor sweep over a month of
+samples, the experiment report over a week of usage events and the shadow comparison over a
+week of live calls and their shadows (console.experiments.bench).
 
 Starts the production web server (gunicorn with `console.gunicorn_conf`, DEBUG=0) on a free
 loopback port against this database, creates a fresh application (`bench-samples-<id>`) with a
@@ -59,7 +60,7 @@ from django.utils import timezone
 from console.accounts import keys
 from console.accounts.models import ApiKeyScope
 from console.audit.services import SYSTEM
-from console.experiments.bench import bench_report
+from console.experiments.bench import bench_report, bench_shadow
 from console.ops.processes import post_batch, production_env, running_web
 from console.registry import services as registry
 from console.registry.models import Application
@@ -193,6 +194,12 @@ class Command(BaseCommand):
             default=0,
             help="time the experiment report over N usage events (console.experiments.bench)",
         )
+        parser.add_argument(
+            "--shadow-events",
+            type=int,
+            default=0,
+            help="time the shadow comparison over N live calls, a fifth of them shadowed",
+        )
         parser.add_argument("--skip", action="append", default=[], help="ingest")
 
     def handle(self, *args, **opts):
@@ -204,9 +211,11 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--monitor-days: from 1 to {settings.SAMPLE_RETENTION_DAYS} (the retention)"
             )
-        if opts["monitor_samples"] < 0 or opts["monitor_runs"] < 1 or opts["experiment_events"] < 0:
+        sizes = ("monitor_samples", "experiment_events", "shadow_events")
+        if any(opts[size] < 0 for size in sizes) or opts["monitor_runs"] < 1:
             raise CommandError(
-                "--monitor-samples and --experiment-events: at least 0; --monitor-runs: at least 1"
+                "--monitor-samples, --experiment-events and --shadow-events: at least 0; "
+                "--monitor-runs: at least 1"
             )
         unknown = set(opts["skip"]) - {"ingest"}
         if unknown:
@@ -221,6 +230,9 @@ class Command(BaseCommand):
         if opts["experiment_events"]:
             log(f"experiment report over {opts['experiment_events']:,} usage events")
             result["experiment_report"] = bench_report(events=opts["experiment_events"])
+        if opts["shadow_events"]:
+            log(f"shadow comparison over {opts['shadow_events']:,} live calls")
+            result["shadow_comparison"] = bench_shadow(events=opts["shadow_events"])
         self.stdout.write(json.dumps(result))
 
     def ingestion(self, opts) -> dict:
