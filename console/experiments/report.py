@@ -430,6 +430,7 @@ def build(flag: Flag, environment: Environment, *, since: datetime | None = None
         ],
         "method": {
             "intervals": "always-valid (normal-mixture confidence sequences)",
+            "unit": "request",  # not the user: heavy users' requests are alike (see the page)
             "alpha": ALPHA,
             "alpha_per_comparison": _round(alpha, 8),
             "comparisons": DECISION_METRICS * max(len(treatments), 1),

@@ -108,6 +108,8 @@ def test_the_report_page_says_how_to_read_it(
     text = page.content.decode()
     assert 'Winner: <span class="mono">v2</span>' in text
     assert "Always-valid intervals" in text
+    assert "Each request is one observation" in text  # the unit, and what it means
+    assert page.context["report"]["method"]["unit"] == "request"
     assert "Conclude: request promotion" not in text  # a viewer cannot conclude
     listing = client.get(reverse("experiments:list", args=[world.application.key]))
     assert FLAG in listing.content.decode()
