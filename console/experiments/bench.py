@@ -83,8 +83,8 @@ def bench_report(events: int = 1_000_000, days: int = 7, repeat: int = 9) -> dic
         # so the passes run until the watermark has passed the last of them.
         last = UsageEvent.objects.filter(application=application).aggregate(m=Max("pk"))["m"]
         folded = 0
-        while RollupState.objects.get_or_create(name="usage")[0].last_event_id < last:
-            folded += usage.rollup(max_events=events + 1_000)["events"]
+        while (mark := RollupState.objects.get_or_create(name="usage")[0].last_event_id) < last:
+            folded += usage.rollup(max_events=max(events + 1_000, last - mark))["events"]
         rollup_s = time.perf_counter() - started
         timings = []
         for _ in range(repeat):
@@ -119,7 +119,8 @@ INSERT INTO usage_usageevent (
     prompt_version, feature, flag, variant, shadow_of, fallback_from, input_tokens,
     cached_tokens, output_tokens, latency_ms, status, cache_hit, feedback, user_hash, source,
     cost, savings)
-SELECT %(app)s, %(env)s, %(prefix)s || g, %(now)s - random() * %(span)s, %(now)s, 'gpt-4o-mini',
+SELECT %(app)s, %(env)s, %(prefix)s || g, %(now)s - (g::float / %(events)s) * %(span)s, %(now)s,
+    'gpt-4o-mini',
     'main@1', %(prompt)s, 'answer', '', '', %(shadow_of)s, '', 1000, 0,
     150 + (random() * 100)::int,
     %(slower)s * exp(ln(600) + 0.5 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random())),
@@ -167,6 +168,8 @@ def bench_shadow(events: int = 1_000_000, share: float = 0.2, days: int = 7, rep
         with dated(ShadowDeployment, now - timedelta(days=days, hours=1)):
             shadow = releases.start_shadow(actor=user, environment=prod, version=second)
         every = max(1, round(1 / share))
+        # A shadow call is made at its live call's time; every pair inside the window.
+        inside = timedelta(days=days) - timedelta(minutes=5)
         arms = [
             {"prefix": "l", "prompt": "answer@1", "shadow_of": "", "every": 1,
              "slower": 1.0, "errors": 0.04, "cost": 0.00015},
@@ -182,7 +185,7 @@ def bench_shadow(events: int = 1_000_000, share: float = 0.2, days: int = 7, rep
                 cursor.execute(
                     sql,
                     {**arm, "app": application.pk, "env": prod.pk, "events": events,
-                     "now": now - timedelta(minutes=1), "span": timedelta(days=days)},
+                     "now": now - timedelta(minutes=1), "span": inside},
                 )  # fmt: skip
             cursor.execute("ANALYZE usage_usageevent")
         stored = time.perf_counter() - started
@@ -201,6 +204,9 @@ def bench_shadow(events: int = 1_000_000, share: float = 0.2, days: int = 7, rep
             "shadow_status": found["status"],
         }
     finally:
+        ShadowDeployment.objects.filter(environment__application=application).update(
+            active=False, ended_at=timezone.now()
+        )
         with connection.cursor() as cursor:
             cursor.execute(
                 "DELETE FROM usage_usageevent WHERE application_id = %s", [application.pk]

@@ -156,7 +156,7 @@ def _stale_hours(
     hours = StaleSampleHour.objects.filter(
         application_id=application_id, environment_id=environment_id, hour__gte=low, hour__lt=high
     )
-    return sorted(set(hours.values_list("hour", flat=True)))
+    return sorted(hours.values_list("hour", flat=True).order_by().distinct())
 
 
 def tally(

@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from console.releases.models import ShadowDeployment
 from console.usage.models import UsageEvent, UsageHourly
 
 
@@ -51,3 +52,4 @@ def test_bench_samples_times_the_shadow_comparison_over_pairs_it_stored():
     assert 0 < figures["shadow_comparison_ms"] <= figures["shadow_comparison_max_ms"]
     assert figures["shadow_status"] in {"collecting", "worse", "no worse"}
     assert not UsageEvent.objects.exists()
+    assert not ShadowDeployment.objects.filter(active=True).exists()  # the bench's shadow ended

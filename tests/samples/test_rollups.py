@@ -376,17 +376,22 @@ def test_the_quality_series_from_the_rollups_is_the_series_of_the_raw_samples(
     # Late samples in folded hours, the open hour, and a folded hour judged since (stale).
     store(application, varied(rng, "late", 40, top - timedelta(days=3), top - timedelta(hours=2)))
     store(application, varied(rng, "new", 20, top, timezone.now()))
+    store(application, [sample("unversioned", minutes_ago=90, prompt_version="")])
     stale_hour = top - timedelta(hours=7)
     for s in Sample.objects.filter(at__gte=stale_hour, at__lt=stale_hour + timedelta(hours=1)):
         Sample.objects.filter(pk=s.pk, at=s.at).update(faithfulness=0.05, judge_state="done")
         rollups.mark_stale(s.application_id, s.environment_id, s.at)
 
     now = timezone.now()
-    with django_assert_max_num_queries(20):
+    environments = application.environments.count()
+    with django_assert_max_num_queries(1 + 6 * environments):  # not more with more samples
         rows = selectors.quality(application, None, 7, now)
     start = datetime.combine(now.astimezone(UTC).date() - timedelta(days=6), time.min, UTC)
     reference = quality_from_the_samples(application, start)
     assert len(rows) == len(reference) > 10
+    keys = [(r.day, r.environment, r.version) for r in rows]
+    assert keys == sorted(keys, key=lambda k: (k[0], k[1], "" if k[2] == "—" else k[2]))
+    assert any(r.version == "—" for r in rows)  # samples that named no prompt version
     for row in rows:
         n, judged, faithful, relevant, refusal, hallucination, down = reference[
             (row.day, row.environment, row.version)

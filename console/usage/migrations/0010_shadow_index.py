@@ -1,5 +1,7 @@
 """The shadow calls' index on the usage events, built concurrently on PostgreSQL so the runtime
-API's writes go on while it builds (see console.core.migration_ops)."""
+API's writes go on while it builds (see console.core.migration_ops). A concurrent build that
+fails part way (a lost connection, say) leaves an invalid index behind: drop it with
+`DROP INDEX CONCURRENTLY usage_shadow_at;` and migrate again."""
 
 from django.db import migrations, models
 
