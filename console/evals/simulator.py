@@ -320,9 +320,11 @@ def grade(system: str, user: str) -> dict:
         if reply.startswith("I don't know"):
             return {"score": 1.0, "reason": "The answer declines instead of guessing."}
         score = round(supported / len(sentences), 3)
+        # The agreement judge sends the live answer as the CONTEXT: say so in its reasons.
+        source = "the live answer" if "two answers" in system.lower() else "the context"
         return {
             "score": score,
-            "reason": f"{supported} of {len(sentences)} statements are supported by the context.",
+            "reason": f"{supported} of {len(sentences)} statements are supported by {source}.",
         }
     asked = words(question)
     if not asked:

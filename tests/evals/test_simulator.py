@@ -17,6 +17,7 @@ from console.evals import simulator
 from console.evals.demo import JUDGE_FAITHFULNESS, JUDGE_RELEVANCE
 from console.evals.simulator import DONT_KNOW, Faults
 from console.registry.templating import render
+from console.samples.services import AGREEMENT_PROMPT
 
 CONTEXT = (
     "[refund-policy] You have 30 days from delivery to return an item for a refund.\n"
@@ -155,6 +156,9 @@ def test_judges_faithfulness_by_support_in_the_context(simulator):
         "You have 30 days to return an item. Refunds arrive instantly by carrier pigeon.",
     )
     assert half == {"score": 0.5, "reason": "1 of 2 statements are supported by the context."}
+    live = "You have 30 days from delivery to return an item for a refund."
+    agreeing = judge(simulator[1], AGREEMENT_PROMPT, question, live, live + " Thanks!")
+    assert agreeing["reason"].endswith("statements are supported by the live answer.")
     declined = judge(simulator[1], JUDGE_FAITHFULNESS, question, CONTEXT, DONT_KNOW)
     assert declined["score"] == 1.0
 
