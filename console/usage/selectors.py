@@ -167,6 +167,7 @@ def _empty_day(day: date) -> dict:
         "errors": 0,
         "savings": zero,
         "eval_cost": zero,
+        "shadow_cost": zero,
     }
 
 
@@ -175,7 +176,9 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
     qs = rollups(application, f)
     board = Dashboard()
     daily = (
-        qs.values("day", "source").annotate(savings=Sum("cache_savings"), **_sums()).order_by("day")
+        qs.values("day", "source", "shadow")
+        .annotate(savings=Sum("cache_savings"), **_sums())
+        .order_by("day")
     )
     signals = {"cache_hits": 0, "thumbs_up": 0, "thumbs_down": 0}
     by_day: dict[date, dict] = {}
@@ -189,6 +192,8 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
             signals[name] += row[name] or 0
         if row["source"] == "eval":
             entry["eval_cost"] += row["cost"] or 0
+        if row["shadow"]:  # calls a shadow version made beside live ones: real spend too
+            entry["shadow_cost"] += row["cost"] or 0
     day, board.days = f.since, []
     while day <= f.until:
         entry = by_day.get(day) or _empty_day(day)
@@ -205,6 +210,7 @@ def dashboard(application, f: UsageFilters, today: date) -> Dashboard:
         "errors": sum(d["errors"] for d in board.days),
         "savings": sum((d["savings"] for d in board.days), Decimal(0)),
         "eval_cost": sum((d["eval_cost"] for d in board.days), Decimal(0)),
+        "shadow_cost": sum((d["shadow_cost"] for d in board.days), Decimal(0)),
         "cost_per_request": (total_cost / total_requests) if total_requests else None,
         "cost_per_1k": (total_cost * 1000 / total_requests) if total_requests else None,
     }

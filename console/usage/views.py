@@ -85,6 +85,7 @@ def export(request: HttpRequest, app: str) -> HttpResponse:
                 "cost_per_request",
                 "cache_savings",
                 "eval_cost",
+                "shadow_cost",
             ]
         )
         for d in board.days:
@@ -97,6 +98,7 @@ def export(request: HttpRequest, app: str) -> HttpResponse:
                     d["cost_per_request"] or "",
                     d["savings"],
                     d["eval_cost"],
+                    d["shadow_cost"],
                 ]
             )
     else:

@@ -188,6 +188,7 @@ def test_csv_export_of_every_view(story, viewer_client):
     rows = rows_of(daily)
     assert rows[0] == [
         "day", "cost_usd", "requests", "errors", "cost_per_request", "cache_savings", "eval_cost",
+        "shadow_cost",
     ]  # fmt: skip
     assert [(r[0], Decimal(r[1]), int(r[2])) for r in rows[1:]] == [
         (day(3).date().isoformat(), 0, 0),
@@ -314,3 +315,20 @@ def test_the_dashboard_marks_the_spike_day(application, viewer_client):
     spend = response.context["figures"]["spend"]
     assert spend["data"][-1]["name"] == "Anomaly"
     assert spend["data"][-1]["x"] == [day(4).date().isoformat()]
+
+
+def test_shadow_calls_are_in_the_spend_and_shown_apart(story, viewer_client):
+    params = {"since": day(3).date().isoformat(), "until": day(0).date().isoformat()}
+    before = viewer_client.get(url(story), params)
+    assert before.context["board"].totals["shadow_cost"] == 0
+    assert "Shadow spend" not in before.content.decode()
+    ingest(story, "prod", [event("s-p1", day(2) + timedelta(hours=3), input_tokens=M,
+                                 prompt_version="answer@3", shadow_of="p1")])  # fmt: skip
+    rollup()
+    after = viewer_client.get(url(story), params)
+    totals = after.context["board"].totals
+    assert totals["shadow_cost"] == Decimal(1)  # 1M gpt-4o-mini input tokens
+    assert totals["cost"] == Decimal("7.5")  # and in the spend: 6.5 + 1
+    assert "Shadow spend" in after.content.decode()
+    rows = rows_of(viewer_client.get(url(story, "export.csv"), {**params, "view": "daily"}))
+    assert [Decimal(r[7]) for r in rows[1:]] == [0, Decimal(1), 0, 0]
