@@ -11,16 +11,21 @@ import time
 from datetime import timedelta
 from uuid import uuid4
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
 from console.audit.services import SYSTEM
 from console.core.versioning import dated
-from console.experiments import report
+from console.experiments import report, shadows
 from console.flags import services as flags
 from console.flags.models import FlagKind, FlagRulesVersion
 from console.registry import services as registry
+from console.registry.kinds import PROMPT
+from console.registry.models import Application
+from console.releases import services as releases
+from console.releases.models import ShadowDeployment
 from console.usage import services as usage
 from console.usage.models import RollupState, UsageEvent, UsageHourly
 
@@ -47,13 +52,18 @@ FROM generate_series(1, %(events)s) AS g
 """
 
 
-def bench_report(events: int = 1_000_000, days: int = 7, repeat: int = 9) -> dict:
+def _application(prefix: str, bench: str) -> Application:
+    """A fresh application with one environment, prod, for a bench's rows."""
     if connection.vendor != "postgresql":
-        raise RuntimeError("the experiment bench runs on PostgreSQL")
-    key = f"bench-exp-{uuid4().hex[:8]}"
-    application = registry.create_application(
+        raise RuntimeError(f"{bench} runs on PostgreSQL")
+    key = f"{prefix}-{uuid4().hex[:8]}"
+    return registry.create_application(
         actor=SYSTEM, key=key, name=key, environments=[{"key": "prod", "name": "prod"}]
     )
+
+
+def bench_report(events: int = 1_000_000, days: int = 7, repeat: int = 9) -> dict:
+    application = _application("bench-exp", "the experiment bench")
     try:
         prod = application.environments.get()
         now = timezone.now()
@@ -135,19 +145,7 @@ def bench_shadow(events: int = 1_000_000, share: float = 0.2, days: int = 7, rep
     """`events` live calls over `days` days and a `share` of them shadowed, stored straight
     into PostgreSQL; the shadow comparison (shadows.comparison: the pairing join and the
     answers' aggregate) built repeatedly. The events go afterwards; the application stays."""
-    from django.contrib.auth import get_user_model
-
-    from console.experiments import shadows
-    from console.registry.kinds import PROMPT
-    from console.releases import services as releases
-    from console.releases.models import ShadowDeployment
-
-    if connection.vendor != "postgresql":
-        raise RuntimeError("the shadow bench runs on PostgreSQL")
-    key = f"bench-shadow-{uuid4().hex[:8]}"
-    application = registry.create_application(
-        actor=SYSTEM, key=key, name=key, environments=[{"key": "prod", "name": "prod"}]
-    )
+    application = _application("bench-shadow", "the shadow bench")
     try:
         prod = application.environments.get()
         now = timezone.now()
