@@ -27,7 +27,8 @@ def test_bench_console_times_every_page_with_a_200(postgres_tx):
     assert result["db"] == "postgresql"
     assert result["sizes"]["dataset_items"] == 40
     assert result["sizes"]["usage_events_in_rollups"] >= 18_000
-    assert len(result["pages"]) >= 29 and "webhooks" in result["pages"]
+    assert len(result["pages"]) >= 36 and "webhooks" in result["pages"]
+    assert {"quality", "experiment report", "shadow comparison"} <= set(result["pages"])
     assert all(page["ms"] > 0 and page["queries"] > 0 for page in result["pages"].values())
     assert result["slowest"]["ms"] == max(p["ms"] for p in result["pages"].values())
 

@@ -1,5 +1,6 @@
 """Server time and query count for every console page at realistic sizes: a 10,000-item golden
-set, 1,000 flags, ~1M audit events and rollups standing for ~10M usage events. One JSON line.
+set, 1,000 flags, ~1M audit events and rollups standing for ~10M usage events (the samples,
+experiment and shadow pages on the demo's data). One JSON line.
 
 Builds on the demo (`seed_demo`) and adds the bulk idempotently; run on PostgreSQL for figures
 that mean something (DATABASE_URL=postgres://...; `manage.py migrate` first).
@@ -32,6 +33,7 @@ from console.flags import services as flags
 from console.flags.models import Flag
 from console.ops.management.commands.bench_datasets import bench_item
 from console.registry.models import Application
+from console.releases.models import ShadowDeployment
 from console.usage import services as usage
 from console.usage.models import LATENCY_BUCKETS_MS, UsageDaily, UsageHourly
 
@@ -231,7 +233,16 @@ class Command(BaseCommand):
             "webhooks": u("notifications:webhooks"),
             "audit log (1M)": reverse("audit:log"),
             "audit log, this app": reverse("audit:log") + f"?application={app}",
+            "quality": u("samples:quality"),
+            "samples": u("samples:list"),
+            "monitors": u("samples:monitors"),
+            "experiments": u("experiments:list"),
+            "experiment report": u("experiments:report", env="prod", flag="support-prompt"),
+            "shadows": u("experiments:shadows"),
         }
+        shadow = ShadowDeployment.objects.filter(environment__application=application).first()
+        if shadow is not None:  # the demo's, unless its seeding found no simulator
+            pages["shadow comparison"] = u("experiments:shadow", pk=shadow.pk)
         return pages
 
     @staticmethod
