@@ -110,10 +110,18 @@ def test_postgres_builds_the_shadow_index_concurrently_and_it_is_valid(postgres_
     out = io.StringIO()
     call_command("sqlmigrate", "usage", "0010", backwards=True, stdout=out)
     assert "DROP INDEX CONCURRENTLY" in out.getvalue()
-    call_command("migrate", "usage", "0009", verbosity=0)
-    assert "usage_shadow_at" not in indexes_of("usage_usageevent")
-    call_command("migrate", "usage", verbosity=0)
-    assert "usage_shadow_at" in indexes_of("usage_usageevent")
+    with connection.cursor() as cursor:
+        # A concurrent build waits for older transactions on the database; should one be left
+        # open here, fail in two minutes rather than hang the run.
+        cursor.execute("SET lock_timeout = '120s'")
+    try:
+        call_command("migrate", "usage", "0009", verbosity=0)
+        assert "usage_shadow_at" not in indexes_of("usage_usageevent")
+        call_command("migrate", "usage", verbosity=0)
+        assert "usage_shadow_at" in indexes_of("usage_usageevent")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
 
 
 def indexes_of(table: str) -> set[str]:
