@@ -131,7 +131,8 @@ INSERT INTO usage_usageevent (
     cost, savings)
 SELECT %(app)s, %(env)s, %(prefix)s || g, %(now)s - (g::float / %(events)s) * %(span)s, %(now)s,
     'gpt-4o-mini',
-    'main@1', %(prompt)s, 'answer', '', '', %(shadow_of)s, '', 1000, 0,
+    'main@1', %(prompt)s, 'answer', '', '', CASE WHEN %(paired)s THEN 'l' || g ELSE '' END, '',
+    1000, 0,
     150 + (random() * 100)::int,
     %(slower)s * exp(ln(600) + 0.5 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random())),
     CASE WHEN random() < %(errors)s THEN 'error' ELSE 'ok' END, false, 0, '', 'runtime',
@@ -169,19 +170,16 @@ def bench_shadow(events: int = 1_000_000, share: float = 0.2, days: int = 7, rep
         # A shadow call is made at its live call's time; every pair inside the window.
         inside = timedelta(days=days) - timedelta(minutes=5)
         arms = [
-            {"prefix": "l", "prompt": "answer@1", "shadow_of": "", "every": 1,
+            {"prefix": "l", "prompt": "answer@1", "paired": False, "every": 1,
              "slower": 1.0, "errors": 0.04, "cost": 0.00015},
-            {"prefix": "s", "prompt": "answer@2", "shadow_of": "", "every": every,
+            {"prefix": "s", "prompt": "answer@2", "paired": True, "every": every,
              "slower": 1.05, "errors": 0.03, "cost": 0.00018},
         ]  # fmt: skip
         started = time.perf_counter()
         with connection.cursor() as cursor:
             for arm in arms:
-                sql = SHADOW_INSERT
-                if arm["prefix"] == "s":
-                    sql = sql.replace("%(shadow_of)s", "'l' || g")
                 cursor.execute(
-                    sql,
+                    SHADOW_INSERT,
                     {**arm, "app": application.pk, "env": prod.pk, "events": events,
                      "now": now - timedelta(minutes=1), "span": inside},
                 )  # fmt: skip

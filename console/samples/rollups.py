@@ -17,6 +17,7 @@ tries read whole from the raw samples."""
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -135,10 +136,9 @@ def _raw(rows: QuerySet) -> dict[Key, Tally]:
     return {(row["h"], row["prompt_version"]): Tally.of(row) for row in grouped}
 
 
-def _merge(into: dict[Key, Tally], more: dict[Key, Tally]) -> dict[Key, Tally]:
+def _merge(into: defaultdict[Key, Tally], more: dict[Key, Tally]) -> None:
     for key, counted in more.items():
-        into[key] = into[key] + counted if key in into else counted
-    return into
+        into[key] += counted
 
 
 def _spans(spans: Iterable[tuple[datetime, datetime]]) -> Q:
@@ -208,10 +208,13 @@ def hourly(
         ).exclude(hour__in=stale)
         if version:
             rollups = rollups.filter(prompt_version=version)
-        found = {
-            (row["hour"], row["prompt_version"]): Tally.of_rollup(row)
-            for row in rollups.values("hour", "prompt_version", *ROLLED)
-        }
+        found: defaultdict[Key, Tally] = defaultdict(
+            Tally,
+            {
+                (row["hour"], row["prompt_version"]): Tally.of_rollup(row)
+                for row in rollups.values("hour", "prompt_version", *ROLLED)
+            },
+        )
         # From the raw samples: the partial hours at either end, the stale hours whole, and
         # in the other whole hours the samples not folded yet.
         stale_spans = [(hour, hour + HOUR) for hour in stale]

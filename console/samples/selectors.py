@@ -3,6 +3,7 @@ day, environment and prompt version) everyone reads."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -159,15 +160,14 @@ def quality(
     environments = (
         [environment] if environment is not None else list(application.environments.all())
     )
-    days_of: dict[tuple[date, str, str], rollups.Tally] = {}
+    days_of: defaultdict[tuple[date, str, str], rollups.Tally] = defaultdict(rollups.Tally)
     for env in environments:
         hours = rollups.hourly(
             application_id=application.pk, environment_id=env.pk, version="",
             start=start, end=now + FUTURE_SKEW,
         )  # fmt: skip
         for (hour, version), counted in hours.items():
-            key = (hour.astimezone(UTC).date(), env.name, version)
-            days_of[key] = days_of[key] + counted if key in days_of else counted
+            days_of[(hour.astimezone(UTC).date(), env.name, version)] += counted
     return [
         QualityRow(
             day=day,
